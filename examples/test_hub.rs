@@ -1,0 +1,147 @@
+//! Runs the loopback test hub (`tests/support/hub.rs`) as a process, for manual checks and for
+//! download benchmarks against the Python `huggingface_hub` (`HF_ENDPOINT=<printed endpoint>`).
+//!
+//! ```text
+//! cargo run --release --example test_hub -- [--port N]
+//!     [repo=org/name file=path_in_repo:local_path ...]...
+//!     [--serve-dir org/name DIR]...
+//!     [--big-file org/name path_in_repo SIZE_MB]...
+//!     [--token org/name TOKEN]...
+//! ```
+//!
+//! Everything is published on branch `main` (one commit per repo), then the endpoint is printed as
+//! the first line of stdout and the hub serves until the process is killed.
+
+#[path = "../tests/support/hub.rs"]
+mod hub;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::exit;
+use std::sync::Arc;
+
+use hub::TestHub;
+
+const USAGE: &str = "usage: test_hub [--port N] [repo=org/name file=path:local_path ...]... \
+[--serve-dir org/name DIR]... [--big-file org/name path SIZE_MB]... [--token org/name TOKEN]...";
+
+/// What the command line asks for.
+#[derive(Default)]
+struct Plan {
+    port: u16,
+    /// repo -> (path in repo -> content)
+    files: BTreeMap<String, BTreeMap<String, Arc<[u8]>>>,
+    tokens: Vec<(String, String)>,
+}
+
+fn main() {
+    let plan = parse_args(std::env::args().skip(1)).unwrap_or_else(|message| {
+        eprintln!("test_hub: {message}\n{USAGE}");
+        exit(2);
+    });
+    let hub = TestHub::start_on_port(plan.port);
+    for (repo, token) in &plan.tokens {
+        hub.require_token(repo, token);
+    }
+    for (repo, files) in &plan.files {
+        let files: Vec<(&str, Arc<[u8]>)> = files
+            .iter()
+            .map(|(path, bytes)| (path.as_str(), Arc::clone(bytes)))
+            .collect();
+        let commit = hub.publish_shared(repo, "main", &files);
+        eprintln!("published {} file(s) to {repo} at {commit}", files.len());
+    }
+
+    println!("{}", hub.endpoint());
+    std::io::stdout().flush().expect("flush stdout");
+    loop {
+        std::thread::park();
+    }
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Plan, String> {
+    let mut plan = Plan::default();
+    let mut repo: Option<String> = None;
+    while let Some(arg) = args.next() {
+        let mut next = |what: &str| args.next().ok_or(format!("{arg} needs {what}"));
+        match arg.as_str() {
+            "--port" => plan.port = next("a port")?.parse().map_err(|e| format!("port: {e}"))?,
+            "--serve-dir" => {
+                let (repo, dir) = (next("a repo")?, next("a directory")?);
+                add_dir(&mut plan, &repo, Path::new(&dir))?;
+            }
+            "--big-file" => {
+                let (repo, path, size) = (next("a repo")?, next("a path")?, next("a size")?);
+                let size_mb: usize = size.parse().map_err(|e| format!("size: {e}"))?;
+                let bytes = pseudo_random_bytes(size_mb * 1024 * 1024);
+                plan.files.entry(repo).or_default().insert(path, bytes);
+            }
+            "--token" => plan.tokens.push((next("a repo")?, next("a token")?)),
+            _ => {
+                if let Some(name) = arg.strip_prefix("repo=") {
+                    repo = Some(name.to_string());
+                } else if let Some(spec) = arg.strip_prefix("file=") {
+                    let repo = repo.clone().ok_or("file= before any repo=")?;
+                    let (path, local) = spec.split_once(':').ok_or("file=path:local_path")?;
+                    plan.files
+                        .entry(repo)
+                        .or_default()
+                        .insert(path.to_string(), read(Path::new(local))?);
+                } else {
+                    return Err(format!("unknown argument {arg}"));
+                }
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Add every file under `dir` to `repo`, with its path relative to `dir` as path in the repo.
+fn add_dir(plan: &mut Plan, repo: &str, dir: &Path) -> Result<(), String> {
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let entries =
+            std::fs::read_dir(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+        for entry in entries {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let relative = path.strip_prefix(dir).expect("under dir");
+            let in_repo: Vec<String> = relative
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            let bytes = read(&path)?;
+            plan.files
+                .entry(repo.to_string())
+                .or_default()
+                .insert(in_repo.join("/"), bytes);
+        }
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<Arc<[u8]>, String> {
+    std::fs::read(path)
+        .map(Arc::from)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `len` bytes of xorshift64* output: incompressible, the same on every run, in one allocation
+/// (collecting an exact-size iterator into an `Arc` does not copy).
+fn pseudo_random_bytes(len: usize) -> Arc<[u8]> {
+    let mut bytes: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+    let buffer = Arc::get_mut(&mut bytes).expect("fresh Arc");
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    for chunk in buffer.chunks_mut(8) {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let word = state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+        chunk.copy_from_slice(&word[..chunk.len()]);
+    }
+    bytes
+}

@@ -1,0 +1,474 @@
+//! `KyutaiModelConfig`: which models to use and how to reach them.
+//!
+//! Every field left unset is filled, when the manager starts, from the environment variables that
+//! the Python `huggingface_hub` reads (`HF_HOME`, `HF_HUB_CACHE`, `HF_ENDPOINT`, `HF_TOKEN`,
+//! `HF_TOKEN_PATH`, `HF_HUB_OFFLINE`, `HF_HUB_DISABLE_PROGRESS_BARS`), so that both clients share
+//! one cache and one set of settings.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::progress::ProgressEvent;
+
+/// The public TTS model (Delayed Streams Modeling, English and French).
+pub const DEFAULT_TTS_REPO: &str = "kyutai/tts-1.6b-en_fr";
+/// The public STT model (about 1B parameters, English and French, candle format).
+pub const DEFAULT_STT_REPO: &str = "kyutai/stt-1b-en_fr-candle";
+/// The voice embeddings for the TTS models.
+pub const DEFAULT_VOICES_REPO: &str = "kyutai/tts-voices";
+/// The voice the Python reference uses by default.
+pub const DEFAULT_VOICE: &str = "expresso/ex03-ex01_happy_001_channel1_334s.wav";
+/// The endpoint used when neither the config nor `HF_ENDPOINT` names one.
+pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// Where the models run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// The CPU (the default; always available).
+    #[default]
+    Cpu,
+    /// A CUDA GPU, by ordinal (needs the `cuda` feature).
+    Cuda(usize),
+    /// An Apple GPU (needs the `metal` feature).
+    Metal(usize),
+}
+
+/// The floating-point type weights are converted to at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+}
+
+/// How download progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProgressMode {
+    /// Bars on stderr when it is a terminal and `HF_HUB_DISABLE_PROGRESS_BARS` is not set.
+    #[default]
+    Auto,
+    /// Never draw bars (the callback, if any, still receives events).
+    Quiet,
+}
+
+/// The files of a model repository that can be overridden one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ModelFile {
+    /// The language model weights (`moshi_name` in config.json).
+    LmWeights,
+    /// The Mimi codec weights (`mimi_name`).
+    MimiWeights,
+    /// The SentencePiece text tokenizer (`tokenizer_name`).
+    Tokenizer,
+    /// The Mimi configuration JSON (`mimi_config_name`).
+    MimiConfig,
+}
+
+impl ModelFile {
+    /// The config.json key that names this file.
+    pub fn config_key(self) -> &'static str {
+        match self {
+            ModelFile::LmWeights => "moshi_name",
+            ModelFile::MimiWeights => "mimi_name",
+            ModelFile::Tokenizer => "tokenizer_name",
+            ModelFile::MimiConfig => "mimi_config_name",
+        }
+    }
+}
+
+/// A callback that receives download progress events (for applications that draw their own UI).
+pub type ProgressCallback = Arc<dyn Fn(&ProgressEvent) + Send + Sync>;
+
+/// Which Kyutai models to use, where to cache them and how to reach the hub.
+///
+/// ```
+/// use fluent_voice_kyutai::KyutaiModelConfig;
+///
+/// let config = KyutaiModelConfig::default()
+///     .stt_repo("kyutai/stt-2.6b-en-candle")
+///     .cache_dir("/tmp/kyutai-cache")
+///     .offline(true);
+/// assert_eq!(config.stt_repo, "kyutai/stt-2.6b-en-candle");
+/// assert_eq!(config.tts_repo, "kyutai/tts-1.6b-en_fr");
+/// ```
+#[derive(Clone)]
+pub struct KyutaiModelConfig {
+    /// TTS model repository (`org/name`).
+    pub tts_repo: String,
+    /// Branch, tag or commit of the TTS repository.
+    pub tts_revision: String,
+    /// STT model repository.
+    pub stt_repo: String,
+    /// Branch, tag or commit of the STT repository.
+    pub stt_revision: String,
+    /// Voice embeddings repository.
+    pub voices_repo: String,
+    /// Branch, tag or commit of the voices repository.
+    pub voices_revision: String,
+    /// The voice used when a speaker names none.
+    pub default_voice: String,
+    /// Download again even when the cache holds a verified copy.
+    pub force_download: bool,
+    /// The hub cache directory; unset: `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+    pub cache_dir: Option<PathBuf>,
+    /// The hub endpoint; unset: `HF_ENDPOINT`, else `https://huggingface.co`.
+    pub endpoint: Option<String>,
+    /// The access token for gated models; unset: `HF_TOKEN`, else the token file.
+    pub token: Option<String>,
+    /// Never touch the network; unset: `HF_HUB_OFFLINE`.
+    pub offline: Option<bool>,
+    /// Where the models run.
+    pub device: Device,
+    /// Weight dtype; unset: f32 on CPU, bf16 on GPUs.
+    pub dtype: Option<DType>,
+    /// Progress display.
+    pub progress: ProgressMode,
+    /// Receives progress events, whatever the display.
+    pub on_progress: Option<ProgressCallback>,
+    /// Check each download's sha256 against the hub's etag (on by default; turning it off is for
+    /// benchmarks and trusted local mirrors).
+    pub verify_downloads: bool,
+    /// Attempts per request before a network error is reported.
+    pub max_attempts: u32,
+    /// First retry delay; doubles on each retry (a `Retry-After` header takes precedence).
+    pub retry_backoff: Duration,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// Time a response may stay silent before the attempt is abandoned.
+    pub read_timeout: Duration,
+    /// Per-file overrides for the TTS repository: `hf://org/repo/path` or `file:///abs/path`.
+    pub tts_files: BTreeMap<ModelFile, String>,
+    /// Per-file overrides for the STT repository.
+    pub stt_files: BTreeMap<ModelFile, String>,
+}
+
+impl Default for KyutaiModelConfig {
+    fn default() -> Self {
+        KyutaiModelConfig {
+            tts_repo: DEFAULT_TTS_REPO.into(),
+            tts_revision: "main".into(),
+            stt_repo: DEFAULT_STT_REPO.into(),
+            stt_revision: "main".into(),
+            voices_repo: DEFAULT_VOICES_REPO.into(),
+            voices_revision: "main".into(),
+            default_voice: DEFAULT_VOICE.into(),
+            force_download: false,
+            cache_dir: None,
+            endpoint: None,
+            token: None,
+            offline: None,
+            device: Device::Cpu,
+            dtype: None,
+            progress: ProgressMode::Auto,
+            on_progress: None,
+            verify_downloads: true,
+            max_attempts: 5,
+            retry_backoff: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            tts_files: BTreeMap::new(),
+            stt_files: BTreeMap::new(),
+        }
+    }
+}
+
+/// Builder-style setters: each takes and returns `self`.
+impl KyutaiModelConfig {
+    pub fn tts_repo(mut self, repo: impl Into<String>) -> Self {
+        self.tts_repo = repo.into();
+        self
+    }
+    pub fn tts_revision(mut self, revision: impl Into<String>) -> Self {
+        self.tts_revision = revision.into();
+        self
+    }
+    pub fn stt_repo(mut self, repo: impl Into<String>) -> Self {
+        self.stt_repo = repo.into();
+        self
+    }
+    pub fn stt_revision(mut self, revision: impl Into<String>) -> Self {
+        self.stt_revision = revision.into();
+        self
+    }
+    pub fn voices_repo(mut self, repo: impl Into<String>) -> Self {
+        self.voices_repo = repo.into();
+        self
+    }
+    pub fn voices_revision(mut self, revision: impl Into<String>) -> Self {
+        self.voices_revision = revision.into();
+        self
+    }
+    pub fn default_voice(mut self, voice: impl Into<String>) -> Self {
+        self.default_voice = voice.into();
+        self
+    }
+    pub fn force_download(mut self, force: bool) -> Self {
+        self.force_download = force;
+        self
+    }
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+    pub fn offline(mut self, offline: bool) -> Self {
+        self.offline = Some(offline);
+        self
+    }
+    pub fn device(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+    pub fn dtype(mut self, dtype: DType) -> Self {
+        self.dtype = Some(dtype);
+        self
+    }
+    pub fn progress(mut self, mode: ProgressMode) -> Self {
+        self.progress = mode;
+        self
+    }
+    pub fn on_progress(mut self, callback: impl Fn(&ProgressEvent) + Send + Sync + 'static) -> Self {
+        self.on_progress = Some(Arc::new(callback));
+        self
+    }
+    pub fn verify_downloads(mut self, verify: bool) -> Self {
+        self.verify_downloads = verify;
+        self
+    }
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+    pub fn retry_backoff(mut self, backoff: Duration) -> Self {
+        self.retry_backoff = backoff;
+        self
+    }
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+    /// Overrides one TTS file: `hf://org/repo/path/in/repo` or `file:///abs/path`.
+    pub fn tts_file(mut self, file: ModelFile, location: impl Into<String>) -> Self {
+        self.tts_files.insert(file, location.into());
+        self
+    }
+    /// Overrides one STT file: `hf://org/repo/path/in/repo` or `file:///abs/path`.
+    pub fn stt_file(mut self, file: ModelFile, location: impl Into<String>) -> Self {
+        self.stt_files.insert(file, location.into());
+        self
+    }
+}
+
+/// The token never appears in `Debug` output.
+impl fmt::Debug for KyutaiModelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KyutaiModelConfig")
+            .field("tts_repo", &self.tts_repo)
+            .field("tts_revision", &self.tts_revision)
+            .field("stt_repo", &self.stt_repo)
+            .field("stt_revision", &self.stt_revision)
+            .field("voices_repo", &self.voices_repo)
+            .field("voices_revision", &self.voices_revision)
+            .field("default_voice", &self.default_voice)
+            .field("force_download", &self.force_download)
+            .field("cache_dir", &self.cache_dir)
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("offline", &self.offline)
+            .field("device", &self.device)
+            .field("dtype", &self.dtype)
+            .field("progress", &self.progress)
+            .field("on_progress", &self.on_progress.as_ref().map(|_| "<callback>"))
+            .field("verify_downloads", &self.verify_downloads)
+            .field("max_attempts", &self.max_attempts)
+            .field("tts_files", &self.tts_files)
+            .field("stt_files", &self.stt_files)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The settings in force once the environment has filled what the config left unset.
+#[derive(Clone)]
+pub struct ResolvedSettings {
+    pub cache_dir: PathBuf,
+    pub endpoint: String,
+    pub token: Option<String>,
+    pub offline: bool,
+    pub show_bars: bool,
+}
+
+impl fmt::Debug for ResolvedSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolvedSettings")
+            .field("cache_dir", &self.cache_dir)
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("offline", &self.offline)
+            .field("show_bars", &self.show_bars)
+            .finish()
+    }
+}
+
+/// A source of environment variables (the process environment, or a map in tests).
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for BTreeMap<&str, &str> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).map(|v| v.to_string()).filter(|v| !v.is_empty())
+    }
+}
+
+/// `huggingface_hub`'s notion of a true environment value.
+fn is_true(value: &str) -> bool {
+    matches!(value.to_ascii_uppercase().as_str(), "1" | "ON" | "YES" | "TRUE")
+}
+
+impl KyutaiModelConfig {
+    /// Fills what the config leaves unset from `env`, the way `huggingface_hub` does.
+    pub fn resolve(&self, env: &dyn Env) -> ResolvedSettings {
+        let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("."));
+        let hf_home = env
+            .var("HF_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                env.var("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| home.join(".cache"))
+                    .join("huggingface")
+            });
+        let cache_dir = self.cache_dir.clone().unwrap_or_else(|| {
+            env.var("HF_HUB_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| hf_home.join("hub"))
+        });
+        let endpoint = self
+            .endpoint
+            .clone()
+            .or_else(|| env.var("HF_ENDPOINT"))
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string())
+            .trim_end_matches('/')
+            .to_string();
+        let token = self.token.clone().or_else(|| env.var("HF_TOKEN")).or_else(|| {
+            let path = env
+                .var("HF_TOKEN_PATH")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| hf_home.join("token"));
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+        });
+        let offline = self
+            .offline
+            .unwrap_or_else(|| env.var("HF_HUB_OFFLINE").is_some_and(|v| is_true(&v)));
+        let bars_disabled = env
+            .var("HF_HUB_DISABLE_PROGRESS_BARS")
+            .is_some_and(|v| is_true(&v));
+        let show_bars = self.progress == ProgressMode::Auto
+            && !bars_disabled
+            && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        ResolvedSettings {
+            cache_dir,
+            endpoint,
+            token,
+            offline,
+            show_bars,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_fills_what_the_config_leaves_unset() {
+        let env: BTreeMap<&str, &str> = [
+            ("HF_HOME", "/data/hf"),
+            ("HF_ENDPOINT", "http://127.0.0.1:9/"),
+            ("HF_TOKEN", "hf_secret"),
+            ("HF_HUB_OFFLINE", "yes"),
+        ]
+        .into();
+        let settings = KyutaiModelConfig::default().resolve(&env);
+        assert_eq!(settings.cache_dir, PathBuf::from("/data/hf/hub"));
+        assert_eq!(settings.endpoint, "http://127.0.0.1:9");
+        assert_eq!(settings.token.as_deref(), Some("hf_secret"));
+        assert!(settings.offline);
+    }
+
+    #[test]
+    fn config_wins_over_environment_and_hub_cache_wins_over_home() {
+        let env: BTreeMap<&str, &str> = [
+            ("HF_HOME", "/data/hf"),
+            ("HF_HUB_CACHE", "/fast/hub"),
+            ("HF_HUB_OFFLINE", "1"),
+            ("HF_TOKEN", "from-env"),
+        ]
+        .into();
+        let settings = KyutaiModelConfig::default().resolve(&env);
+        assert_eq!(settings.cache_dir, PathBuf::from("/fast/hub"));
+        let settings = KyutaiModelConfig::default()
+            .cache_dir("/mine")
+            .offline(false)
+            .token("from-config")
+            .resolve(&env);
+        assert_eq!(settings.cache_dir, PathBuf::from("/mine"));
+        assert!(!settings.offline);
+        assert_eq!(settings.token.as_deref(), Some("from-config"));
+    }
+
+    #[test]
+    fn token_file_is_read_when_no_variable_names_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "hf_from_file\n").unwrap();
+        let home = dir.path().to_str().unwrap();
+        let env: BTreeMap<&str, &str> = [("HF_HOME", home)].into();
+        let settings = KyutaiModelConfig::default().resolve(&env);
+        assert_eq!(settings.token.as_deref(), Some("hf_from_file"));
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let config = KyutaiModelConfig::default().token("hf_very_secret");
+        let text = format!("{config:?}");
+        assert!(!text.contains("hf_very_secret"), "{text}");
+        assert!(text.contains("<redacted>"));
+        let env: BTreeMap<&str, &str> = BTreeMap::new();
+        let text = format!("{:?}", config.resolve(&env));
+        assert!(!text.contains("hf_very_secret"), "{text}");
+    }
+
+    #[test]
+    fn offline_values_follow_huggingface_hub() {
+        for (value, expected) in [("1", true), ("TRUE", true), ("on", true), ("0", false), ("no", false)] {
+            let env: BTreeMap<&str, &str> = [("HF_HUB_OFFLINE", value)].into();
+            assert_eq!(KyutaiModelConfig::default().resolve(&env).offline, expected, "{value}");
+        }
+    }
+}
