@@ -206,6 +206,11 @@ impl From<MoshiError> for VoiceError {
         match &error {
             MoshiError::InvalidInput(message) => VoiceError::InvalidInput(message.clone()),
             MoshiError::InvalidConfig(message) => VoiceError::Configuration(message.clone()),
+            MoshiError::Unsupported(message) => VoiceError::Unsupported(message.clone()),
+            MoshiError::Inference { message, .. } => VoiceError::Other {
+                message: format!("inference failed: {message}"),
+                source: Some(Box::new(error.clone())),
+            },
             _ => VoiceError::ModelUnavailable {
                 message: error.to_string(),
                 source: Some(Box::new(error)),

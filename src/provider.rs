@@ -30,7 +30,7 @@ pub enum ConfigureErrorKind {
 /// The error of [`Kyutai::configure`]: it hands the configuration back, unapplied.
 pub struct ConfigureError {
     kind: ConfigureErrorKind,
-    config: KyutaiModelConfig,
+    config: Box<KyutaiModelConfig>,
 }
 
 impl ConfigureError {
@@ -47,7 +47,7 @@ impl ConfigureError {
     }
     /// The configuration that was not applied.
     pub fn into_config(self) -> KyutaiModelConfig {
-        self.config
+        *self.config
     }
 }
 
@@ -102,13 +102,13 @@ impl Provider {
         if self.in_use.load(Ordering::SeqCst) {
             return Err(ConfigureError {
                 kind: ConfigureErrorKind::AlreadyInUse,
-                config,
+                config: Box::new(config),
             });
         }
         if self.configured.swap(true, Ordering::SeqCst) {
             return Err(ConfigureError {
                 kind: ConfigureErrorKind::AlreadyConfigured,
-                config,
+                config: Box::new(config),
             });
         }
         *slot = Some(config);

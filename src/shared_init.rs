@@ -149,7 +149,7 @@ mod tests {
                 tokio::spawn(async move {
                     cell.get_or_try_init(slow_init(calls, Err("network down".into())))
                         .await
-                        .map(|v| *v)
+                        .copied()
                 })
             })
             .collect();

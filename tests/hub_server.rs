@@ -92,6 +92,12 @@ async fn read_body(mut response: reqwest::Response) -> (Vec<u8>, bool) {
     }
 }
 
+/// GET a JSON API response (reqwest's `json` feature is not enabled).
+async fn get_json(url: &str) -> serde_json::Value {
+    let body = get(url).await.bytes().await.expect("body");
+    serde_json::from_slice(&body).expect("JSON body")
+}
+
 fn last_request(hub: &TestHub) -> LoggedRequest {
     hub.requests().pop().expect("a logged request")
 }
@@ -526,7 +532,7 @@ async fn log_records_status_query_and_body_bytes() {
 async fn revision_api_gives_sha_and_siblings() {
     let (hub, commit) = hub_with_model();
     let url = format!("{}/api/models/{REPO}/revision/main", hub.endpoint());
-    let json: serde_json::Value = get(&url).await.json().await.unwrap();
+    let json = get_json(&url).await;
 
     assert_eq!(json["id"], REPO);
     assert_eq!(json["sha"], commit.as_str());
@@ -551,11 +557,7 @@ async fn tree_api_lists_files_and_directories() {
     let (hub, _) = hub_with_model();
     let base = format!("{}/api/models/{REPO}/tree/main", hub.endpoint());
 
-    let all: serde_json::Value = get(&format!("{base}?recursive=true"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let all = get_json(&format!("{base}?recursive=true")).await;
     let entries = all.as_array().unwrap();
     let listed: Vec<(&str, &str)> = entries
         .iter()
@@ -591,7 +593,7 @@ async fn tree_api_lists_files_and_directories() {
         git_sha1_hex(pointer.as_bytes()).as_str()
     );
 
-    let top: serde_json::Value = get(&base).await.json().await.unwrap();
+    let top = get_json(&base).await;
     let top_paths: Vec<&str> = top
         .as_array()
         .unwrap()
@@ -600,7 +602,7 @@ async fn tree_api_lists_files_and_directories() {
         .collect();
     assert_eq!(top_paths, [CONFIG, WEIGHTS, "tok"]);
 
-    let sub: serde_json::Value = get(&format!("{base}/tok")).await.json().await.unwrap();
+    let sub = get_json(&format!("{base}/tok")).await;
     assert_eq!(sub[0]["path"], "tok/en");
 }
 

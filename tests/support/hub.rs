@@ -805,6 +805,10 @@ fn route(state: &State, request: &Request) -> Response {
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match segments.as_slice() {
+        // `model_info` without a revision asks for the default branch.
+        ["api", "models", org, name] => {
+            api_revision(state, request, &format!("{org}/{name}"), "main")
+        }
         ["api", "models", org, name, "revision", revision] => {
             api_revision(state, request, &format!("{org}/{name}"), revision)
         }
@@ -938,10 +942,11 @@ fn requested_range(request: &Request, etag: &str, total: usize) -> RangeAsk {
     let Some(range) = request.header("range") else {
         return RangeAsk::Whole;
     };
-    if let Some(if_range) = request.header("if-range") {
-        if strip_etag(if_range) != etag {
-            return RangeAsk::Whole;
-        }
+    let stale = request
+        .header("if-range")
+        .is_some_and(|tag| strip_etag(tag) != etag);
+    if stale {
+        return RangeAsk::Whole;
     }
     parse_range(range, total)
 }
@@ -986,7 +991,7 @@ fn strip_etag(etag: &str) -> &str {
     etag.strip_prefix("W/").unwrap_or(etag).trim_matches('"')
 }
 
-/// `GET /api/models/{org}/{name}/revision/{revision}`.
+/// `GET /api/models/{org}/{name}/revision/{revision}` (and `/api/models/{org}/{name}` for `main`).
 fn api_revision(state: &State, request: &Request, repo_id: &str, revision: &str) -> Response {
     let (commit, files) = match open(state, request, repo_id, revision) {
         Ok(snapshot) => snapshot,

@@ -69,9 +69,9 @@ pub const VOICE_NAMES: [&str; 3] = [
 /// Every key of the published `kyutai/tts-1.6b-en_fr/config.json` (revision f654396), in its
 /// order. Sources: `shared/docs/kyutai-models.md` and public parsers of that file that check it
 /// key by key; the file-name keys are popped by `CheckpointInfo.from_hf_repo`
-/// (`moshi/models/loaders.py`). The tiny config adds [`MIMI_CONFIG_NAME`]'s key,
-/// `mimi_config_name`.
-pub const TTS_CONFIG_KEYS: [&str; 37] = [
+/// (`moshi/models/loaders.py`). No `stt_config`, no `extra_heads_*`. The tiny config adds
+/// `mimi_config_name` (see [`MIMI_CONFIG_NAME`]).
+pub const TTS_CONFIG_KEYS: &[&str] = &[
     "card",
     "n_q",
     "dep_q",
@@ -109,7 +109,6 @@ pub const TTS_CONFIG_KEYS: [&str; 37] = [
     "lm_gen_config",
     "tokenizer_name",
     "mimi_name",
-    // (no `stt_config`, no `extra_heads_*`)
     "moshi_name",
 ];
 
@@ -119,7 +118,7 @@ pub const TTS_CONFIG_KEYS: [&str; 37] = [
 /// them the 2-space-indented JSON comes to the published 1,315 bytes, without them ~56 short).
 /// No `moshi_name`: the weights are the default `model.safetensors`. The tiny config adds
 /// `mimi_config_name`.
-pub const STT_CONFIG_KEYS: [&str; 34] = [
+pub const STT_CONFIG_KEYS: &[&str] = &[
     "card",
     "n_q",
     "dep_q",
@@ -551,9 +550,11 @@ pub fn lm_tensors(cfg: &Value) -> Vec<TensorSpec> {
             "depformer_dim_feedforward",
             (hidden_scale * ddim as f64) as usize,
         );
-        let dep_gating = match &cfg["depformer_gating"] {
-            Value::Null => gating,
-            v => v.as_str().unwrap_or("none") != "none",
+        // The depformer inherits the main transformer's keyword arguments unless a
+        // `depformer_*` key overrides them (`LMModel.__init__`, `kwargs_dep`).
+        let dep_gating = match cfg.get("depformer_gating") {
+            None => gating,
+            Some(v) => v.as_str().unwrap_or("none") != "none",
         };
         let dep = TransformerShape {
             d: ddim,
@@ -564,9 +565,9 @@ pub fn lm_tensors(cfg: &Value) -> Vec<TensorSpec> {
             gating: dep_gating,
             norm: norm.clone(),
             cross_attention: false,
-            layer_scale: match &cfg["depformer_layer_scale"] {
-                Value::Null => layer_scale,
-                _ => true,
+            layer_scale: match cfg.get("depformer_layer_scale") {
+                None => layer_scale,
+                Some(v) => !v.is_null(),
             },
         };
         for t in dep.tensors("depformer", bf16) {

@@ -1,0 +1,115 @@
+//! Shared by the integration tests: the loopback hub, the tiny repos, and small helpers.
+#![allow(dead_code)]
+
+pub mod hub;
+pub mod tiny;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use fluent_voice_kyutai::models::ProgressMode;
+use fluent_voice_kyutai::KyutaiModelConfig;
+
+#[allow(unused_imports)]
+pub use hub::{Fault, FaultKind, LoggedRequest, TestHub};
+
+/// The default repositories, so that zero-setup code paths work against the test hub.
+pub const TTS: &str = "kyutai/tts-1.6b-en_fr";
+pub const STT: &str = "kyutai/stt-1b-en_fr-candle";
+pub const VOICES: &str = "kyutai/tts-voices";
+pub const VOICE: &str = "expresso/ex03-ex01_happy_001_channel1_334s.wav";
+
+/// Commits of the published default repos.
+pub struct Published {
+    pub tts: String,
+    pub stt: String,
+    pub voices: String,
+}
+
+fn as_refs(files: &[(String, Vec<u8>)]) -> Vec<(&str, Vec<u8>)> {
+    files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect()
+}
+
+/// Publishes the tiny TTS, STT and voices repos under the default names.
+pub fn publish_defaults(hub: &TestHub) -> Published {
+    Published {
+        tts: hub.publish(TTS, "main", &as_refs(&tiny::tts_repo())),
+        stt: hub.publish(STT, "main", &as_refs(&tiny::stt_repo())),
+        voices: hub.publish(VOICES, "main", &as_refs(&tiny::voices_repo(tiny::TTS_SPEAKER_DIM))),
+    }
+}
+
+/// Publishes a repo from a list of owned files.
+pub fn publish(hub: &TestHub, repo: &str, branch: &str, files: &[(String, Vec<u8>)]) -> String {
+    hub.publish(repo, branch, &as_refs(files))
+}
+
+/// A config pointing at the hub and a cache dir, quiet, with fast retries.
+pub fn config(hub: &TestHub, cache: &Path) -> KyutaiModelConfig {
+    KyutaiModelConfig::default()
+        .endpoint(hub.endpoint())
+        .cache_dir(cache)
+        .offline(false)
+        .progress(ProgressMode::Quiet)
+        .retry_backoff(Duration::from_millis(10))
+        .read_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(2))
+}
+
+/// The number of GETs for paths ending in `suffix` that transferred body bytes.
+pub fn downloads_of(hub: &TestHub, suffix: &str) -> usize {
+    hub.requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with(suffix) && r.body_bytes > 0)
+        .count()
+}
+
+/// Total body bytes of all file GETs (`/resolve/` paths).
+pub fn file_bytes_served(hub: &TestHub) -> u64 {
+    hub.requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/resolve/"))
+        .map(|r| r.body_bytes)
+        .sum()
+}
+
+/// One entry of a cache directory, as compared between clients.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum CacheEntry {
+    Dir,
+    File { size: u64, sha256: String },
+    Symlink { target: String },
+}
+
+/// Walks a cache directory into `relative path -> entry`, skipping `skip` (top-level names or
+/// names anywhere in the path).
+pub fn cache_manifest(root: &Path, skip: &[&str]) -> BTreeMap<String, CacheEntry> {
+    use sha2::Digest;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let relative = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+            if relative.split('/').any(|part| skip.contains(&part)) {
+                continue;
+            }
+            let kind = entry.file_type().unwrap();
+            if kind.is_symlink() {
+                let target = std::fs::read_link(&path).unwrap().to_string_lossy().to_string();
+                out.insert(relative, CacheEntry::Symlink { target });
+            } else if kind.is_dir() {
+                out.insert(relative, CacheEntry::Dir);
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+                out.insert(relative, CacheEntry::File { size: bytes.len() as u64, sha256 });
+            }
+        }
+    }
+    out
+}
