@@ -58,12 +58,19 @@ fn total_size(repo: &Repo) -> usize {
 fn tts_config_has_the_published_keys_and_names_files_in_the_repo() {
     let repo = tiny::tts_repo();
     let cfg = config(&repo);
-    let mut expected: BTreeSet<String> =
-        tiny::TTS_CONFIG_KEYS.iter().map(|k| k.to_string()).collect();
+    let mut expected: BTreeSet<String> = tiny::TTS_CONFIG_KEYS
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
     expected.insert("mimi_config_name".into());
     assert_eq!(keys(&cfg), expected);
 
-    for key in ["moshi_name", "mimi_name", "tokenizer_name", "mimi_config_name"] {
+    for key in [
+        "moshi_name",
+        "mimi_name",
+        "tokenizer_name",
+        "mimi_config_name",
+    ] {
         let name = cfg[key].as_str().unwrap();
         assert!(!file(&repo, name).is_empty(), "{key} names {name}");
     }
@@ -76,10 +83,7 @@ fn tts_config_has_the_published_keys_and_names_files_in_the_repo() {
     assert_eq!(cfg["existing_text_padding_id"], 3);
     assert_eq!(n(&cfg, "text_card"), tiny::TINY_SPM_VOCAB);
     // Python `LMModel`: one delay per codebook, the text stream first.
-    assert_eq!(
-        cfg["delays"].as_array().unwrap().len(),
-        n(&cfg, "n_q") + 1
-    );
+    assert_eq!(cfg["delays"].as_array().unwrap().len(), n(&cfg, "n_q") + 1);
     assert_eq!(
         cfg["depformer_weights_per_step_schedule"]
             .as_array()
@@ -111,18 +115,39 @@ fn tts_lm_has_the_published_layout_and_agrees_with_the_config() {
     let steps = 3; // distinct entries of the schedule [0, 1, 2, 2]
 
     // Stacked attention, never per-step modules.
-    assert!(h.keys().all(|k| !k.contains("in_projs.") && !k.contains("out_projs.")));
+    assert!(
+        h.keys()
+            .all(|k| !k.contains("in_projs.") && !k.contains("out_projs."))
+    );
     for l in 0..n(&cfg, "num_layers") {
         let p = format!("transformer.layers.{l}");
-        assert_eq!(shape(&h, &format!("{p}.self_attn.in_proj_weight")), [3 * dim, dim]);
-        assert_eq!(shape(&h, &format!("{p}.self_attn.out_proj.weight")), [dim, dim]);
-        assert_eq!(shape(&h, &format!("{p}.cross_attention.in_proj_weight")), [3 * dim, dim]);
-        assert_eq!(shape(&h, &format!("{p}.cross_attention.out_proj.weight")), [dim, dim]);
+        assert_eq!(
+            shape(&h, &format!("{p}.self_attn.in_proj_weight")),
+            [3 * dim, dim]
+        );
+        assert_eq!(
+            shape(&h, &format!("{p}.self_attn.out_proj.weight")),
+            [dim, dim]
+        );
+        assert_eq!(
+            shape(&h, &format!("{p}.cross_attention.in_proj_weight")),
+            [3 * dim, dim]
+        );
+        assert_eq!(
+            shape(&h, &format!("{p}.cross_attention.out_proj.weight")),
+            [dim, dim]
+        );
         assert_eq!(shape(&h, &format!("{p}.norm1.alpha")), [1, 1, dim]);
         assert_eq!(shape(&h, &format!("{p}.norm_cross.bias")), [dim]);
         // hidden_scale 4.125 * 64 = 264 -> gated hidden 2 * 264 / 3 = 176.
-        assert_eq!(shape(&h, &format!("{p}.gating.linear_in.weight")), [2 * 176, dim]);
-        assert_eq!(shape(&h, &format!("{p}.gating.linear_out.weight")), [dim, 176]);
+        assert_eq!(
+            shape(&h, &format!("{p}.gating.linear_in.weight")),
+            [2 * 176, dim]
+        );
+        assert_eq!(
+            shape(&h, &format!("{p}.gating.linear_out.weight")),
+            [dim, 176]
+        );
     }
     let p = "depformer.layers.0";
     assert_eq!(
@@ -135,8 +160,14 @@ fn tts_lm_has_the_published_layout_and_agrees_with_the_config() {
     );
     for k in 0..steps {
         // depformer_dim_feedforward 64 -> hidden 2 * 64 / 3 = 42.
-        assert_eq!(shape(&h, &format!("{p}.gating.{k}.linear_in.weight")), [84, ddim]);
-        assert_eq!(shape(&h, &format!("{p}.gating.{k}.linear_out.weight")), [ddim, 42]);
+        assert_eq!(
+            shape(&h, &format!("{p}.gating.{k}.linear_in.weight")),
+            [84, ddim]
+        );
+        assert_eq!(
+            shape(&h, &format!("{p}.gating.{k}.linear_out.weight")),
+            [ddim, 42]
+        );
         assert_eq!(shape(&h, &format!("depformer_in.{k}.weight")), [ddim, dim]);
     }
     assert!(!h.contains_key(&format!("{p}.gating.{steps}.linear_in.weight")));
@@ -150,12 +181,24 @@ fn tts_lm_has_the_published_layout_and_agrees_with_the_config() {
     assert_eq!(shape(&h, "text_linear.weight"), [text_card, dim]);
     assert_eq!(shape(&h, "out_norm.alpha"), [1, 1, dim]);
     for q in 0..dep_q - 1 {
-        assert_eq!(shape(&h, &format!("depformer_emb.{q}.weight")), [card + 1, low_rank]);
-        assert_eq!(shape(&h, &format!("depformer_emb.{q}.low_rank.weight")), [ddim, low_rank]);
+        assert_eq!(
+            shape(&h, &format!("depformer_emb.{q}.weight")),
+            [card + 1, low_rank]
+        );
+        assert_eq!(
+            shape(&h, &format!("depformer_emb.{q}.low_rank.weight")),
+            [ddim, low_rank]
+        );
     }
     assert!(!h.contains_key(&format!("depformer_emb.{}.weight", dep_q - 1)));
-    assert_eq!(shape(&h, "depformer_text_emb.weight"), [text_card + 1, low_rank]);
-    assert_eq!(shape(&h, "depformer_text_emb.out2.weight"), [ddim, low_rank]);
+    assert_eq!(
+        shape(&h, "depformer_text_emb.weight"),
+        [text_card + 1, low_rank]
+    );
+    assert_eq!(
+        shape(&h, "depformer_text_emb.out2.weight"),
+        [ddim, low_rank]
+    );
     for q in 0..dep_q {
         assert_eq!(shape(&h, &format!("linears.{q}.weight")), [card, ddim]);
     }
@@ -166,13 +209,23 @@ fn tts_lm_has_the_published_layout_and_agrees_with_the_config() {
     );
     assert_eq!(shape(&h, &format!("{c}.cfg.embed.weight")), [8, 16]);
     assert_eq!(shape(&h, &format!("{c}.control.embed.weight")), [2, dim]);
-    assert_eq!(shape(&h, &format!("{c}.control.learnt_padding")), [1, 1, dim]);
+    assert_eq!(
+        shape(&h, &format!("{c}.control.learnt_padding")),
+        [1, 1, dim]
+    );
 
     // bf16, except the 8 conditioner tensors (as in the published 410 bf16 + 8 f32).
-    let f32s: Vec<&String> = h.iter().filter(|(_, (d, _))| *d == Dtype::F32).map(|(k, _)| k).collect();
+    let f32s: Vec<&String> = h
+        .iter()
+        .filter(|(_, (d, _))| *d == Dtype::F32)
+        .map(|(k, _)| k)
+        .collect();
     assert_eq!(f32s.len(), 8);
     assert!(f32s.iter().all(|k| k.starts_with("condition_provider.")));
-    assert!(h.values().all(|(d, _)| *d == Dtype::F32 || *d == Dtype::BF16));
+    assert!(
+        h.values()
+            .all(|(d, _)| *d == Dtype::F32 || *d == Dtype::BF16)
+    );
 
     // Exactly the names the builder derives from the config, nothing more.
     let derived: BTreeSet<String> = tiny::lm_tensors(&cfg).into_iter().map(|t| t.name).collect();
@@ -208,7 +261,10 @@ fn the_name_rules_reproduce_the_published_tts_checkpoint() {
         .map(|t| t.numel() * if t.dtype == Dtype::BF16 { 2 } else { 4 })
         .sum();
     assert_eq!(data, 3_683_672_576);
-    assert!(data < 3_683_719_712 && 3_683_719_712 - data < 64 * 1024, "header-sized gap");
+    assert!(
+        data < 3_683_719_712 && 3_683_719_712 - data < 64 * 1024,
+        "header-sized gap"
+    );
 
     // The standard Mimi config (loaders.py `_mimi_config`): 318 tensors, f32, 384,644,900 B.
     let mut mimi = tiny::mimi_config();
@@ -216,8 +272,13 @@ fn the_name_rules_reproduce_the_published_tts_checkpoint() {
     mimi["seanet"]["n_filters"] = 64.into();
     mimi["quantizer"] = serde_json::json!({"dimension": 256, "n_q": 32, "bins": 2048,
         "input_dimension": 512, "output_dimension": 512});
-    for (k, v) in [("d_model", 512), ("num_heads", 8), ("num_layers", 8), ("dim_feedforward", 2048),
-        ("input_dimension", 512)] {
+    for (k, v) in [
+        ("d_model", 512),
+        ("num_heads", 8),
+        ("num_layers", 8),
+        ("dim_feedforward", 2048),
+        ("input_dimension", 512),
+    ] {
         mimi["transformer"][k] = v.into();
     }
     mimi["transformer"]["output_dimensions"] = serde_json::json!([512]);
@@ -228,8 +289,14 @@ fn the_name_rules_reproduce_the_published_tts_checkpoint() {
 
     // The stt-1b-en_fr-candle config: 135 bf16 tensors, 1,978,522,200 B in all.
     let mut stt = tiny::stt_config();
-    for (k, v) in [("card", 2048), ("n_q", 32), ("dim", 2048), ("text_card", 8000), ("num_heads", 16),
-        ("num_layers", 16)] {
+    for (k, v) in [
+        ("card", 2048),
+        ("n_q", 32),
+        ("dim", 2048),
+        ("text_card", 8000),
+        ("num_heads", 16),
+        ("num_layers", 16),
+    ] {
         stt[k] = v.into();
     }
     let specs = tiny::lm_tensors(&stt);
@@ -245,12 +312,33 @@ fn mimi_has_real_names_and_agrees_with_its_config() {
         (tiny::stt_repo(), tiny::STT_MIMI_NAME),
     ] {
         let mc: Value = serde_json::from_slice(file(&repo, tiny::MIMI_CONFIG_NAME)).unwrap();
-        assert_eq!(keys(&mc), ["channels", "frame_rate", "quantizer", "sample_rate", "seanet", "transformer"]
-            .iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            keys(&mc),
+            [
+                "channels",
+                "frame_rate",
+                "quantizer",
+                "sample_rate",
+                "seanet",
+                "transformer"
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        );
         assert_eq!(mc["sample_rate"], 24000);
         assert_eq!(mc["frame_rate"], 12.5);
-        let ratios: usize = mc["seanet"]["ratios"].as_array().unwrap().iter().map(|r| r.as_u64().unwrap() as usize).product();
-        assert_eq!(ratios * 2, 1920, "hop 960, then a stride-2 downsample: 1920 samples a frame");
+        let ratios: usize = mc["seanet"]["ratios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_u64().unwrap() as usize)
+            .product();
+        assert_eq!(
+            ratios * 2,
+            1920,
+            "hop 960, then a stride-2 downsample: 1920 samples a frame"
+        );
 
         let h = header(file(&repo, mimi_name));
         assert!(h.values().all(|(d, _)| *d == Dtype::F32));
@@ -258,37 +346,73 @@ fn mimi_has_real_names_and_agrees_with_its_config() {
         let td = n(&mc["transformer"], "d_model");
         assert_eq!(shape(&h, "encoder.model.0.conv.conv.weight"), [4, 1, 7]);
         assert_eq!(shape(&h, "encoder.model.14.conv.conv.weight"), [d, 64, 3]);
-        assert_eq!(shape(&h, "decoder.model.2.convtr.convtr.weight"), [64, 32, 16]);
+        assert_eq!(
+            shape(&h, "decoder.model.2.convtr.convtr.weight"),
+            [64, 32, 16]
+        );
         assert_eq!(shape(&h, "decoder.model.14.conv.conv.weight"), [1, 4, 3]);
         assert_eq!(
-            shape(&h, "encoder_transformer.transformer.layers.0.self_attn.in_proj_weight"),
+            shape(
+                &h,
+                "encoder_transformer.transformer.layers.0.self_attn.in_proj_weight"
+            ),
             [3 * td, td]
         );
         assert_eq!(
-            shape(&h, "decoder_transformer.transformer.layers.0.layer_scale_2.scale"),
+            shape(
+                &h,
+                "decoder_transformer.transformer.layers.0.layer_scale_2.scale"
+            ),
             [td]
         );
         let q = &mc["quantizer"];
         let (qd, bins, n_q) = (n(q, "dimension"), n(q, "bins"), n(q, "n_q"));
-        assert_eq!(shape(&h, "quantizer.rvq_first.input_proj.weight"), [qd, d, 1]);
-        assert_eq!(shape(&h, "quantizer.rvq_rest.output_proj.weight"), [d, qd, 1]);
         assert_eq!(
-            shape(&h, "quantizer.rvq_first.vq.layers.0._codebook.embedding_sum"),
+            shape(&h, "quantizer.rvq_first.input_proj.weight"),
+            [qd, d, 1]
+        );
+        assert_eq!(
+            shape(&h, "quantizer.rvq_rest.output_proj.weight"),
+            [d, qd, 1]
+        );
+        assert_eq!(
+            shape(
+                &h,
+                "quantizer.rvq_first.vq.layers.0._codebook.embedding_sum"
+            ),
             [bins, qd]
         );
-        let rest = format!("quantizer.rvq_rest.vq.layers.{}._codebook.cluster_usage", n_q - 2);
+        let rest = format!(
+            "quantizer.rvq_rest.vq.layers.{}._codebook.cluster_usage",
+            n_q - 2
+        );
         assert_eq!(shape(&h, &rest), [bins]);
-        assert!(!h.contains_key(&format!("quantizer.rvq_rest.vq.layers.{}._codebook.cluster_usage", n_q - 1)));
+        assert!(!h.contains_key(&format!(
+            "quantizer.rvq_rest.vq.layers.{}._codebook.cluster_usage",
+            n_q - 1
+        )));
         assert_eq!(shape(&h, "downsample.conv.conv.conv.weight"), [d, d, 4]);
         assert_eq!(shape(&h, "upsample.convtr.convtr.convtr.weight"), [d, 1, 4]);
-        let derived: BTreeSet<String> = tiny::mimi_tensors(&mc).into_iter().map(|t| t.name).collect();
+        let derived: BTreeSet<String> = tiny::mimi_tensors(&mc)
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
         assert_eq!(derived, h.keys().cloned().collect());
 
         // Codebook usage stays positive, `_initialized` is set.
         let st = SafeTensors::deserialize(file(&repo, mimi_name)).unwrap();
-        let usage = st.tensor("quantizer.rvq_first.vq.layers.0._codebook.cluster_usage").unwrap();
-        assert!(usage.data().chunks(4).all(|b| f32::from_le_bytes(b.try_into().unwrap()) > 0.5));
-        let init = st.tensor("quantizer.rvq_rest.vq.layers.0._codebook._initialized").unwrap();
+        let usage = st
+            .tensor("quantizer.rvq_first.vq.layers.0._codebook.cluster_usage")
+            .unwrap();
+        assert!(
+            usage
+                .data()
+                .chunks(4)
+                .all(|b| f32::from_le_bytes(b.try_into().unwrap()) > 0.5)
+        );
+        let init = st
+            .tensor("quantizer.rvq_rest.vq.layers.0._codebook._initialized")
+            .unwrap();
         assert_eq!(init.data(), 1f32.to_le_bytes());
     }
     // Both repos carry the same Mimi bytes, as the published ones do.
@@ -302,8 +426,10 @@ fn mimi_has_real_names_and_agrees_with_its_config() {
 fn stt_config_has_the_published_keys_and_names_files_in_the_repo() {
     let repo = tiny::stt_repo();
     let cfg = config(&repo);
-    let mut expected: BTreeSet<String> =
-        tiny::STT_CONFIG_KEYS.iter().map(|k| k.to_string()).collect();
+    let mut expected: BTreeSet<String> = tiny::STT_CONFIG_KEYS
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
     expected.insert("mimi_config_name".into());
     assert_eq!(keys(&cfg), expected);
     // Like the published candle repo: no `moshi_name`, the weights are the default name.
@@ -330,26 +456,47 @@ fn stt_lm_has_the_names_the_rust_moshi_lm_reads() {
     let dim = n(&cfg, "dim");
     assert!(h.values().all(|(d, _)| *d == Dtype::BF16));
     // moshi 0.6.4 `lm::LmModel::new_` with `depformer: None`, `extra_heads {4, 6}`.
-    assert_eq!(shape(&h, "text_emb.weight"), [n(&cfg, "text_card") + 1, dim]);
+    assert_eq!(
+        shape(&h, "text_emb.weight"),
+        [n(&cfg, "text_card") + 1, dim]
+    );
     assert_eq!(shape(&h, "text_linear.weight"), [n(&cfg, "text_card"), dim]);
     assert_eq!(shape(&h, "out_norm.alpha"), [1, 1, dim]);
     for q in 0..n(&cfg, "n_q") {
-        assert_eq!(shape(&h, &format!("emb.{q}.weight")), [n(&cfg, "card") + 1, dim]);
+        assert_eq!(
+            shape(&h, &format!("emb.{q}.weight")),
+            [n(&cfg, "card") + 1, dim]
+        );
     }
     for i in 0..4 {
         assert_eq!(shape(&h, &format!("extra_heads.{i}.weight")), [6, dim]);
     }
     for l in 0..n(&cfg, "num_layers") {
         let p = format!("transformer.layers.{l}");
-        assert_eq!(shape(&h, &format!("{p}.self_attn.in_proj_weight")), [3 * dim, dim]);
-        assert_eq!(shape(&h, &format!("{p}.self_attn.out_proj.weight")), [dim, dim]);
+        assert_eq!(
+            shape(&h, &format!("{p}.self_attn.in_proj_weight")),
+            [3 * dim, dim]
+        );
+        assert_eq!(
+            shape(&h, &format!("{p}.self_attn.out_proj.weight")),
+            [dim, dim]
+        );
         assert_eq!(shape(&h, &format!("{p}.norm2.alpha")), [1, 1, dim]);
         // moshi 0.6.4 `transformer.rs`: with `dim_feedforward = 4 * dim`, hidden = 11 * dim / 4,
         // the same 176 as Python's 2 * (4.125 * dim) / 3.
-        assert_eq!(shape(&h, &format!("{p}.gating.linear_in.weight")), [2 * 11 * dim / 4, dim]);
-        assert_eq!(shape(&h, &format!("{p}.gating.linear_out.weight")), [dim, 11 * dim / 4]);
+        assert_eq!(
+            shape(&h, &format!("{p}.gating.linear_in.weight")),
+            [2 * 11 * dim / 4, dim]
+        );
+        assert_eq!(
+            shape(&h, &format!("{p}.gating.linear_out.weight")),
+            [dim, 11 * dim / 4]
+        );
     }
-    assert!(h.keys().all(|k| !k.starts_with("depformer") && !k.starts_with("linears.")));
+    assert!(
+        h.keys()
+            .all(|k| !k.starts_with("depformer") && !k.starts_with("linears."))
+    );
     assert_eq!(h.len(), 2 * 6 + 4 + 3 + 4);
 }
 
@@ -413,14 +560,16 @@ fn builders_are_deterministic_and_small() {
 
 #[test]
 fn safetensors_helper_round_trips_values() {
-    let bytes = tiny::safetensors_bytes(
-        &[("a", Dtype::F32, &[2, 3]), ("b", Dtype::BF16, &[4])],
-        42,
-    );
+    let bytes =
+        tiny::safetensors_bytes(&[("a", Dtype::F32, &[2, 3]), ("b", Dtype::BF16, &[4])], 42);
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let a = st.tensor("a").unwrap();
     let want = tiny::tensor_values("a", 6, 42);
-    let got: Vec<f32> = a.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let got: Vec<f32> = a
+        .data()
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     assert_eq!(got, want);
     let b = st.tensor("b").unwrap();
     let want = tiny::tensor_values("b", 4, 42);
@@ -464,7 +613,10 @@ fn spm_fixture_and_reference_are_consistent() {
     assert!(cases.len() >= 8);
     for case in cases {
         let ids = case["ids"].as_array().unwrap();
-        assert!(ids.iter().all(|i| (i.as_u64().unwrap() as usize) < tiny::TINY_SPM_VOCAB));
+        assert!(
+            ids.iter()
+                .all(|i| (i.as_u64().unwrap() as usize) < tiny::TINY_SPM_VOCAB)
+        );
         assert_eq!(ids.len(), case["pieces"].as_array().unwrap().len());
         assert!(case["decoded"].is_string());
     }

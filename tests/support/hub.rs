@@ -235,6 +235,11 @@ impl TestHub {
         }
     }
 
+    /// Drops every fault not yet used up (the hub behaves again).
+    pub fn clear_faults(&self) {
+        self.shared.state.lock().faults.clear();
+    }
+
     /// Every request received since the start or the last [`TestHub::clear_log`], in order.
     /// An entry is recorded before its response is sent, so a client that got a response always
     /// finds it here.

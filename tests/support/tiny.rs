@@ -516,7 +516,11 @@ pub fn lm_tensors(cfg: &Value) -> Vec<TensorSpec> {
     if dep_q > 0 {
         let emb_dim = low_rank.unwrap_or(ddim);
         for q in 0..dep_q - 1 {
-            push(format!("depformer_emb.{q}.weight"), bf16, &[card + 1, emb_dim]);
+            push(
+                format!("depformer_emb.{q}.weight"),
+                bf16,
+                &[card + 1, emb_dim],
+            );
             if let Some(r) = low_rank {
                 push(
                     format!("depformer_emb.{q}.low_rank.weight"),
@@ -531,11 +535,23 @@ pub fn lm_tensors(cfg: &Value) -> Vec<TensorSpec> {
             &[text_card + 1, emb_dim],
         );
         if let Some(r) = low_rank {
-            push("depformer_text_emb.low_rank.weight".into(), bf16, &[ddim, r]);
+            push(
+                "depformer_text_emb.low_rank.weight".into(),
+                bf16,
+                &[ddim, r],
+            );
         }
         if demux {
-            push("depformer_text_emb.out1.weight".into(), bf16, &[ddim, emb_dim]);
-            push("depformer_text_emb.out2.weight".into(), bf16, &[ddim, emb_dim]);
+            push(
+                "depformer_text_emb.out1.weight".into(),
+                bf16,
+                &[ddim, emb_dim],
+            );
+            push(
+                "depformer_text_emb.out2.weight".into(),
+                bf16,
+                &[ddim, emb_dim],
+            );
         }
         let weight_sets = if per_step {
             match &schedule {
@@ -694,7 +710,11 @@ impl TransformerShape {
                     dtype,
                     &[3 * d, d],
                 );
-                push(format!("{p}.cross_attention.out_proj.weight"), dtype, &[d, d]);
+                push(
+                    format!("{p}.cross_attention.out_proj.weight"),
+                    dtype,
+                    &[d, d],
+                );
                 // `norm_cross` is always an `nn.LayerNorm`.
                 push(format!("{p}.norm_cross.weight"), dtype, &[d]);
                 push(format!("{p}.norm_cross.bias"), dtype, &[d]);
@@ -1179,7 +1199,11 @@ pub fn safetensors_bytes_with_metadata(
 /// padded with spaces to a multiple of 8. The header is written here rather than by `serialize`
 /// because `serialize` takes the metadata as a `HashMap`, whose order (and so the bytes) would
 /// change from one call to the next; here metadata keys are sorted.
-pub fn tensors_to_safetensors(specs: &[TensorSpec], seed: u64, metadata: &[(&str, &str)]) -> Vec<u8> {
+pub fn tensors_to_safetensors(
+    specs: &[TensorSpec],
+    seed: u64,
+    metadata: &[(&str, &str)],
+) -> Vec<u8> {
     let mut order: Vec<&TensorSpec> = specs.iter().collect();
     order.sort_by(|a, b| b.dtype.cmp(&a.dtype).then(a.name.cmp(&b.name)));
     for w in order.windows(2) {
