@@ -7,13 +7,22 @@
 //!     [--serve-dir org/name DIR]...
 //!     [--big-file org/name path_in_repo SIZE_MB]...
 //!     [--token org/name TOKEN]...
+//!     [--tiny-kyutai-repos]
 //! ```
 //!
 //! Everything is published on branch `main` (one commit per repo), then the endpoint is printed as
 //! the first line of stdout and the hub serves until the process is killed.
+//!
+//! `--tiny-kyutai-repos` publishes the tiny TTS, STT and voices repos of `tests/support/tiny.rs`
+//! under the default Kyutai names, exactly as `publish_defaults` in `tests/support/mod.rs` does,
+//! so the commits are the ones the integration tests see (commit shas depend only on the repo,
+//! the branch and the files). `tools/hub_parity/python_cache_layout.py` relies on this to compare
+//! the cache Python writes with ours.
 
 #[path = "../tests/support/hub.rs"]
 mod hub;
+#[path = "../tests/support/tiny.rs"]
+mod tiny;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -24,7 +33,17 @@ use std::sync::Arc;
 use hub::TestHub;
 
 const USAGE: &str = "usage: test_hub [--port N] [repo=org/name file=path:local_path ...]... \
-[--serve-dir org/name DIR]... [--big-file org/name path SIZE_MB]... [--token org/name TOKEN]...";
+[--serve-dir org/name DIR]... [--big-file org/name path SIZE_MB]... [--token org/name TOKEN]... \
+[--tiny-kyutai-repos]";
+
+/// The repositories `--tiny-kyutai-repos` publishes, in `publish_defaults` order (the names of
+/// `TTS`, `STT` and `VOICES` in `tests/support/mod.rs`; `tests/python_cache.rs` checks that both
+/// give the same commits).
+const TINY_KYUTAI_REPOS: [&str; 3] = [
+    "kyutai/tts-1.6b-en_fr",
+    "kyutai/stt-1b-en_fr-candle",
+    "kyutai/tts-voices",
+];
 
 /// What the command line asks for.
 #[derive(Default)]
@@ -33,6 +52,8 @@ struct Plan {
     /// repo -> (path in repo -> content)
     files: BTreeMap<String, BTreeMap<String, Arc<[u8]>>>,
     tokens: Vec<(String, String)>,
+    /// Publish the tiny Kyutai repos first (`--tiny-kyutai-repos`).
+    tiny_kyutai_repos: bool,
 }
 
 fn main() {
@@ -43,6 +64,9 @@ fn main() {
     let hub = TestHub::start_on_port(plan.port);
     for (repo, token) in &plan.tokens {
         hub.require_token(repo, token);
+    }
+    if plan.tiny_kyutai_repos {
+        publish_tiny_kyutai_repos(&hub);
     }
     for (repo, files) in &plan.files {
         let files: Vec<(&str, Arc<[u8]>)> = files
@@ -57,6 +81,25 @@ fn main() {
     std::io::stdout().flush().expect("flush stdout");
     loop {
         std::thread::park();
+    }
+}
+
+/// Publishes the tiny TTS, STT and voices repos like `publish_defaults`: one commit each on
+/// `main`, TTS then STT then voices.
+fn publish_tiny_kyutai_repos(hub: &TestHub) {
+    let [tts, stt, voices] = TINY_KYUTAI_REPOS;
+    let repos = [
+        (tts, tiny::tts_repo()),
+        (stt, tiny::stt_repo()),
+        (voices, tiny::voices_repo(tiny::TTS_SPEAKER_DIM)),
+    ];
+    for (repo, files) in repos {
+        let files: Vec<(&str, Vec<u8>)> = files
+            .iter()
+            .map(|(path, bytes)| (path.as_str(), bytes.clone()))
+            .collect();
+        let commit = hub.publish(repo, "main", &files);
+        eprintln!("published {} file(s) to {repo} at {commit}", files.len());
     }
 }
 
@@ -78,6 +121,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Plan, String> {
                 plan.files.entry(repo).or_default().insert(path, bytes);
             }
             "--token" => plan.tokens.push((next("a repo")?, next("a token")?)),
+            "--tiny-kyutai-repos" => plan.tiny_kyutai_repos = true,
             _ => {
                 if let Some(name) = arg.strip_prefix("repo=") {
                     repo = Some(name.to_string());
