@@ -61,9 +61,9 @@ impl KyutaiEngine {
         let manager = KyutaiModelManager::with_config(config)?;
         let cache_dir = manager.settings().cache_dir.clone();
         if !manager.settings().offline {
-            tokio::fs::create_dir_all(&cache_dir)
-                .await
-                .map_err(|e| MoshiError::io("could not create the cache directory", &cache_dir, e))?;
+            tokio::fs::create_dir_all(&cache_dir).await.map_err(|e| {
+                MoshiError::io("could not create the cache directory", &cache_dir, e)
+            })?;
         }
         Ok(KyutaiEngine {
             inner: Arc::new(EngineInner {

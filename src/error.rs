@@ -55,9 +55,7 @@ pub enum MoshiError {
     },
 
     /// 401 or 403: the repository is gated or private.
-    #[error(
-        "access to `{repo}` was refused (HTTP {status}): {advice}"
-    )]
+    #[error("access to `{repo}` was refused (HTTP {status}): {advice}")]
     AuthenticationRequired {
         repo: String,
         status: u16,
@@ -170,7 +168,11 @@ pub enum MoshiError {
 
 impl MoshiError {
     /// An I/O error on `path`; `action` reads as a verb phrase, e.g. "could not create".
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         MoshiError::Io {
             action,
             path: path.into(),

@@ -137,6 +137,7 @@ impl Provider {
     }
 
     /// The engine if it exists already: the hot path, one atomic load.
+    #[inline]
     pub fn get(&self) -> Option<&KyutaiEngine> {
         self.engine.get()
     }
@@ -178,11 +179,24 @@ impl Kyutai {
     }
 
     /// The process-wide engine, created on first call.
-    pub async fn engine() -> Result<&'static KyutaiEngine> {
-        GLOBAL.engine().await
+    ///
+    /// Once the engine exists, the returned future is ready at its first poll (the check
+    /// happens before the async part starts).
+    #[inline]
+    pub fn engine() -> impl Future<Output = Result<&'static KyutaiEngine>> + Send {
+        let ready = GLOBAL.get();
+        async move {
+            match ready {
+                Some(engine) => Ok(engine),
+                // Boxed so that the future stays small: moving a ready future must not copy the
+                // whole initialization state machine.
+                None => Box::pin(GLOBAL.engine()).await,
+            }
+        }
     }
 
     /// The process-wide engine if it has been created.
+    #[inline]
     pub fn get() -> Option<&'static KyutaiEngine> {
         GLOBAL.get()
     }
@@ -230,7 +244,9 @@ mod tests {
     fn configure_after_first_use_is_refused() {
         let provider = Provider::new();
         provider.mark_in_use();
-        let error = provider.configure(KyutaiModelConfig::default()).unwrap_err();
+        let error = provider
+            .configure(KyutaiModelConfig::default())
+            .unwrap_err();
         assert!(error.is_already_in_use());
         assert!(error.to_string().contains("before the first Kyutai::tts()"));
     }

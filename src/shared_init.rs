@@ -34,6 +34,7 @@ where
     }
 
     /// The value, if an initialization has succeeded. This is the hot path: one atomic load.
+    #[inline]
     pub fn get(&self) -> Option<&T> {
         self.value.get()
     }
@@ -74,7 +75,10 @@ where
             let _ = self.value.set(value.clone());
         }
         // Clear the finished attempt so that a later call (after a failure) starts a new one.
-        if in_flight.as_ref().is_some_and(|(current, _)| *current == id) {
+        if in_flight
+            .as_ref()
+            .is_some_and(|(current, _)| *current == id)
+        {
             *in_flight = None;
         }
         drop(in_flight);
@@ -124,10 +128,7 @@ mod tests {
             .map(|_| {
                 let (cell, calls) = (cell.clone(), calls.clone());
                 tokio::spawn(async move {
-                    *cell
-                        .get_or_try_init(slow_init(calls, Ok(7)))
-                        .await
-                        .unwrap()
+                    *cell.get_or_try_init(slow_init(calls, Ok(7))).await.unwrap()
                 })
             })
             .collect();

@@ -38,8 +38,14 @@ fn download_then_a_second_process_transfers_nothing() {
     let first = kyutai(&hub, cache.path(), &["download", "--quiet"]);
     assert!(first.status.success(), "{}", stderr(&first));
     let out = stdout(&first);
-    assert!(out.contains(&format!("tts  {TTS} @ {}", published.tts)), "{out}");
-    assert!(out.contains(&format!("stt  {STT} @ {}", published.stt)), "{out}");
+    assert!(
+        out.contains(&format!("tts  {TTS} @ {}", published.tts)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("stt  {STT} @ {}", published.stt)),
+        "{out}"
+    );
     assert!(out.contains(&format!("voice {VOICE}")), "{out}");
     // Nothing on stderr: no bars on a non-terminal, no warnings.
     assert_eq!(stderr(&first), "");
@@ -52,10 +58,17 @@ fn download_then_a_second_process_transfers_nothing() {
     assert_eq!(stderr(&second), "", "no progress output on a non-TTY");
 
     hub.clear_log();
-    let forced = kyutai(&hub, cache.path(), &["download", "--stt", "--force", "--quiet"]);
+    let forced = kyutai(
+        &hub,
+        cache.path(),
+        &["download", "--stt", "--force", "--quiet"],
+    );
     assert!(forced.status.success(), "{}", stderr(&forced));
     assert_eq!(downloads_of(&hub, tiny::STT_MOSHI_NAME), 1);
-    assert!(hub.requests().iter().all(|r| !r.path.contains(TTS)), "--stt fetches only STT");
+    assert!(
+        hub.requests().iter().all(|r| !r.path.contains(TTS)),
+        "--stt fetches only STT"
+    );
 }
 
 #[test]
@@ -66,7 +79,14 @@ fn download_named_voices_only() {
     let output = kyutai(
         &hub,
         cache.path(),
-        &["download", "--tts", "--voice", "vctk/p225_023.wav", "--voice", "unmute-prod-website/default_voice.wav"],
+        &[
+            "download",
+            "--tts",
+            "--voice",
+            "vctk/p225_023.wav",
+            "--voice",
+            "unmute-prod-website/default_voice.wav",
+        ],
     );
     assert!(output.status.success(), "{}", stderr(&output));
     let voice_requests: Vec<String> = hub
@@ -75,9 +95,20 @@ fn download_named_voices_only() {
         .filter(|r| r.path.contains(VOICES))
         .map(|r| r.path)
         .collect();
-    assert!(voice_requests.iter().any(|p| p.contains("vctk/p225_023.wav.")));
-    assert!(voice_requests.iter().any(|p| p.contains("default_voice.wav.")));
-    assert!(voice_requests.iter().all(|p| !p.contains("expresso")), "{voice_requests:#?}");
+    assert!(
+        voice_requests
+            .iter()
+            .any(|p| p.contains("vctk/p225_023.wav."))
+    );
+    assert!(
+        voice_requests
+            .iter()
+            .any(|p| p.contains("default_voice.wav."))
+    );
+    assert!(
+        voice_requests.iter().all(|p| !p.contains("expresso")),
+        "{voice_requests:#?}"
+    );
     assert!(hub.requests().iter().all(|r| !r.path.contains(STT)));
 }
 
@@ -86,7 +117,11 @@ fn errors_are_one_line_on_stderr_with_a_failing_exit_code() {
     let hub = TestHub::start();
     publish_defaults(&hub);
     let cache = tempfile::tempdir().unwrap();
-    let output = kyutai(&hub, cache.path(), &["download", "--stt", "--stt-repo", "nobody/nothing"]);
+    let output = kyutai(
+        &hub,
+        cache.path(),
+        &["download", "--stt", "--stt-repo", "nobody/nothing"],
+    );
     assert!(!output.status.success());
     let err = stderr(&output);
     assert!(err.starts_with("error: "), "{err}");
@@ -97,7 +132,10 @@ fn errors_are_one_line_on_stderr_with_a_failing_exit_code() {
     assert!(!output.status.success());
     let err = stderr(&output);
     assert!(err.starts_with("error: offline mode is on"), "{err}");
-    assert!(hub.requests().iter().all(|r| !r.path.contains(TTS)), "offline makes no request");
+    assert!(
+        hub.requests().iter().all(|r| !r.path.contains(TTS)),
+        "offline makes no request"
+    );
 }
 
 #[test]
@@ -105,13 +143,21 @@ fn cache_lists_and_verify_finds_a_corrupt_blob_that_download_repairs() {
     let hub = TestHub::start();
     let published = publish_defaults(&hub);
     let cache = tempfile::tempdir().unwrap();
-    assert!(kyutai(&hub, cache.path(), &["download", "--stt", "--quiet"]).status.success());
+    assert!(
+        kyutai(&hub, cache.path(), &["download", "--stt", "--quiet"])
+            .status
+            .success()
+    );
 
     let listing = kyutai(&hub, cache.path(), &["cache"]);
     assert!(listing.status.success());
     let out = stdout(&listing);
     assert!(out.contains(&format!("{STT} @ {}", published.stt)), "{out}");
-    assert!(out.lines().any(|l| l.contains("verified") && l.ends_with(tiny::STT_MOSHI_NAME)), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("verified") && l.ends_with(tiny::STT_MOSHI_NAME)),
+        "{out}"
+    );
 
     // Flip one byte of the weights in place, keeping the size.
     let entry = cache
@@ -127,13 +173,33 @@ fn cache_lists_and_verify_finds_a_corrupt_blob_that_download_repairs() {
     let verify = kyutai(&hub, cache.path(), &["cache", "--verify"]);
     assert!(!verify.status.success());
     let out = stdout(&verify);
-    assert!(out.lines().any(|l| l.contains("CORRUPT") && l.ends_with(tiny::STT_MOSHI_NAME)), "{out}");
-    assert!(out.lines().any(|l| l.contains("ok") && l.ends_with("config.json")), "{out}");
-    assert!(stderr(&verify).starts_with("error: 1 cached file(s) are corrupt"), "{}", stderr(&verify));
+    assert!(
+        out.lines()
+            .any(|l| l.contains("CORRUPT") && l.ends_with(tiny::STT_MOSHI_NAME)),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("ok") && l.ends_with("config.json")),
+        "{out}"
+    );
+    assert!(
+        stderr(&verify).starts_with("error: 1 cached file(s) are corrupt"),
+        "{}",
+        stderr(&verify)
+    );
 
     hub.clear_log();
-    assert!(kyutai(&hub, cache.path(), &["download", "--stt", "--quiet"]).status.success());
-    assert_eq!(downloads_of(&hub, tiny::STT_MOSHI_NAME), 1, "the corrupt file is fetched again");
+    assert!(
+        kyutai(&hub, cache.path(), &["download", "--stt", "--quiet"])
+            .status
+            .success()
+    );
+    assert_eq!(
+        downloads_of(&hub, tiny::STT_MOSHI_NAME),
+        1,
+        "the corrupt file is fetched again"
+    );
     let verify = kyutai(&hub, cache.path(), &["cache", "--verify"]);
     assert!(verify.status.success(), "{}", stdout(&verify));
 }
@@ -143,7 +209,11 @@ fn a_dangling_snapshot_link_is_reported_and_repaired() {
     let hub = TestHub::start();
     let published = publish_defaults(&hub);
     let cache = tempfile::tempdir().unwrap();
-    assert!(kyutai(&hub, cache.path(), &["download", "--stt", "--quiet"]).status.success());
+    assert!(
+        kyutai(&hub, cache.path(), &["download", "--stt", "--quiet"])
+            .status
+            .success()
+    );
     let entry = cache
         .path()
         .join("models--kyutai--stt-1b-en_fr-candle/snapshots")
@@ -153,7 +223,19 @@ fn a_dangling_snapshot_link_is_reported_and_repaired() {
 
     let listing = kyutai(&hub, cache.path(), &["cache"]);
     assert!(!listing.status.success());
-    assert!(stdout(&listing).contains("MISSING BLOB"), "{}", stdout(&listing));
-    assert!(kyutai(&hub, cache.path(), &["download", "--stt", "--quiet"]).status.success());
-    assert!(kyutai(&hub, cache.path(), &["cache", "--verify"]).status.success());
+    assert!(
+        stdout(&listing).contains("MISSING BLOB"),
+        "{}",
+        stdout(&listing)
+    );
+    assert!(
+        kyutai(&hub, cache.path(), &["download", "--stt", "--quiet"])
+            .status
+            .success()
+    );
+    assert!(
+        kyutai(&hub, cache.path(), &["cache", "--verify"])
+            .status
+            .success()
+    );
 }

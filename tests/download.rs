@@ -21,18 +21,29 @@ async fn first_use_downloads_verifies_and_lays_out_the_cache() {
     assert!(tts.lm_weights.ends_with(tiny::TTS_MOSHI_NAME));
     assert!(tts.mimi_weights.ends_with(tiny::TTS_MIMI_NAME));
     assert!(tts.tokenizer.ends_with(tiny::TTS_TOKENIZER_NAME));
-    assert!(tts.mimi_config.as_ref().unwrap().ends_with(tiny::MIMI_CONFIG_NAME));
+    assert!(
+        tts.mimi_config
+            .as_ref()
+            .unwrap()
+            .ends_with(tiny::MIMI_CONFIG_NAME)
+    );
     let stt = paths.stt().unwrap();
     assert_eq!(stt.commit, published.stt);
     assert!(stt.lm_weights.ends_with(tiny::STT_MOSHI_NAME));
     // The bytes on disk are the published bytes.
     let served: std::collections::BTreeMap<_, _> = tiny::tts_repo().into_iter().collect();
-    assert_eq!(std::fs::read(&tts.lm_weights).unwrap(), served[tiny::TTS_MOSHI_NAME]);
+    assert_eq!(
+        std::fs::read(&tts.lm_weights).unwrap(),
+        served[tiny::TTS_MOSHI_NAME]
+    );
     // Snapshot entries are relative symlinks into blobs/, and refs/main holds the commit.
     let link = std::fs::read_link(&tts.lm_weights).unwrap();
     assert!(link.starts_with("../../blobs"), "{link:?}");
     let repo_dir = cache.path().join("models--kyutai--tts-1.6b-en_fr");
-    assert_eq!(std::fs::read_to_string(repo_dir.join("refs/main")).unwrap(), published.tts);
+    assert_eq!(
+        std::fs::read_to_string(repo_dir.join("refs/main")).unwrap(),
+        published.tts
+    );
     // No partial file is left behind.
     for entry in std::fs::read_dir(repo_dir.join("blobs")).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().to_string();
@@ -51,7 +62,9 @@ async fn first_use_downloads_verifies_and_lays_out_the_cache() {
         let gets = hub
             .requests()
             .iter()
-            .filter(|r| r.method == "GET" && r.path == format!("/{TTS}/resolve/{}/{file}", published.tts))
+            .filter(|r| {
+                r.method == "GET" && r.path == format!("/{TTS}/resolve/{}/{file}", published.tts)
+            })
             .count();
         assert_eq!(gets, expected, "{file}");
     }
@@ -81,7 +94,8 @@ async fn a_second_manager_on_the_same_cache_transfers_no_bytes_and_force_transfe
     assert_eq!(heads, 3, "{:#?}", hub.requests());
 
     hub.clear_log();
-    let forced = KyutaiModelManager::with_config(config(&hub, cache.path()).force_download(true)).unwrap();
+    let forced =
+        KyutaiModelManager::with_config(config(&hub, cache.path()).force_download(true)).unwrap();
     forced.download_models().await.unwrap();
     assert_eq!(file_bytes_served(&hub), first_bytes);
 }
@@ -91,19 +105,32 @@ async fn only_what_is_used_is_fetched() {
     let hub = TestHub::start();
     publish_defaults(&hub);
     let cache = tempfile::tempdir().unwrap();
-    let engine = KyutaiEngine::with_config(config(&hub, cache.path())).await.unwrap();
-    assert!(hub.requests().is_empty(), "creating an engine fetches nothing");
+    let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
+        .await
+        .unwrap();
+    assert!(
+        hub.requests().is_empty(),
+        "creating an engine fetches nothing"
+    );
 
     engine.ensure_voice(VOICE).await.unwrap();
     let requests = hub.requests();
-    assert!(requests.iter().all(|r| !r.path.contains(STT)), "no STT request: {requests:#?}");
+    assert!(
+        requests.iter().all(|r| !r.path.contains(STT)),
+        "no STT request: {requests:#?}"
+    );
     // From the voices repo, exactly the one voice file, nothing else.
     let voice_paths: Vec<_> = requests
         .iter()
         .filter(|r| r.path.contains(VOICES))
         .map(|r| r.path.clone())
         .collect();
-    assert!(voice_paths.iter().all(|p| p.ends_with(&tiny::voice_file(VOICE))), "{voice_paths:#?}");
+    assert!(
+        voice_paths
+            .iter()
+            .all(|p| p.ends_with(&tiny::voice_file(VOICE))),
+        "{voice_paths:#?}"
+    );
     assert!(engine.model_paths().stt().is_none());
 
     hub.clear_log();
@@ -134,7 +161,9 @@ async fn custom_repos_and_a_pinned_revision() {
     let cache = tempfile::tempdir().unwrap();
 
     let pinned = KyutaiModelManager::with_config(
-        config(&hub, cache.path()).stt_repo("me/my-stt").stt_revision(&old),
+        config(&hub, cache.path())
+            .stt_repo("me/my-stt")
+            .stt_revision(&old),
     )
     .unwrap();
     let stt = pinned.fetch_stt().await.unwrap();
@@ -143,16 +172,23 @@ async fn custom_repos_and_a_pinned_revision() {
     let text = std::fs::read_to_string(&stt.config).unwrap();
     assert!(!text.contains("second commit"));
 
-    let latest = KyutaiModelManager::with_config(config(&hub, cache.path()).stt_repo("me/my-stt")).unwrap();
+    let latest =
+        KyutaiModelManager::with_config(config(&hub, cache.path()).stt_repo("me/my-stt")).unwrap();
     let stt = latest.fetch_stt().await.unwrap();
     assert_eq!(stt.commit, new);
-    assert!(std::fs::read_to_string(&stt.config).unwrap().contains("second commit"));
+    assert!(
+        std::fs::read_to_string(&stt.config)
+            .unwrap()
+            .contains("second commit")
+    );
     // The weights did not change between commits: the blob is shared, not fetched twice.
     assert_eq!(downloads_of(&hub, tiny::STT_MOSHI_NAME), 1);
     // A pinned commit that is cached needs no request at all.
     hub.clear_log();
     let again = KyutaiModelManager::with_config(
-        config(&hub, cache.path()).stt_repo("me/my-stt").stt_revision(&old),
+        config(&hub, cache.path())
+            .stt_repo("me/my-stt")
+            .stt_revision(&old),
     )
     .unwrap();
     again.fetch_stt().await.unwrap();
@@ -169,7 +205,11 @@ async fn hf_and_file_overrides_replace_single_files() {
         .find(|(p, _)| p == tiny::TTS_MIMI_NAME)
         .unwrap()
         .1;
-    hub.publish("other/codecs", "main", &[("nested/mimi.safetensors", mimi.clone())]);
+    hub.publish(
+        "other/codecs",
+        "main",
+        &[("nested/mimi.safetensors", mimi.clone())],
+    );
     let local_dir = tempfile::tempdir().unwrap();
     let local_tokenizer = local_dir.path().join("my_tokenizer.model");
     std::fs::write(&local_tokenizer, tiny::TINY_SPM).unwrap();
@@ -177,18 +217,35 @@ async fn hf_and_file_overrides_replace_single_files() {
 
     let manager = KyutaiModelManager::with_config(
         config(&hub, cache.path())
-            .tts_file(ModelFile::MimiWeights, "hf://other/codecs/nested/mimi.safetensors")
-            .tts_file(ModelFile::Tokenizer, format!("file://{}", local_tokenizer.display())),
+            .tts_file(
+                ModelFile::MimiWeights,
+                "hf://other/codecs/nested/mimi.safetensors",
+            )
+            .tts_file(
+                ModelFile::Tokenizer,
+                format!("file://{}", local_tokenizer.display()),
+            ),
     )
     .unwrap();
     let tts = manager.fetch_tts().await.unwrap();
-    assert!(tts.mimi_weights.starts_with(cache.path().join("models--other--codecs")));
+    assert!(
+        tts.mimi_weights
+            .starts_with(cache.path().join("models--other--codecs"))
+    );
     assert_eq!(std::fs::read(&tts.mimi_weights).unwrap(), mimi);
     assert_eq!(tts.tokenizer, local_tokenizer);
     // The repo's own Mimi and tokenizer were never requested.
     let requests = hub.requests();
-    assert!(requests.iter().all(|r| !r.path.ends_with(tiny::TTS_MIMI_NAME)));
-    assert!(requests.iter().all(|r| !r.path.ends_with(tiny::TTS_TOKENIZER_NAME)));
+    assert!(
+        requests
+            .iter()
+            .all(|r| !r.path.ends_with(tiny::TTS_MIMI_NAME))
+    );
+    assert!(
+        requests
+            .iter()
+            .all(|r| !r.path.ends_with(tiny::TTS_TOKENIZER_NAME))
+    );
 
     // A file:// override that does not exist is a clear error.
     let manager = KyutaiModelManager::with_config(
@@ -196,7 +253,10 @@ async fn hf_and_file_overrides_replace_single_files() {
     )
     .unwrap();
     let error = manager.fetch_tts().await.unwrap_err();
-    assert!(matches!(error, MoshiError::InvalidModelFile { .. }), "{error}");
+    assert!(
+        matches!(error, MoshiError::InvalidModelFile { .. }),
+        "{error}"
+    );
     assert!(error.to_string().contains("/nonexistent/tok.model"));
 }
 
@@ -204,7 +264,11 @@ async fn hf_and_file_overrides_replace_single_files() {
 async fn overrides_written_in_config_json_are_honoured() {
     let hub = TestHub::start();
     publish_defaults(&hub);
-    let mimi = tiny::stt_repo().into_iter().find(|(p, _)| p == tiny::STT_MIMI_NAME).unwrap().1;
+    let mimi = tiny::stt_repo()
+        .into_iter()
+        .find(|(p, _)| p == tiny::STT_MIMI_NAME)
+        .unwrap()
+        .1;
     hub.publish("kyutai/shared-mimi", "main", &[("mimi.safetensors", mimi)]);
     let mut files = tiny::stt_repo();
     files.retain(|(p, _)| p != tiny::STT_MIMI_NAME);
@@ -218,9 +282,13 @@ async fn overrides_written_in_config_json_are_honoured() {
     publish(&hub, "me/stt-shared-mimi", "main", &files);
     let cache = tempfile::tempdir().unwrap();
     let manager =
-        KyutaiModelManager::with_config(config(&hub, cache.path()).stt_repo("me/stt-shared-mimi")).unwrap();
+        KyutaiModelManager::with_config(config(&hub, cache.path()).stt_repo("me/stt-shared-mimi"))
+            .unwrap();
     let stt = manager.fetch_stt().await.unwrap();
-    assert!(stt.mimi_weights.starts_with(cache.path().join("models--kyutai--shared-mimi")));
+    assert!(
+        stt.mimi_weights
+            .starts_with(cache.path().join("models--kyutai--shared-mimi"))
+    );
 }
 
 #[tokio::test]
@@ -228,8 +296,13 @@ async fn unknown_voices_and_bad_voice_names_are_clear_errors() {
     let hub = TestHub::start();
     publish_defaults(&hub);
     let cache = tempfile::tempdir().unwrap();
-    let engine = KyutaiEngine::with_config(config(&hub, cache.path())).await.unwrap();
-    let error = engine.ensure_voice("expresso/no-such-voice.wav").await.unwrap_err();
+    let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
+        .await
+        .unwrap();
+    let error = engine
+        .ensure_voice("expresso/no-such-voice.wav")
+        .await
+        .unwrap_err();
     match &error {
         MoshiError::VoiceNotFound { voice, file, .. } => {
             assert_eq!(voice, "expresso/no-such-voice.wav");

@@ -11,7 +11,9 @@ use support::*;
 
 /// Files in the cache whose name says they are complete blobs (not `.incomplete`).
 fn blobs(cache: &Path, repo: &str) -> Vec<String> {
-    let dir = cache.join(format!("models--{}", repo.replace('/', "--"))).join("blobs");
+    let dir = cache
+        .join(format!("models--{}", repo.replace('/', "--")))
+        .join("blobs");
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -29,9 +31,13 @@ fn manager(hub: &TestHub, cache: &Path) -> KyutaiModelManager {
 async fn missing_repository() {
     let hub = TestHub::start();
     let cache = tempfile::tempdir().unwrap();
-    let m = KyutaiModelManager::with_config(config(&hub, cache.path()).stt_repo("nobody/nothing")).unwrap();
+    let m = KyutaiModelManager::with_config(config(&hub, cache.path()).stt_repo("nobody/nothing"))
+        .unwrap();
     let error = m.fetch_stt().await.unwrap_err();
-    assert!(matches!(&error, MoshiError::RepoNotFound { repo, .. } if repo == "nobody/nothing"), "{error:?}");
+    assert!(
+        matches!(&error, MoshiError::RepoNotFound { repo, .. } if repo == "nobody/nothing"),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("nobody/nothing"));
 }
 
@@ -71,20 +77,33 @@ async fn gated_repository_without_and_with_a_wrong_token() {
         other => panic!("{other:?}"),
     }
     let text = error.to_string();
-    assert!(text.contains("HF_TOKEN") && text.contains("licence"), "{text}");
+    assert!(
+        text.contains("HF_TOKEN") && text.contains("licence"),
+        "{text}"
+    );
 
     let m = KyutaiModelManager::with_config(config(&hub, cache.path()).token("hf_wrong")).unwrap();
     let error = m.fetch_stt().await.unwrap_err();
-    assert!(matches!(error, MoshiError::AuthenticationRequired { status: 403, .. }), "{error:?}");
-    assert!(!error.to_string().contains("hf_wrong"), "the token must not leak");
+    assert!(
+        matches!(
+            error,
+            MoshiError::AuthenticationRequired { status: 403, .. }
+        ),
+        "{error:?}"
+    );
+    assert!(
+        !error.to_string().contains("hf_wrong"),
+        "the token must not leak"
+    );
 
     let m = KyutaiModelManager::with_config(config(&hub, cache.path()).token("hf_right")).unwrap();
     m.fetch_stt().await.unwrap();
-    assert!(hub
-        .requests()
-        .iter()
-        .filter(|r| r.status == 200)
-        .all(|r| r.authorization.as_deref() == Some("Bearer hf_right")));
+    assert!(
+        hub.requests()
+            .iter()
+            .filter(|r| r.status == 200)
+            .all(|r| r.authorization.as_deref() == Some("Bearer hf_right"))
+    );
 }
 
 #[tokio::test]
@@ -106,7 +125,9 @@ async fn server_not_listening_is_a_network_error_after_retries() {
     .unwrap();
     let error = m.fetch_stt().await.unwrap_err();
     match &error {
-        MoshiError::Network { attempts, reason, .. } => {
+        MoshiError::Network {
+            attempts, reason, ..
+        } => {
             assert_eq!(*attempts, 3);
             assert!(reason.contains("could not connect"), "{reason}");
         }
@@ -118,7 +139,11 @@ async fn server_not_listening_is_a_network_error_after_retries() {
 async fn service_unavailable_twice_then_success() {
     let hub = TestHub::start();
     publish_defaults(&hub);
-    hub.inject(Fault::new(tiny::STT_MOSHI_NAME, FaultKind::Status(503)).method("GET").times(2));
+    hub.inject(
+        Fault::new(tiny::STT_MOSHI_NAME, FaultKind::Status(503))
+            .method("GET")
+            .times(2),
+    );
     let cache = tempfile::tempdir().unwrap();
     let stt = manager(&hub, cache.path()).fetch_stt().await.unwrap();
     let statuses: Vec<u16> = hub
@@ -135,12 +160,24 @@ async fn service_unavailable_twice_then_success() {
 async fn rate_limit_waits_for_retry_after() {
     let hub = TestHub::start();
     publish_defaults(&hub);
-    hub.inject(Fault::new("config.json", FaultKind::RateLimited { retry_after_secs: 1 }).times(1));
+    hub.inject(
+        Fault::new(
+            "config.json",
+            FaultKind::RateLimited {
+                retry_after_secs: 1,
+            },
+        )
+        .times(1),
+    );
     let cache = tempfile::tempdir().unwrap();
     let started = Instant::now();
     manager(&hub, cache.path()).fetch_stt().await.unwrap();
     // The backoff is 10 ms: only Retry-After explains a wait of a second.
-    assert!(started.elapsed() >= Duration::from_millis(950), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(hub.requests()[0].status, 429);
 }
 
@@ -151,7 +188,11 @@ async fn corrupted_bytes_once_are_downloaded_again() {
     hub.inject(Fault::new(tiny::STT_MOSHI_NAME, FaultKind::CorruptBody { offset: 100 }).times(1));
     let cache = tempfile::tempdir().unwrap();
     let stt = manager(&hub, cache.path()).fetch_stt().await.unwrap();
-    let expected = tiny::stt_repo().into_iter().find(|(p, _)| p == tiny::STT_MOSHI_NAME).unwrap().1;
+    let expected = tiny::stt_repo()
+        .into_iter()
+        .find(|(p, _)| p == tiny::STT_MOSHI_NAME)
+        .unwrap()
+        .1;
     assert_eq!(std::fs::read(&stt.lm_weights).unwrap(), expected);
     assert_eq!(downloads_of(&hub, tiny::STT_MOSHI_NAME), 2);
 }
@@ -165,14 +206,22 @@ async fn persistently_corrupted_bytes_are_an_integrity_error_and_nothing_is_kept
     let error = manager(&hub, cache.path()).fetch_stt().await.unwrap_err();
     let etag = hub.file_etag(STT, "main", tiny::STT_MOSHI_NAME);
     match &error {
-        MoshiError::IntegrityMismatch { file, expected, actual, .. } => {
+        MoshiError::IntegrityMismatch {
+            file,
+            expected,
+            actual,
+            ..
+        } => {
             assert_eq!(file, tiny::STT_MOSHI_NAME);
             assert_eq!(expected, &etag);
             assert_ne!(actual, &etag);
         }
         other => panic!("{other:?}"),
     }
-    assert!(!blobs(cache.path(), STT).contains(&etag), "a corrupt blob was kept");
+    assert!(
+        !blobs(cache.path(), STT).contains(&etag),
+        "a corrupt blob was kept"
+    );
     let partial = cache
         .path()
         .join("models--kyutai--stt-1b-en_fr-candle/blobs")
@@ -184,10 +233,20 @@ async fn persistently_corrupted_bytes_are_an_integrity_error_and_nothing_is_kept
 async fn a_body_shorter_than_announced_is_resumed_with_a_range_request() {
     let hub = TestHub::start();
     publish_defaults(&hub);
-    hub.inject(Fault::new(tiny::STT_MOSHI_NAME, FaultKind::TruncateBody { after_bytes: 1000 }).times(1));
+    hub.inject(
+        Fault::new(
+            tiny::STT_MOSHI_NAME,
+            FaultKind::TruncateBody { after_bytes: 1000 },
+        )
+        .times(1),
+    );
     let cache = tempfile::tempdir().unwrap();
     let stt = manager(&hub, cache.path()).fetch_stt().await.unwrap();
-    let expected = tiny::stt_repo().into_iter().find(|(p, _)| p == tiny::STT_MOSHI_NAME).unwrap().1;
+    let expected = tiny::stt_repo()
+        .into_iter()
+        .find(|(p, _)| p == tiny::STT_MOSHI_NAME)
+        .unwrap()
+        .1;
     assert_eq!(std::fs::read(&stt.lm_weights).unwrap(), expected);
     let gets: Vec<_> = hub
         .requests()
@@ -196,7 +255,14 @@ async fn a_body_shorter_than_announced_is_resumed_with_a_range_request() {
         .collect();
     assert_eq!(gets.len(), 2, "{gets:#?}");
     assert_eq!(gets[1].status, 206);
-    let resumed_at: u64 = gets[1].range.as_deref().unwrap().trim_start_matches("bytes=").trim_end_matches('-').parse().unwrap();
+    let resumed_at: u64 = gets[1]
+        .range
+        .as_deref()
+        .unwrap()
+        .trim_start_matches("bytes=")
+        .trim_end_matches('-')
+        .parse()
+        .unwrap();
     assert!(resumed_at > 0 && resumed_at <= 1000, "{resumed_at}");
     assert_eq!(gets[1].body_bytes, expected.len() as u64 - resumed_at);
 }
@@ -206,7 +272,13 @@ async fn a_body_always_cut_short_is_a_network_error_and_no_blob_is_trusted() {
     let hub = TestHub::start();
     publish_defaults(&hub);
     // Every attempt sends no body byte at all, so no progress is possible.
-    hub.inject(Fault::new(tiny::STT_MOSHI_NAME, FaultKind::TruncateBody { after_bytes: 0 }).times(100));
+    hub.inject(
+        Fault::new(
+            tiny::STT_MOSHI_NAME,
+            FaultKind::TruncateBody { after_bytes: 0 },
+        )
+        .times(100),
+    );
     let cache = tempfile::tempdir().unwrap();
     let error = manager(&hub, cache.path()).fetch_stt().await.unwrap_err();
     match &error {
@@ -218,7 +290,9 @@ async fn a_body_always_cut_short_is_a_network_error_and_no_blob_is_trusted() {
     }
     let etag = hub.file_etag(STT, "main", tiny::STT_MOSHI_NAME);
     assert!(!blobs(cache.path(), STT).contains(&etag));
-    let link = cache.path().join("models--kyutai--stt-1b-en_fr-candle/snapshots");
+    let link = cache
+        .path()
+        .join("models--kyutai--stt-1b-en_fr-candle/snapshots");
     let linked = std::fs::read_dir(&link)
         .map(|mut d| d.any(|e| e.unwrap().path().join(tiny::STT_MOSHI_NAME).exists()))
         .unwrap_or(false);
@@ -232,7 +306,10 @@ async fn an_error_page_served_as_the_file_is_rejected() {
     hub.inject(
         Fault::new(
             "config.json",
-            FaultKind::ErrorPage { status: 200, body: "<html>Access denied by proxy</html>".into() },
+            FaultKind::ErrorPage {
+                status: 200,
+                body: "<html>Access denied by proxy</html>".into(),
+            },
         )
         .method("GET")
         .times(100),
@@ -240,7 +317,10 @@ async fn an_error_page_served_as_the_file_is_rejected() {
     let cache = tempfile::tempdir().unwrap();
     let error = manager(&hub, cache.path()).fetch_stt().await.unwrap_err();
     assert!(
-        matches!(error, MoshiError::SizeMismatch { .. } | MoshiError::IntegrityMismatch { .. }),
+        matches!(
+            error,
+            MoshiError::SizeMismatch { .. } | MoshiError::IntegrityMismatch { .. }
+        ),
         "{error:?}"
     );
     assert!(blobs(cache.path(), STT).is_empty());
@@ -260,7 +340,11 @@ async fn a_corrupted_cached_blob_is_detected_and_fetched_again() {
 
     hub.clear_log();
     let stt = manager(&hub, cache.path()).fetch_stt().await.unwrap();
-    let expected = tiny::stt_repo().into_iter().find(|(p, _)| p == tiny::STT_MOSHI_NAME).unwrap().1;
+    let expected = tiny::stt_repo()
+        .into_iter()
+        .find(|(p, _)| p == tiny::STT_MOSHI_NAME)
+        .unwrap()
+        .1;
     assert_eq!(std::fs::read(&stt.lm_weights).unwrap(), expected);
     assert_eq!(downloads_of(&hub, tiny::STT_MOSHI_NAME), 1);
 }
@@ -272,7 +356,8 @@ async fn offline_hit_makes_no_request_and_miss_is_a_clear_error() {
     let cache = tempfile::tempdir().unwrap();
     manager(&hub, cache.path()).fetch_stt().await.unwrap();
     hub.clear_log();
-    let offline = KyutaiModelManager::with_config(config(&hub, cache.path()).offline(true)).unwrap();
+    let offline =
+        KyutaiModelManager::with_config(config(&hub, cache.path()).offline(true)).unwrap();
     let stt = offline.fetch_stt().await.unwrap();
     assert!(stt.lm_weights.exists());
     assert!(hub.requests().is_empty(), "{:#?}", hub.requests());

@@ -15,7 +15,8 @@ async fn the_callback_sees_each_download_start_advance_and_finish_then_cache_hit
     let cache = tempfile::tempdir().unwrap();
     let events = Arc::new(Mutex::new(Vec::<ProgressEvent>::new()));
     let sink = events.clone();
-    let config = config(&hub, cache.path()).on_progress(move |e| sink.lock().unwrap().push(e.clone()));
+    let config =
+        config(&hub, cache.path()).on_progress(move |e| sink.lock().unwrap().push(e.clone()));
     let manager = KyutaiModelManager::with_config(config.clone()).unwrap();
     manager.fetch_stt().await.unwrap();
 
@@ -35,16 +36,36 @@ async fn the_callback_sees_each_download_start_advance_and_finish_then_cache_hit
             _ => false,
         })
         .collect();
-    assert!(matches!(for_weights.first(), Some(ProgressEvent::Started { total_bytes, already: 0, .. }) if *total_bytes == weights_size));
-    assert!(matches!(for_weights.last(), Some(ProgressEvent::Finished { bytes, .. }) if *bytes == weights_size));
-    assert!(for_weights.iter().any(|e| matches!(e, ProgressEvent::Advanced { bytes_done, .. } if *bytes_done == weights_size)));
-    let finished = seen.iter().filter(|e| matches!(e, ProgressEvent::Finished { .. })).count();
-    assert_eq!(finished, 5, "config, weights, mimi, tokenizer, mimi config: {seen:#?}");
+    assert!(
+        matches!(for_weights.first(), Some(ProgressEvent::Started { total_bytes, already: 0, .. }) if *total_bytes == weights_size)
+    );
+    assert!(
+        matches!(for_weights.last(), Some(ProgressEvent::Finished { bytes, .. }) if *bytes == weights_size)
+    );
+    assert!(for_weights.iter().any(
+        |e| matches!(e, ProgressEvent::Advanced { bytes_done, .. } if *bytes_done == weights_size)
+    ));
+    let finished = seen
+        .iter()
+        .filter(|e| matches!(e, ProgressEvent::Finished { .. }))
+        .count();
+    assert_eq!(
+        finished, 5,
+        "config, weights, mimi, tokenizer, mimi config: {seen:#?}"
+    );
 
     events.lock().unwrap().clear();
-    KyutaiModelManager::with_config(config).unwrap().fetch_stt().await.unwrap();
+    KyutaiModelManager::with_config(config)
+        .unwrap()
+        .fetch_stt()
+        .await
+        .unwrap();
     let seen = events.lock().unwrap().clone();
-    assert!(seen.iter().all(|e| matches!(e, ProgressEvent::CacheHit { .. })), "{seen:#?}");
+    assert!(
+        seen.iter()
+            .all(|e| matches!(e, ProgressEvent::CacheHit { .. })),
+        "{seen:#?}"
+    );
     assert!(!seen.is_empty());
 }
 
@@ -64,7 +85,11 @@ fn run_on_a_terminal(hub: &TestHub, cache: &std::path::Path, extra_env: &[(&str,
         cmd.env(k, v);
     }
     let output = cmd.output().expect("util-linux `script` runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     String::from_utf8_lossy(&output.stdout).to_string()
 }
 
@@ -76,7 +101,10 @@ fn bars_are_drawn_on_a_terminal_unless_disabled() {
     hub.inject(
         Fault::new(
             tiny::STT_MOSHI_NAME,
-            FaultKind::StallBody { after_bytes: 1000, stall: std::time::Duration::from_millis(600) },
+            FaultKind::StallBody {
+                after_bytes: 1000,
+                stall: std::time::Duration::from_millis(600),
+            },
         )
         .times(1),
     );

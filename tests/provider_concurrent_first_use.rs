@@ -36,8 +36,17 @@ async fn eight_concurrent_first_callers_share_one_download() {
     let engine = Kyutai::get().expect("the engine exists after first use");
     let tts = engine.model_paths().tts().unwrap();
     assert_eq!(tts.commit, published.tts);
-    for file in ["config.json", tiny::TTS_MOSHI_NAME, tiny::TTS_MIMI_NAME, tiny::TTS_TOKENIZER_NAME] {
-        assert_eq!(downloads_of(&hub, &format!("{TTS}/resolve/{}/{file}", published.tts)), 1, "{file}");
+    for file in [
+        "config.json",
+        tiny::TTS_MOSHI_NAME,
+        tiny::TTS_MIMI_NAME,
+        tiny::TTS_TOKENIZER_NAME,
+    ] {
+        assert_eq!(
+            downloads_of(&hub, &format!("{TTS}/resolve/{}/{file}", published.tts)),
+            1,
+            "{file}"
+        );
     }
     assert_eq!(downloads_of(&hub, &tiny::voice_file(VOICE)), 1);
     // Nothing of the STT model was fetched by TTS use.

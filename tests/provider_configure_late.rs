@@ -12,7 +12,10 @@ fn configure_after_first_use_is_refused_and_returns_the_config() {
     assert!(error.is_already_in_use());
     assert!(!error.is_already_configured());
     let message = error.to_string();
-    assert!(message.contains("after the Kyutai models were first used"), "{message}");
+    assert!(
+        message.contains("after the Kyutai models were first used"),
+        "{message}"
+    );
     assert!(message.ends_with('.'), "a full sentence: {message}");
     assert_eq!(error.into_config().stt_repo, "kyutai/stt-2.6b-en-candle");
 }

@@ -16,14 +16,21 @@ async fn a_failed_first_use_is_shared_by_waiters_and_retried_later() {
     hub.inject(Fault::new("config.json", FaultKind::Status(503)).times(1000));
 
     let callers: Vec<_> = (0..8)
-        .map(|_| tokio::spawn(async { Kyutai::engine().await?.ensure_stt().await.map(|p| p.clone()) }))
+        .map(|_| tokio::spawn(async { Kyutai::engine().await?.ensure_stt().await.cloned() }))
         .collect();
     for caller in callers {
         let error = caller.await.unwrap().unwrap_err();
-        assert!(matches!(error, MoshiError::Network { attempts: 2, .. }), "{error:?}");
+        assert!(
+            matches!(error, MoshiError::Network { attempts: 2, .. }),
+            "{error:?}"
+        );
     }
     // One shared attempt: two requests (the attempt and its retry), not sixteen.
-    let config_requests = hub.requests().iter().filter(|r| r.path.ends_with("config.json")).count();
+    let config_requests = hub
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("config.json"))
+        .count();
     assert_eq!(config_requests, 2, "{:#?}", hub.requests());
 
     // The hub recovers; the failure was not cached, so the next call fetches.
@@ -32,5 +39,9 @@ async fn a_failed_first_use_is_shared_by_waiters_and_retried_later() {
     let stt = Kyutai::engine().await.unwrap().ensure_stt().await.unwrap();
     assert!(stt.lm_weights.exists());
     assert_eq!(downloads_of(&hub, tiny::STT_MOSHI_NAME), 1);
-    assert_eq!(Kyutai::provider().creations_started(), 1, "the engine itself was created once");
+    assert_eq!(
+        Kyutai::provider().creations_started(),
+        1,
+        "the engine itself was created once"
+    );
 }

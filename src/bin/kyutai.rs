@@ -8,7 +8,11 @@ use fluent_voice_kyutai::models::{KyutaiModelConfig, ProgressMode};
 use fluent_voice_kyutai::{KyutaiModelManager, MoshiError};
 
 #[derive(Parser)]
-#[command(name = "kyutai", version, about = "Kyutai text-to-speech and speech-to-text models")]
+#[command(
+    name = "kyutai",
+    version,
+    about = "Kyutai text-to-speech and speech-to-text models"
+)]
 struct Cli {
     #[command(flatten)]
     common: Common,
@@ -135,7 +139,12 @@ async fn download(
     if want_stt {
         let stt = manager.fetch_stt().await?;
         println!("stt  {} @ {}", stt.repo, stt.commit);
-        for path in [&stt.config, &stt.lm_weights, &stt.mimi_weights, &stt.tokenizer] {
+        for path in [
+            &stt.config,
+            &stt.lm_weights,
+            &stt.mimi_weights,
+            &stt.tokenizer,
+        ] {
             println!("     {}", path.display());
         }
         if let Some(path) = &stt.mimi_config {
@@ -145,7 +154,12 @@ async fn download(
     if want_tts {
         let tts = manager.fetch_tts().await?;
         println!("tts  {} @ {}", tts.repo, tts.commit);
-        for path in [&tts.config, &tts.lm_weights, &tts.mimi_weights, &tts.tokenizer] {
+        for path in [
+            &tts.config,
+            &tts.lm_weights,
+            &tts.mimi_weights,
+            &tts.tokenizer,
+        ] {
             println!("     {}", path.display());
         }
         if let Some(path) = &tts.mimi_config {
@@ -170,7 +184,10 @@ fn cache(config: KyutaiModelConfig, rehash: bool) -> Result<ExitCode, MoshiError
             println!("{} @ {}", file.repo, file.commit);
             current = Some((&file.repo, &file.commit));
         }
-        let size = file.size.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+        let size = file
+            .size
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into());
         println!("  {:<12} {:>12}  {}", file.state.label(), size, file.file);
     }
     let bad = files.iter().filter(|f| f.state.is_bad()).count();

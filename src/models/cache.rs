@@ -18,6 +18,12 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{MoshiError, Result};
 
+/// The text of `CACHEDIR.TAG`, byte for byte as `huggingface_hub` writes it.
+const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
+# This file is a cache directory tag created by huggingface_hub.\n\
+# For information about cache directory tags, see:\n\
+#\thttps://bford.info/cachedir/\n";
+
 /// The folder name `huggingface_hub` gives a model repository.
 pub fn repo_folder_name(repo: &str) -> String {
     format!("models--{}", repo.replace('/', "--"))
@@ -43,6 +49,16 @@ impl HubCache {
         &self.root
     }
 
+    /// Writes `<cache>/CACHEDIR.TAG` if absent, as `huggingface_hub` does, so that backup tools
+    /// skip the cache (the Cache Directory Tagging standard, https://bford.info/cachedir/).
+    pub fn write_cachedir_tag(&self) -> Result<()> {
+        let path = self.root.join("CACHEDIR.TAG");
+        if path.exists() {
+            return Ok(());
+        }
+        write_atomically(&path, CACHEDIR_TAG.as_bytes())
+    }
+
     pub fn repo_dir(&self, repo: &str) -> PathBuf {
         self.root.join(repo_folder_name(repo))
     }
@@ -59,7 +75,10 @@ impl HubCache {
     }
 
     pub fn snapshot_path(&self, repo: &str, commit: &str, file: &str) -> PathBuf {
-        self.repo_dir(repo).join("snapshots").join(commit).join(file)
+        self.repo_dir(repo)
+            .join("snapshots")
+            .join(commit)
+            .join(file)
     }
 
     pub fn lock_path(&self, repo: &str, etag: &str) -> PathBuf {
@@ -78,7 +97,10 @@ impl HubCache {
     }
 
     fn no_exist_path(&self, repo: &str, commit: &str, file: &str) -> PathBuf {
-        self.repo_dir(repo).join(".no_exist").join(commit).join(file)
+        self.repo_dir(repo)
+            .join(".no_exist")
+            .join(commit)
+            .join(file)
     }
 
     /// The commit a revision resolves to in the cache: the revision itself for a commit hash,
@@ -138,7 +160,13 @@ impl HubCache {
 
     /// Points `snapshots/<commit>/<file>` at `blobs/<etag>` with a relative symlink, as Python
     /// does (`os.path.relpath(blob, dirname(snapshot))`), replacing whatever was there.
-    pub fn link_snapshot(&self, repo: &str, commit: &str, file: &str, etag: &str) -> Result<PathBuf> {
+    pub fn link_snapshot(
+        &self,
+        repo: &str,
+        commit: &str,
+        file: &str,
+        etag: &str,
+    ) -> Result<PathBuf> {
         let link = self.snapshot_path(repo, commit, file);
         create_parent(&link)?;
         let depth = Path::new(file).components().count() + 1; // + the commit folder
@@ -172,7 +200,10 @@ impl HubCache {
         let mut repos: Vec<String> = entries
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .filter_map(|name| name.strip_prefix("models--").map(|r| r.replacen("--", "/", 1)))
+            .filter_map(|name| {
+                name.strip_prefix("models--")
+                    .map(|r| r.replacen("--", "/", 1))
+            })
             .collect();
         repos.sort();
         repos
@@ -244,11 +275,20 @@ pub(crate) fn create_parent(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes a small file so that readers see the old content or the new, never a mix.
+/// Writes a small file so that readers see the old content or the new, never a mix. The file
+/// gets the permissions a plain `open` would give (0666 less the umask), as Python's files do,
+/// so that other users of a shared cache can read it.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     create_parent(path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temporary = tempfile::NamedTempFile::new_in(dir)
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(fs::Permissions::from_mode(0o666));
+    }
+    let mut temporary = builder
+        .tempfile_in(dir)
         .map_err(|e| MoshiError::io("could not create a temporary file in", dir, e))?;
     temporary
         .write_all(bytes)
@@ -276,7 +316,10 @@ mod tests {
     #[test]
     fn layout_matches_huggingface_hub() {
         let cache = HubCache::new("/c");
-        assert_eq!(repo_folder_name("kyutai/tts-1.6b-en_fr"), "models--kyutai--tts-1.6b-en_fr");
+        assert_eq!(
+            repo_folder_name("kyutai/tts-1.6b-en_fr"),
+            "models--kyutai--tts-1.6b-en_fr"
+        );
         assert_eq!(
             cache.lock_path("a/b", "e1"),
             PathBuf::from("/c/.locks/models--a--b/e1.lock")
@@ -294,11 +337,19 @@ mod tests {
         let commit = "a".repeat(40);
         fs::create_dir_all(cache.repo_dir("o/r").join("blobs")).unwrap();
         fs::write(cache.blob_path("o/r", "etag1"), b"hello").unwrap();
-        let link = cache.link_snapshot("o/r", &commit, "voices/x/y.safetensors", "etag1").unwrap();
-        assert_eq!(fs::read_link(&link).unwrap(), PathBuf::from("../../../../blobs/etag1"));
+        let link = cache
+            .link_snapshot("o/r", &commit, "voices/x/y.safetensors", "etag1")
+            .unwrap();
+        assert_eq!(
+            fs::read_link(&link).unwrap(),
+            PathBuf::from("../../../../blobs/etag1")
+        );
         assert_eq!(fs::read(&link).unwrap(), b"hello");
         assert_eq!(cache.etag_of(&link).as_deref(), Some("etag1"));
-        assert_eq!(cache.snapshots("o/r"), vec![(commit, vec!["voices/x/y.safetensors".to_string()])]);
+        assert_eq!(
+            cache.snapshots("o/r"),
+            vec![(commit, vec!["voices/x/y.safetensors".to_string()])]
+        );
     }
 
     #[test]
@@ -308,11 +359,20 @@ mod tests {
         let commit = "b".repeat(40);
         assert_eq!(cache.resolve_revision("o/r", "main"), None);
         cache.write_ref("o/r", "main", &commit).unwrap();
-        assert_eq!(cache.resolve_revision("o/r", "main").as_deref(), Some(commit.as_str()));
-        assert_eq!(fs::read_to_string(dir.path().join("models--o--r/refs/main")).unwrap(), commit);
+        assert_eq!(
+            cache.resolve_revision("o/r", "main").as_deref(),
+            Some(commit.as_str())
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("models--o--r/refs/main")).unwrap(),
+            commit
+        );
         // A commit hash resolves to itself and writes no ref.
         cache.write_ref("o/r", &commit, &commit).unwrap();
-        assert_eq!(cache.refs("o/r"), vec![("main".to_string(), commit.clone())]);
+        assert_eq!(
+            cache.refs("o/r"),
+            vec![("main".to_string(), commit.clone())]
+        );
         assert_eq!(cache.resolve_revision("o/r", &commit), Some(commit));
     }
 
@@ -321,7 +381,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = HubCache::new(dir.path());
         let commit = "c".repeat(40);
-        cache.link_snapshot("o/r", &commit, "f.bin", "missing").unwrap();
+        cache
+            .link_snapshot("o/r", &commit, "f.bin", "missing")
+            .unwrap();
         assert!(cache.cached_file("o/r", &commit, "f.bin").is_none());
     }
 }

@@ -237,7 +237,10 @@ impl KyutaiModelConfig {
         self.progress = mode;
         self
     }
-    pub fn on_progress(mut self, callback: impl Fn(&ProgressEvent) + Send + Sync + 'static) -> Self {
+    pub fn on_progress(
+        mut self,
+        callback: impl Fn(&ProgressEvent) + Send + Sync + 'static,
+    ) -> Self {
         self.on_progress = Some(Arc::new(callback));
         self
     }
@@ -292,7 +295,10 @@ impl fmt::Debug for KyutaiModelConfig {
             .field("device", &self.device)
             .field("dtype", &self.dtype)
             .field("progress", &self.progress)
-            .field("on_progress", &self.on_progress.as_ref().map(|_| "<callback>"))
+            .field(
+                "on_progress",
+                &self.on_progress.as_ref().map(|_| "<callback>"),
+            )
             .field("verify_downloads", &self.verify_downloads)
             .field("max_attempts", &self.max_attempts)
             .field("tts_files", &self.tts_files)
@@ -339,28 +345,30 @@ impl Env for ProcessEnv {
 
 impl Env for BTreeMap<&str, &str> {
     fn var(&self, name: &str) -> Option<String> {
-        self.get(name).map(|v| v.to_string()).filter(|v| !v.is_empty())
+        self.get(name)
+            .map(|v| v.to_string())
+            .filter(|v| !v.is_empty())
     }
 }
 
 /// `huggingface_hub`'s notion of a true environment value.
 fn is_true(value: &str) -> bool {
-    matches!(value.to_ascii_uppercase().as_str(), "1" | "ON" | "YES" | "TRUE")
+    matches!(
+        value.to_ascii_uppercase().as_str(),
+        "1" | "ON" | "YES" | "TRUE"
+    )
 }
 
 impl KyutaiModelConfig {
     /// Fills what the config leaves unset from `env`, the way `huggingface_hub` does.
     pub fn resolve(&self, env: &dyn Env) -> ResolvedSettings {
         let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("."));
-        let hf_home = env
-            .var("HF_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                env.var("XDG_CACHE_HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| home.join(".cache"))
-                    .join("huggingface")
-            });
+        let hf_home = env.var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
+            env.var("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home.join(".cache"))
+                .join("huggingface")
+        });
         let cache_dir = self.cache_dir.clone().unwrap_or_else(|| {
             env.var("HF_HUB_CACHE")
                 .map(PathBuf::from)
@@ -373,16 +381,20 @@ impl KyutaiModelConfig {
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string())
             .trim_end_matches('/')
             .to_string();
-        let token = self.token.clone().or_else(|| env.var("HF_TOKEN")).or_else(|| {
-            let path = env
-                .var("HF_TOKEN_PATH")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| hf_home.join("token"));
-            std::fs::read_to_string(path)
-                .ok()
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty())
-        });
+        let token = self
+            .token
+            .clone()
+            .or_else(|| env.var("HF_TOKEN"))
+            .or_else(|| {
+                let path = env
+                    .var("HF_TOKEN_PATH")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| hf_home.join("token"));
+                std::fs::read_to_string(path)
+                    .ok()
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+            });
         let offline = self
             .offline
             .unwrap_or_else(|| env.var("HF_HUB_OFFLINE").is_some_and(|v| is_true(&v)));
@@ -466,9 +478,19 @@ mod tests {
 
     #[test]
     fn offline_values_follow_huggingface_hub() {
-        for (value, expected) in [("1", true), ("TRUE", true), ("on", true), ("0", false), ("no", false)] {
+        for (value, expected) in [
+            ("1", true),
+            ("TRUE", true),
+            ("on", true),
+            ("0", false),
+            ("no", false),
+        ] {
             let env: BTreeMap<&str, &str> = [("HF_HUB_OFFLINE", value)].into();
-            assert_eq!(KyutaiModelConfig::default().resolve(&env).offline, expected, "{value}");
+            assert_eq!(
+                KyutaiModelConfig::default().resolve(&env).offline,
+                expected,
+                "{value}"
+            );
         }
     }
 }

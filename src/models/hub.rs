@@ -87,7 +87,9 @@ impl HubClient {
                 .read_timeout(config.read_timeout)
                 .redirect(redirects)
                 .build()
-                .map_err(|e| MoshiError::InvalidConfig(format!("could not build the HTTP client: {e}")))
+                .map_err(|e| {
+                    MoshiError::InvalidConfig(format!("could not build the HTTP client: {e}"))
+                })
         };
         Ok(HubClient {
             metadata_http: build(reqwest::redirect::Policy::none())?,
@@ -153,16 +155,14 @@ impl HubClient {
     async fn wait_before_retry(&self, url: &str, number: u32, failure: Failure) -> Result<()> {
         match failure {
             Failure::Fatal(error) => Err(error),
-            Failure::Transient {
-                reason,
-                source,
-                ..
-            } if number >= self.max_attempts => Err(MoshiError::Network {
-                url: url.to_string(),
-                attempts: number,
-                reason,
-                source,
-            }),
+            Failure::Transient { reason, source, .. } if number >= self.max_attempts => {
+                Err(MoshiError::Network {
+                    url: url.to_string(),
+                    attempts: number,
+                    reason,
+                    source,
+                })
+            }
             Failure::Transient {
                 reason,
                 retry_after,
@@ -179,7 +179,12 @@ impl HubClient {
 
     /// Asks the hub for a file's commit, etag and size (HEAD, following only same-host
     /// redirects, as `huggingface_hub` does).
-    pub async fn file_metadata(&self, repo: &str, revision: &str, file: &str) -> Result<RemoteFile> {
+    pub async fn file_metadata(
+        &self,
+        repo: &str,
+        revision: &str,
+        file: &str,
+    ) -> Result<RemoteFile> {
         let url = self.file_url(repo, revision, file);
         self.with_retries(&url, |_| async {
             let mut target = url.clone();
@@ -432,7 +437,10 @@ impl HubClient {
             Err(join_error) => panic!("the download writer thread panicked: {join_error}"),
         };
         if let Some(error) = write_error {
-            return (hash, Err(self.write_failure(partial, size - written.min(size), error)));
+            return (
+                hash,
+                Err(self.write_failure(partial, size - written.min(size), error)),
+            );
         }
         if outcome.is_ok() && written < size {
             outcome = Err(transient(
@@ -445,7 +453,9 @@ impl HubClient {
 
     fn write_failure(&self, partial: &Path, remaining: u64, error: std::io::Error) -> Failure {
         let dir = partial.parent().unwrap_or(Path::new(".")).to_path_buf();
-        if error.kind() == std::io::ErrorKind::StorageFull || error.kind() == std::io::ErrorKind::QuotaExceeded {
+        if error.kind() == std::io::ErrorKind::StorageFull
+            || error.kind() == std::io::ErrorKind::QuotaExceeded
+        {
             let available = fs4::available_space(&dir).unwrap_or(0);
             return Failure::Fatal(MoshiError::DiskFull {
                 dir,
@@ -517,7 +527,10 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// `"abc"`, `W/"abc"` -> `abc`.
 fn normalize_etag(raw: &str) -> String {
-    raw.trim().trim_start_matches("W/").trim_matches('"').to_string()
+    raw.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_string()
 }
 
 fn parse_metadata(repo: &str, file: &str, url: &str, headers: &HeaderMap) -> Result<RemoteFile> {
@@ -560,7 +573,11 @@ mod tests {
             .resolve(&std::collections::BTreeMap::<&str, &str>::new());
         let client = HubClient::new(&KyutaiModelConfig::default(), &settings).unwrap();
         assert_eq!(
-            client.file_url("kyutai/tts-voices", "refs/pr/1", "expresso/a b@240.safetensors"),
+            client.file_url(
+                "kyutai/tts-voices",
+                "refs/pr/1",
+                "expresso/a b@240.safetensors"
+            ),
             "http://127.0.0.1:1/kyutai/tts-voices/resolve/refs%2Fpr%2F1/expresso/a%20b%40240.safetensors"
         );
     }

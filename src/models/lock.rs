@@ -27,6 +27,13 @@ pub async fn acquire(path: &Path, on_wait: impl FnOnce()) -> Result<DownloadLock
         .write(true)
         .open(path)
         .map_err(|e| MoshiError::io("could not open the lock file", path, e))?;
+    // Group-writable, as Python's lock files are, so that every user of a shared cache can take
+    // it. Best effort: another user's lock file cannot be changed, and need not be.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o664));
+    }
     let mut on_wait = Some(on_wait);
     loop {
         match file.try_lock() {

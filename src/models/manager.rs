@@ -160,7 +160,10 @@ impl KyutaiModelManager {
         }
         let fetched = try_join_all(locations.into_iter().map(|location| async move {
             match location {
-                Some(location) => self.fetch_location(repo, revision, &location).await.map(Some),
+                Some(location) => self
+                    .fetch_location(repo, revision, &location)
+                    .await
+                    .map(Some),
                 None => Ok(None),
             }
         }))
@@ -188,7 +191,10 @@ impl KyutaiModelManager {
                         "the file:// override names a file that does not exist",
                     ));
                 }
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
                 verify::check_format(path, FileFormat::from_name(name))?;
                 Ok(path.clone())
             }
@@ -276,9 +282,10 @@ impl KyutaiModelManager {
             }
             Err(error) => return Err(error),
         };
-        self.resolved
-            .lock()
-            .insert((repo.to_string(), revision.to_string()), remote.commit.clone());
+        self.resolved.lock().insert(
+            (repo.to_string(), revision.to_string()),
+            remote.commit.clone(),
+        );
         self.cache.write_ref(repo, revision, &remote.commit)?;
         self.fetch_blob(repo, file, &remote, format).await
     }
@@ -288,7 +295,11 @@ impl KyutaiModelManager {
         if is_commit_hash(revision) {
             return Some(revision.to_ascii_lowercase());
         }
-        if let Some(commit) = self.resolved.lock().get(&(repo.to_string(), revision.to_string())) {
+        if let Some(commit) = self
+            .resolved
+            .lock()
+            .get(&(repo.to_string(), revision.to_string()))
+        {
             return Some(commit.clone());
         }
         if self.settings.offline {
@@ -349,7 +360,13 @@ impl KyutaiModelManager {
 
     /// True when the blob is verified: recorded as such at its current size and mtime, or
     /// hashed now and found equal to its etag. A blob that fails is deleted.
-    fn ensure_blob_verified(&self, repo: &str, etag: &str, blob: &Path, format: FileFormat) -> Result<bool> {
+    fn ensure_blob_verified(
+        &self,
+        repo: &str,
+        etag: &str,
+        blob: &Path,
+        format: FileFormat,
+    ) -> Result<bool> {
         if !blob.is_file() {
             return Ok(false);
         }
@@ -360,7 +377,10 @@ impl KyutaiModelManager {
         let mismatch = verify::check_blob(blob, etag)
             .map_err(|e| MoshiError::io("could not read", blob, e))?;
         if let Some(actual) = mismatch {
-            log::warn!("cached blob {} is corrupt (sha {actual}); removing it", blob.display());
+            log::warn!(
+                "cached blob {} is corrupt (sha {actual}); removing it",
+                blob.display()
+            );
             let _ = std::fs::remove_file(blob);
             return Ok(false);
         }
@@ -387,7 +407,9 @@ impl KyutaiModelManager {
             {
                 return Ok(None);
             }
-            let path = manager.cache.link_snapshot(repo, &remote.commit, file, &remote.etag)?;
+            let path = manager
+                .cache
+                .link_snapshot(repo, &remote.commit, file, &remote.etag)?;
             manager.progress.cache_hit(repo, file);
             Ok(Some(FetchedFile {
                 path,
@@ -398,6 +420,7 @@ impl KyutaiModelManager {
         if let Some(hit) = reuse(self)? {
             return Ok(hit);
         }
+        self.cache.write_cachedir_tag()?;
         let lock_path = self.cache.lock_path(repo, &remote.etag);
         let _lock = lock::acquire(&lock_path, || self.progress.waiting(repo, file)).await?;
         // Another process (or task) may have finished it while we waited.
@@ -409,16 +432,19 @@ impl KyutaiModelManager {
         loop {
             tries += 1;
             match self.download_blob(repo, file, remote, &blob, format).await {
-                Err(error @ (MoshiError::IntegrityMismatch { .. } | MoshiError::SizeMismatch { .. }))
-                    if tries < 2 && self.config.max_attempts > 1 =>
-                {
+                Err(
+                    error
+                    @ (MoshiError::IntegrityMismatch { .. } | MoshiError::SizeMismatch { .. }),
+                ) if tries < 2 && self.config.max_attempts > 1 => {
                     log::warn!("{error}; downloading again");
                 }
                 Err(error) => return Err(error),
                 Ok(()) => break,
             }
         }
-        let path = self.cache.link_snapshot(repo, &remote.commit, file, &remote.etag)?;
+        let path = self
+            .cache
+            .link_snapshot(repo, &remote.commit, file, &remote.etag)?;
         Ok(FetchedFile {
             path,
             commit: remote.commit.clone(),
@@ -453,7 +479,16 @@ impl KyutaiModelManager {
         let url = self.hub.file_url(repo, &remote.commit, file);
         let hash = self
             .hub
-            .download(repo, file, &url, &remote.etag, remote.size, &partial, hash, &mut progress)
+            .download(
+                repo,
+                file,
+                &url,
+                &remote.etag,
+                remote.size,
+                &partial,
+                hash,
+                &mut progress,
+            )
             .await?;
         let actual_size = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
         if actual_size != remote.size {
@@ -486,8 +521,15 @@ impl KyutaiModelManager {
                 other => other,
             });
         }
-        std::fs::rename(&partial, blob).map_err(|e| MoshiError::io("could not move into place", blob, e))?;
-        verify::record_verified(&self.cache.verified_record_path(repo, &remote.etag), blob, &remote.etag)?;
+        std::fs::rename(&partial, blob)
+            .map_err(|e| MoshiError::io("could not move into place", blob, e))?;
+        let record = self.cache.verified_record_path(repo, &remote.etag);
+        if self.hub.verifies() {
+            verify::record_verified(&record, blob, &remote.etag)?;
+        } else {
+            // Not hashed: the next cache hit hashes it before trusting it.
+            remove_if_present(&record)?;
+        }
         progress.finish();
         Ok(())
     }
@@ -514,7 +556,9 @@ fn check_voice_tensor(path: &Path) -> Result<()> {
         Some((_, shape)) if shape.len() == 3 && shape[0] == 1 => Ok(()),
         Some((_, shape)) => Err(MoshiError::invalid_file(
             path,
-            format!("the voice tensor `speaker_wavs` has shape {shape:?}, expected [1, dim, frames]"),
+            format!(
+                "the voice tensor `speaker_wavs` has shape {shape:?}, expected [1, dim, frames]"
+            ),
         )),
         None => Err(MoshiError::invalid_file(
             path,
@@ -530,7 +574,8 @@ fn check_repo_id(repo: &str) -> Result<()> {
         !p.is_empty()
             && p != "."
             && p != ".."
-            && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     };
     if parts.len() == 2 && parts.iter().all(|p| valid_part(p)) {
         Ok(())
@@ -543,7 +588,9 @@ fn check_repo_id(repo: &str) -> Result<()> {
 
 fn remove_if_present(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(MoshiError::io("could not remove", path, e)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(MoshiError::io("could not remove", path, e))
+        }
         _ => Ok(()),
     }
 }

@@ -26,7 +26,11 @@ pub enum ProgressEvent {
         total_bytes: u64,
     },
     /// The file is downloaded and verified.
-    Finished { repo: String, file: String, bytes: u64 },
+    Finished {
+        repo: String,
+        file: String,
+        bytes: u64,
+    },
     /// The file was found verified in the cache: nothing to download.
     CacheHit { repo: String, file: String },
     /// Another process is downloading the same file; waiting for it.

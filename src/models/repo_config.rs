@@ -29,7 +29,8 @@ impl FileLocation {
     pub fn parse(value: &str) -> Result<Self> {
         if let Some(rest) = value.strip_prefix("hf://") {
             let mut parts = rest.splitn(3, '/');
-            let (Some(org), Some(name), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            let (Some(org), Some(name), Some(path)) = (parts.next(), parts.next(), parts.next())
+            else {
                 return Err(MoshiError::InvalidConfig(format!(
                     "`{value}` is not a valid hf:// location; write hf://org/name/path/in/repo"
                 )));
@@ -60,7 +61,9 @@ pub fn check_repo_path(path: &str) -> Result<()> {
         || path.starts_with('/')
         || path.contains('\\')
         || path.contains('\0')
-        || path.split('/').any(|part| part.is_empty() || part == "." || part == "..");
+        || path
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..");
     if bad {
         return Err(MoshiError::InvalidConfig(format!(
             "`{path}` is not a valid file path inside a repository"
@@ -161,10 +164,14 @@ mod tests {
 
     #[test]
     fn names_come_from_the_config_with_python_defaults() {
-        let c = config(r#"{"moshi_name": "dsm_tts_1e68beda@240.safetensors", "model_id": {"sig": "1e68beda", "epoch": 240}}"#);
+        let c = config(
+            r#"{"moshi_name": "dsm_tts_1e68beda@240.safetensors", "model_id": {"sig": "1e68beda", "epoch": 240}}"#,
+        );
         assert_eq!(
             c.location(ModelFile::LmWeights).unwrap(),
-            Some(FileLocation::InRepo("dsm_tts_1e68beda@240.safetensors".into()))
+            Some(FileLocation::InRepo(
+                "dsm_tts_1e68beda@240.safetensors".into()
+            ))
         );
         assert_eq!(
             c.location(ModelFile::MimiWeights).unwrap(),
@@ -193,7 +200,14 @@ mod tests {
             FileLocation::parse("file:///models/m.safetensors").unwrap(),
             FileLocation::Local("/models/m.safetensors".into())
         );
-        for bad in ["hf://kyutai", "file://relative", "../etc/passwd", "/abs", "a//b", ""] {
+        for bad in [
+            "hf://kyutai",
+            "file://relative",
+            "../etc/passwd",
+            "/abs",
+            "a//b",
+            "",
+        ] {
             assert!(FileLocation::parse(bad).is_err(), "{bad}");
         }
         let c = config(r#"{"moshi_name": 3}"#);

@@ -117,14 +117,19 @@ pub struct VerifiedRecord {
 
 fn stat(path: &Path) -> Option<(u64, u128)> {
     let meta = fs::metadata(path).ok()?;
-    let mtime = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_nanos();
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
     Some((meta.len(), mtime))
 }
 
 /// Writes the record for a blob just verified.
 pub fn record_verified(record_path: &Path, blob: &Path, etag: &str) -> Result<()> {
-    let (size, mtime_ns) =
-        stat(blob).ok_or_else(|| MoshiError::invalid_file(blob, "it vanished after verification"))?;
+    let (size, mtime_ns) = stat(blob)
+        .ok_or_else(|| MoshiError::invalid_file(blob, "it vanished after verification"))?;
     let checked = match etag_kind(etag) {
         EtagKind::Sha256 => "sha256",
         EtagKind::GitSha1 => "git-sha1",
@@ -188,8 +193,14 @@ pub fn check_format(path: &Path, format: FileFormat) -> Result<()> {
             let bytes = fs::read(path).map_err(|e| MoshiError::io("could not read", path, e))?;
             match serde_json::from_slice::<serde_json::Value>(&bytes) {
                 Ok(serde_json::Value::Object(_)) => Ok(()),
-                Ok(_) => Err(MoshiError::invalid_file(path, "it is JSON but not an object")),
-                Err(e) => Err(MoshiError::invalid_file(path, format!("it is not valid JSON ({e})"))),
+                Ok(_) => Err(MoshiError::invalid_file(
+                    path,
+                    "it is JSON but not an object",
+                )),
+                Err(e) => Err(MoshiError::invalid_file(
+                    path,
+                    format!("it is not valid JSON ({e})"),
+                )),
             }
         }
         FileFormat::Safetensors => check_safetensors(path).map(|_| ()),
@@ -198,7 +209,10 @@ pub fn check_format(path: &Path, format: FileFormat) -> Result<()> {
                 .map_err(|e| MoshiError::io("could not read", path, e))?
                 .len();
             if size == 0 {
-                return Err(MoshiError::invalid_file(path, "the tokenizer model is empty"));
+                return Err(MoshiError::invalid_file(
+                    path,
+                    "the tokenizer model is empty",
+                ));
             }
             Ok(())
         }
@@ -252,7 +266,10 @@ mod tests {
         // `printf 'hello\n' | git hash-object --stdin`
         let mut hash = StreamingHash::for_etag(&"0".repeat(40), 6, true);
         hash.update(b"hello\n");
-        assert_eq!(hash.finish().unwrap(), "ce013625030ba8dba906f756967f9e9ca394464a");
+        assert_eq!(
+            hash.finish().unwrap(),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
     }
 
     #[test]
@@ -291,15 +308,24 @@ mod tests {
             bytes
         };
         fs::write(&path, &good).unwrap();
-        assert_eq!(check_safetensors(&path).unwrap(), vec![("w".to_string(), vec![2])]);
+        assert_eq!(
+            check_safetensors(&path).unwrap(),
+            vec![("w".to_string(), vec![2])]
+        );
         // Truncated data.
         fs::write(&path, &good[..good.len() - 1]).unwrap();
-        assert!(matches!(check_safetensors(&path), Err(MoshiError::InvalidModelFile { .. })));
+        assert!(matches!(
+            check_safetensors(&path),
+            Err(MoshiError::InvalidModelFile { .. })
+        ));
         // A header length far past the end of the file.
         let mut huge = good.clone();
         huge[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
         fs::write(&path, &huge).unwrap();
-        assert!(matches!(check_safetensors(&path), Err(MoshiError::InvalidModelFile { .. })));
+        assert!(matches!(
+            check_safetensors(&path),
+            Err(MoshiError::InvalidModelFile { .. })
+        ));
         // Not a safetensors file at all.
         fs::write(&path, b"<html>403 Forbidden</html>").unwrap();
         let error = check_safetensors(&path).unwrap_err().to_string();

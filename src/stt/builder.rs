@@ -54,7 +54,8 @@ impl SttConversationBuilder for KyutaiSttBuilder {
     async fn listen(self) -> Result<KyutaiSttConversation, VoiceError> {
         let Some(source) = &self.source else {
             return Err(MoshiError::InvalidInput(
-                "no audio to transcribe: give one with .with_source(SpeechSource::from_file(..))".into(),
+                "no audio to transcribe: give one with .with_source(SpeechSource::from_file(..))"
+                    .into(),
             )
             .into());
         };

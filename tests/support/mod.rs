@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use fluent_voice_kyutai::models::ProgressMode;
 use fluent_voice_kyutai::KyutaiModelConfig;
+use fluent_voice_kyutai::models::ProgressMode;
 
 #[allow(unused_imports)]
 pub use hub::{Fault, FaultKind, LoggedRequest, TestHub};
@@ -36,7 +36,11 @@ pub fn publish_defaults(hub: &TestHub) -> Published {
     Published {
         tts: hub.publish(TTS, "main", &as_refs(&tiny::tts_repo())),
         stt: hub.publish(STT, "main", &as_refs(&tiny::stt_repo())),
-        voices: hub.publish(VOICES, "main", &as_refs(&tiny::voices_repo(tiny::TTS_SPEAKER_DIM))),
+        voices: hub.publish(
+            VOICES,
+            "main",
+            &as_refs(&tiny::voices_repo(tiny::TTS_SPEAKER_DIM)),
+        ),
     }
 }
 
@@ -93,13 +97,20 @@ pub fn cache_manifest(root: &Path, skip: &[&str]) -> BTreeMap<String, CacheEntry
         for entry in std::fs::read_dir(&dir).unwrap() {
             let entry = entry.unwrap();
             let path = entry.path();
-            let relative = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+            let relative = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
             if relative.split('/').any(|part| skip.contains(&part)) {
                 continue;
             }
             let kind = entry.file_type().unwrap();
             if kind.is_symlink() {
-                let target = std::fs::read_link(&path).unwrap().to_string_lossy().to_string();
+                let target = std::fs::read_link(&path)
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string();
                 out.insert(relative, CacheEntry::Symlink { target });
             } else if kind.is_dir() {
                 out.insert(relative, CacheEntry::Dir);
@@ -107,7 +118,13 @@ pub fn cache_manifest(root: &Path, skip: &[&str]) -> BTreeMap<String, CacheEntry
             } else {
                 let bytes = std::fs::read(&path).unwrap();
                 let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
-                out.insert(relative, CacheEntry::File { size: bytes.len() as u64, sha256 });
+                out.insert(
+                    relative,
+                    CacheEntry::File {
+                        size: bytes.len() as u64,
+                        sha256,
+                    },
+                );
             }
         }
     }

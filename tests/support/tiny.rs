@@ -24,7 +24,10 @@
 //!
 //! `tools/fixtures/check_tiny_repos.py` loads repos dumped by `tests/tiny_models.rs`
 //! (`TINY_REPOS_DUMP_DIR=... cargo test --test tiny_models`) with the Python `moshi` package,
-//! strictly (no missing, unexpected or mis-shaped tensor), and runs them a few steps.
+//! strictly (no missing, unexpected or mis-shaped tensor), and runs them a few steps (TTS
+//! `simple_generate` with a tiny voice, STT `LMGen` with the VAD heads, Mimi encode/decode).
+//! `tools/fixtures/rust_moshi_check.rs` loads the STT repo with the Rust `moshi` 0.6.4 crate
+//! (`lm::LmModel`, `mimi::Mimi`, `asr::State`). Both passed on the current bytes.
 #![allow(dead_code)]
 
 use safetensors::Dtype;
@@ -958,8 +961,36 @@ pub fn mimi_tensors(cfg: &Value) -> Vec<TensorSpec> {
 // Repositories
 // ---------------------------------------------------------------------------------------------
 
-fn json_bytes(v: &Value) -> Vec<u8> {
-    let mut s = serde_json::to_string_pretty(v).expect("json");
+/// Pretty-printed JSON (2-space indent, like the published files) with the keys sorted at every
+/// level, so that the bytes do not depend on whether some dependency switches on serde_json's
+/// `preserve_order` feature (which changes the iteration order of `serde_json::Map`).
+pub fn json_bytes(v: &Value) -> Vec<u8> {
+    struct Sorted<'a>(&'a Value);
+    impl serde::Serialize for Sorted<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::{SerializeMap, SerializeSeq};
+            match self.0 {
+                Value::Object(m) => {
+                    let mut keys: Vec<&String> = m.keys().collect();
+                    keys.sort();
+                    let mut map = s.serialize_map(Some(keys.len()))?;
+                    for k in keys {
+                        map.serialize_entry(k, &Sorted(&m[k]))?;
+                    }
+                    map.end()
+                }
+                Value::Array(a) => {
+                    let mut seq = s.serialize_seq(Some(a.len()))?;
+                    for x in a {
+                        seq.serialize_element(&Sorted(x))?;
+                    }
+                    seq.end()
+                }
+                other => other.serialize(s),
+            }
+        }
+    }
+    let mut s = serde_json::to_string_pretty(&Sorted(v)).expect("json");
     s.push('\n');
     s.into_bytes()
 }
