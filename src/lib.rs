@@ -53,3 +53,8 @@ pub mod prelude {
     pub use crate::provider::Kyutai;
     pub use crate::voice::*;
 }
+
+/// The README's examples, compiled as doc tests so that they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

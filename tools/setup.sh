@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One-command set-up for a fresh machine: checks the Rust toolchain and the few system tools the
+# tests use, installs what is missing (Debian/Ubuntu), and builds everything the tests need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: installing the Rust toolchain with rustup" >&2
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    # shellcheck disable=SC1091
+    source "$HOME/.cargo/env"
+fi
+
+# `script` (util-linux) gives the progress-bar test a pseudo-terminal.
+if ! command -v script >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+        $SUDO apt-get update -qq && $SUDO apt-get install -y -qq bsdutils
+    else
+        echo "setup: please install util-linux's \`script\` command" >&2
+        exit 1
+    fi
+fi
+
+cargo build --locked --all-targets
+echo "setup: done; run the tests with: cargo test --locked" >&2
