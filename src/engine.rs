@@ -45,6 +45,10 @@ struct EngineInner {
     paths: KyutaiModelPaths,
     tts: SharedInit<(), MoshiError>,
     stt: SharedInit<(), MoshiError>,
+    /// The STT weights, loaded once and shared by every conversation.
+    stt_model: SharedInit<Arc<crate::stt::SttModel>, MoshiError>,
+    /// The TTS weights, loaded once and shared by every conversation.
+    tts_model: SharedInit<Arc<crate::tts::TtsModel>, MoshiError>,
     voices: Mutex<HashMap<String, Arc<SharedInit<PathBuf, MoshiError>>>>,
 }
 
@@ -71,6 +75,8 @@ impl KyutaiEngine {
                 manager,
                 tts: SharedInit::new(),
                 stt: SharedInit::new(),
+                stt_model: SharedInit::new(),
+                tts_model: SharedInit::new(),
                 voices: Mutex::new(HashMap::new()),
             }),
         })
@@ -118,6 +124,62 @@ impl KyutaiEngine {
             })
             .await?;
         Ok(self.inner.paths.stt().expect("set by the successful init"))
+    }
+
+    /// The TTS model, fetched and loaded once (on a blocking thread); every conversation of
+    /// this engine shares it.
+    pub async fn tts_model(&self) -> Result<Arc<crate::tts::TtsModel>> {
+        let paths = self.ensure_tts().await?.clone();
+        let config = self.inner.manager.config();
+        let (device, dtype) = (config.device, config.dtype);
+        let model = self
+            .inner
+            .tts_model
+            .get_or_try_init(move || {
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        let device = crate::codec::candle_device(device)?;
+                        let dtype = crate::codec::weight_dtype(&device, dtype);
+                        crate::tts::TtsModel::load(&paths, &device, dtype).map(Arc::new)
+                    })
+                    .await
+                    .map_err(|e| MoshiError::Inference {
+                        message: format!("loading the TTS model stopped: {e}"),
+                        source: None,
+                    })?
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(model.clone())
+    }
+
+    /// The STT model, fetched and loaded once (on a blocking thread: loading reads gigabytes);
+    /// every conversation of this engine shares it.
+    pub async fn stt_model(&self) -> Result<Arc<crate::stt::SttModel>> {
+        let paths = self.ensure_stt().await?.clone();
+        let config = self.inner.manager.config();
+        let (device, dtype) = (config.device, config.dtype);
+        let model = self
+            .inner
+            .stt_model
+            .get_or_try_init(move || {
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        let device = crate::codec::candle_device(device)?;
+                        let dtype = crate::codec::weight_dtype(&device, dtype);
+                        crate::stt::SttModel::load(&paths, &device, dtype).map(Arc::new)
+                    })
+                    .await
+                    .map_err(|e| MoshiError::Inference {
+                        message: format!("loading the STT model stopped: {e}"),
+                        source: None,
+                    })?
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(model.clone())
     }
 
     /// Fetches and verifies one voice embedding (and the TTS files it is named after), once.

@@ -130,6 +130,19 @@ pub enum MoshiError {
         available: u64,
     },
 
+    /// Another process holds the download lock of a file and has written nothing for too long.
+    #[error(
+        "another process holds the download lock {lock} for `{file}` of `{repo}` and has made no \
+         progress for {waited_secs} s; if no other download (kyutai or huggingface_hub) is still \
+         running, delete that lock file and run again"
+    )]
+    DownloadLockStale {
+        repo: String,
+        file: String,
+        lock: PathBuf,
+        waited_secs: u64,
+    },
+
     /// A model file (weights, config, tokenizer, voice) is malformed.
     #[error(
         "the model file {path} is invalid: {reason}; delete it or run `kyutai download --force`"

@@ -29,12 +29,15 @@
 //! model files in the Hugging Face cache; [`KyutaiEngine`] owns them; [`Kyutai`] is the
 //! process-wide provider.
 
+pub mod audio;
+pub mod codec;
 pub mod engine;
 pub mod error;
 pub mod models;
 pub mod provider;
 pub mod shared_init;
 pub mod stt;
+pub mod text;
 pub mod tts;
 pub mod voice;
 

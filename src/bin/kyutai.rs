@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use fluent_voice_kyutai::models::inventory;
-use fluent_voice_kyutai::models::{KyutaiModelConfig, ProgressMode};
+use fluent_voice_kyutai::models::{KyutaiModelConfig, ProgressEvent, ProgressMode};
 use fluent_voice_kyutai::{KyutaiModelManager, MoshiError};
 
 #[derive(Parser)]
@@ -59,6 +59,39 @@ enum Command {
         /// Download again even if the cache holds a verified copy.
         #[arg(long)]
         force: bool,
+    },
+    /// Transcribe an audio file (WAV, FLAC, MP3, OGG/Vorbis) with the STT model.
+    Transcribe {
+        /// The audio file.
+        audio: std::path::PathBuf,
+        /// Output: plain text (words printed as they are recognised), one JSON object, or
+        /// SRT subtitles.
+        #[arg(long, value_enum, default_value_t = transcribe::Format::Text)]
+        format: transcribe::Format,
+    },
+    /// Speak a text with the TTS model and write a 16-bit PCM mono WAV at 24000 Hz.
+    Say {
+        /// The text to speak (or use -f).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        text: Option<String>,
+        /// Read the text from a file (`-` for standard input).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: Option<std::path::PathBuf>,
+        /// The output WAV file.
+        #[arg(short = 'o', long = "output", default_value = "out.wav")]
+        output: std::path::PathBuf,
+        /// The voice, e.g. expresso/ex03-ex01_happy_001_channel1_334s.wav.
+        #[arg(long, value_name = "NAME")]
+        voice: Option<String>,
+        /// Seed of the sampler: the same seed gives the same audio.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Sampling temperature (0 = greedy; default: the model's lm_gen_config).
+        #[arg(long)]
+        temperature: Option<f32>,
+        /// Classifier-free guidance coefficient (default 2.0).
+        #[arg(long = "cfg-coef")]
+        cfg_coef: Option<f32>,
     },
     /// List what the cache holds; with --verify, re-hash every file.
     Cache {
@@ -118,6 +151,24 @@ async fn run(cli: Cli) -> Result<ExitCode, MoshiError> {
             force,
         } => download(config.force_download(force), tts, stt, voices).await,
         Command::Cache { verify } => cache(config, verify),
+        Command::Say {
+            text,
+            file,
+            output,
+            voice,
+            seed,
+            temperature,
+            cfg_coef,
+        } => {
+            let options = say::Options {
+                voice,
+                seed,
+                temperature,
+                cfg_coef,
+            };
+            say::run(config, text, file, output, options).await
+        }
+        Command::Transcribe { audio, format } => transcribe::run(config, audio, format).await,
     }
 }
 
@@ -135,42 +186,68 @@ async fn download(
     if want_tts && voices.is_empty() {
         voices.push(config.default_voice.clone());
     }
-    let manager = KyutaiModelManager::with_config(config)?;
+    let manager = KyutaiModelManager::with_config(config.on_progress(say_when_waiting))?;
     if want_stt {
         let stt = manager.fetch_stt().await?;
-        println!("stt  {} @ {}", stt.repo, stt.commit);
-        for path in [
+        let files = [
             &stt.config,
             &stt.lm_weights,
             &stt.mimi_weights,
             &stt.tokenizer,
-        ] {
-            println!("     {}", path.display());
-        }
-        if let Some(path) = &stt.mimi_config {
-            println!("     {}", path.display());
-        }
+        ];
+        print_model(
+            "stt ",
+            &stt.repo,
+            &stt.commit,
+            &files,
+            stt.mimi_config.as_deref(),
+        );
     }
     if want_tts {
         let tts = manager.fetch_tts().await?;
-        println!("tts  {} @ {}", tts.repo, tts.commit);
-        for path in [
+        let files = [
             &tts.config,
             &tts.lm_weights,
             &tts.mimi_weights,
             &tts.tokenizer,
-        ] {
-            println!("     {}", path.display());
-        }
-        if let Some(path) = &tts.mimi_config {
-            println!("     {}", path.display());
-        }
+        ];
+        print_model(
+            "tts ",
+            &tts.repo,
+            &tts.commit,
+            &files,
+            tts.mimi_config.as_deref(),
+        );
         for voice in &voices {
             let path = manager.fetch_voice(&tts, voice).await?;
             println!("voice {voice}\n     {}", path.display());
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says on stderr that another process is downloading a file we need, so that a wait on the
+/// cross-process lock never looks like a hang (progress bars print their own line).
+fn say_when_waiting(event: &ProgressEvent) {
+    if let ProgressEvent::Waiting { repo, file } = event
+        && !std::io::IsTerminal::is_terminal(&std::io::stderr())
+    {
+        eprintln!("waiting: another process is downloading `{file}` of `{repo}`");
+    }
+}
+
+/// Prints a fetched model: `<label> <repo> @ <commit>`, then one indented path per file.
+fn print_model(
+    label: &str,
+    repo: &str,
+    commit: &str,
+    files: &[&std::path::PathBuf],
+    extra: Option<&std::path::Path>,
+) {
+    println!("{label} {repo} @ {commit}");
+    for path in files.iter().map(|p| p.as_path()).chain(extra) {
+        println!("     {}", path.display());
+    }
 }
 
 fn cache(config: KyutaiModelConfig, rehash: bool) -> Result<ExitCode, MoshiError> {
@@ -201,4 +278,220 @@ fn cache(config: KyutaiModelConfig, rehash: bool) -> Result<ExitCode, MoshiError
         println!("(empty)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `kyutai transcribe`.
+mod transcribe {
+    use std::io::Write;
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+
+    use fluent_voice_kyutai::voice::{
+        SpeechSource, SttConversation, SttConversationBuilder, TranscriptionSegment,
+    };
+    use fluent_voice_kyutai::{KyutaiEngine, KyutaiModelConfig, MoshiError};
+    use futures::StreamExt;
+
+    #[derive(Clone, Copy, clap::ValueEnum)]
+    pub enum Format {
+        Text,
+        Json,
+        Srt,
+    }
+
+    pub async fn run(
+        config: KyutaiModelConfig,
+        audio: PathBuf,
+        format: Format,
+    ) -> Result<ExitCode, MoshiError> {
+        let engine = KyutaiEngine::with_config(config).await?;
+        let conversation = engine
+            .stt()
+            .with_source(SpeechSource::from_file(audio))
+            .listen()
+            .await
+            .map_err(voice_to_moshi)?;
+        let duration = conversation.audio_duration();
+        let mut stream = conversation.into_stream();
+        let mut words = Vec::new();
+        let mut out = std::io::stdout().lock();
+        while let Some(word) = stream.next().await {
+            let word = word.map_err(voice_to_moshi)?;
+            if let Format::Text = format {
+                let sep = if words.is_empty() { "" } else { " " };
+                let _ = write!(out, "{sep}{}", word.text);
+                let _ = out.flush();
+            }
+            words.push(word);
+        }
+        let duration_ms = duration.ms().unwrap_or(0);
+        let _ = match format {
+            Format::Text => writeln!(out),
+            Format::Json => writeln!(out, "{}", json(&words, duration_ms)),
+            Format::Srt => write!(out, "{}", srt(&words)),
+        };
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn voice_to_moshi(e: fluent_voice_kyutai::voice::VoiceError) -> MoshiError {
+        use fluent_voice_kyutai::voice::VoiceError;
+        match e {
+            VoiceError::InvalidInput(m) => MoshiError::InvalidInput(m),
+            VoiceError::Configuration(m) => MoshiError::InvalidConfig(m),
+            VoiceError::Unsupported(m) => MoshiError::Unsupported(m),
+            other => MoshiError::Inference {
+                message: other.to_string(),
+                source: None,
+            },
+        }
+    }
+
+    fn json(words: &[TranscriptionSegment], duration_ms: u64) -> serde_json::Value {
+        let text = words
+            .iter()
+            .map(|w| w.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        serde_json::json!({ "text": text, "words": words, "duration_ms": duration_ms })
+    }
+
+    /// Subtitles: cues of up to 8 words, cut at pauses over 700 ms or after 4 s.
+    fn srt(words: &[TranscriptionSegment]) -> String {
+        let mut cues: Vec<Vec<&TranscriptionSegment>> = Vec::new();
+        for w in words {
+            let start_new = match cues.last().and_then(|c| c.first().zip(c.last())) {
+                None => true,
+                Some((first, last)) => {
+                    cues.last().map_or(0, Vec::len) >= 8
+                        || w.start_ms.saturating_sub(last.end_ms) > 700
+                        || w.end_ms.saturating_sub(first.start_ms) > 4_000
+                }
+            };
+            if start_new {
+                cues.push(vec![w]);
+            } else if let Some(cue) = cues.last_mut() {
+                cue.push(w);
+            }
+        }
+        let stamp = |ms: u64| {
+            format!(
+                "{:02}:{:02}:{:02},{:03}",
+                ms / 3_600_000,
+                ms / 60_000 % 60,
+                ms / 1000 % 60,
+                ms % 1000
+            )
+        };
+        let mut out = String::new();
+        for (i, cue) in cues.iter().enumerate() {
+            let text: Vec<&str> = cue.iter().map(|w| w.text.as_str()).collect();
+            let (start, end) = (cue[0].start_ms, cue[cue.len() - 1].end_ms);
+            out.push_str(&format!(
+                "{}\n{} --> {}\n{}\n\n",
+                i + 1,
+                stamp(start),
+                stamp(end.max(start)),
+                text.join(" ")
+            ));
+        }
+        out
+    }
+}
+
+/// `kyutai say`.
+mod say {
+    use std::io::Read;
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+
+    use fluent_voice_kyutai::voice::{
+        Speaker, TtsConversation, TtsConversationBuilder, VoiceError,
+    };
+    use fluent_voice_kyutai::{KyutaiEngine, KyutaiModelConfig, MoshiError};
+    use futures::StreamExt;
+
+    pub struct Options {
+        pub voice: Option<String>,
+        pub seed: Option<u64>,
+        pub temperature: Option<f32>,
+        pub cfg_coef: Option<f32>,
+    }
+
+    fn read_text(text: Option<String>, file: Option<PathBuf>) -> Result<String, MoshiError> {
+        match (text, file) {
+            (Some(text), _) => Ok(text),
+            (None, Some(path)) if path.as_os_str() == "-" => {
+                let mut text = String::new();
+                std::io::stdin().read_to_string(&mut text).map_err(|e| {
+                    MoshiError::InvalidInput(format!(
+                        "could not read the text from standard input: {e}"
+                    ))
+                })?;
+                Ok(text)
+            }
+            (None, Some(path)) => {
+                let bytes = std::fs::read(&path).map_err(|e| {
+                    MoshiError::InvalidInput(format!("could not read {}: {e}", path.display()))
+                })?;
+                String::from_utf8(bytes).map_err(|_| {
+                    MoshiError::InvalidInput(format!("{} is not UTF-8 text", path.display()))
+                })
+            }
+            (None, None) => Err(MoshiError::InvalidInput(
+                "give a text to say, or -f FILE (-f - for standard input)".into(),
+            )),
+        }
+    }
+
+    fn to_moshi(e: VoiceError) -> MoshiError {
+        match e {
+            VoiceError::InvalidInput(m) => MoshiError::InvalidInput(m),
+            VoiceError::Configuration(m) => MoshiError::InvalidConfig(m),
+            VoiceError::Unsupported(m) => MoshiError::Unsupported(m),
+            other => MoshiError::Inference {
+                message: other.to_string(),
+                source: None,
+            },
+        }
+    }
+
+    pub async fn run(
+        config: KyutaiModelConfig,
+        text: Option<String>,
+        file: Option<PathBuf>,
+        output: PathBuf,
+        options: Options,
+    ) -> Result<ExitCode, MoshiError> {
+        let text = read_text(text, file)?;
+        let engine = KyutaiEngine::with_config(config).await?;
+        let mut speaker = Speaker::speaker("kyutai").speak(text);
+        if let Some(voice) = options.voice {
+            speaker = speaker.with_voice(voice);
+        }
+        let mut builder = engine.tts().with_speaker(speaker.build());
+        if let Some(seed) = options.seed {
+            builder = builder.seed(seed);
+        }
+        if let Some(t) = options.temperature {
+            builder = builder.temperature(t);
+        }
+        if let Some(c) = options.cfg_coef {
+            builder = builder.cfg_coef(c);
+        }
+        let mut stream = builder.synthesize().await.map_err(to_moshi)?.into_stream();
+        let mut samples = Vec::new();
+        let mut sample_rate = fluent_voice_kyutai::codec::SAMPLE_RATE;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(to_moshi)?;
+            sample_rate = chunk.sample_rate;
+            samples.extend_from_slice(chunk.samples());
+        }
+        fluent_voice_kyutai::audio::write_wav(&output, &samples, sample_rate, 1, true)?;
+        eprintln!(
+            "wrote {} ({:.2} s of audio)",
+            output.display(),
+            samples.len() as f64 / f64::from(sample_rate)
+        );
+        Ok(ExitCode::SUCCESS)
+    }
 }

@@ -10,7 +10,8 @@
 //!
 //! Our only addition is `models--ORG--NAME/.kyutai-verified/<etag>`, a small record saying that
 //! the blob was hashed and found good at a given size and modification time. Python's cache
-//! scanner ignores it; it makes a later cache hit cost a `stat` instead of a re-hash.
+//! scanner ignores it; it makes a later cache hit cost a `stat` instead of a re-hash. The same
+//! folder holds `partials/<etag>`, the repository path of a download in progress.
 
 use std::fs;
 use std::io::Write;
@@ -86,6 +87,20 @@ impl HubCache {
             .join(".locks")
             .join(repo_folder_name(repo))
             .join(format!("{etag}.lock"))
+    }
+
+    /// Where we note which file a partial download (`blobs/<etag>.incomplete`) belongs to, so
+    /// that a partial made useless by a new version of that file can be deleted.
+    pub fn partial_record_path(&self, repo: &str, etag: &str) -> PathBuf {
+        self.partial_records_dir(repo).join(etag)
+    }
+
+    /// Inside our private folder (next to the verification records, whose names are etags and
+    /// so never `partials`), which Python's cache tools ignore.
+    pub fn partial_records_dir(&self, repo: &str) -> PathBuf {
+        self.repo_dir(repo)
+            .join(".kyutai-verified")
+            .join("partials")
     }
 
     pub fn verified_record_path(&self, repo: &str, etag: &str) -> PathBuf {

@@ -139,6 +139,10 @@ pub struct KyutaiModelConfig {
     pub connect_timeout: Duration,
     /// Time a response may stay silent before the attempt is abandoned.
     pub read_timeout: Duration,
+    /// How long to wait on another process's download lock while its partial file shows no
+    /// progress, before reporting it as stuck (a holder that makes progress is waited for as long
+    /// as it takes; one that died has released the lock already).
+    pub lock_stale_after: Duration,
     /// Per-file overrides for the TTS repository: `hf://org/repo/path` or `file:///abs/path`.
     pub tts_files: BTreeMap<ModelFile, String>,
     /// Per-file overrides for the STT repository.
@@ -169,6 +173,10 @@ impl Default for KyutaiModelConfig {
             retry_backoff: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
+            // Longer than any quiet spell of a working download: a stall (read_timeout) plus the
+            // retries' backoff, or a Retry-After (capped at two minutes), or re-hashing a large
+            // partial file before resuming it.
+            lock_stale_after: Duration::from_secs(300),
             tts_files: BTreeMap::new(),
             stt_files: BTreeMap::new(),
         }
@@ -264,6 +272,10 @@ impl KyutaiModelConfig {
         self.read_timeout = timeout;
         self
     }
+    pub fn lock_stale_after(mut self, timeout: Duration) -> Self {
+        self.lock_stale_after = timeout;
+        self
+    }
     /// Overrides one TTS file: `hf://org/repo/path/in/repo` or `file:///abs/path`.
     pub fn tts_file(mut self, file: ModelFile, location: impl Into<String>) -> Self {
         self.tts_files.insert(file, location.into());
@@ -301,6 +313,9 @@ impl fmt::Debug for KyutaiModelConfig {
             )
             .field("verify_downloads", &self.verify_downloads)
             .field("max_attempts", &self.max_attempts)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("lock_stale_after", &self.lock_stale_after)
             .field("tts_files", &self.tts_files)
             .field("stt_files", &self.stt_files)
             .finish_non_exhaustive()

@@ -20,7 +20,7 @@ use super::hub::{HubClient, RemoteFile};
 use super::lock;
 use super::paths::{KyutaiModelPaths, SttModelPaths, TtsModelPaths};
 use super::progress::Progress;
-use super::repo_config::{FileLocation, ModelId, RepoConfig, check_repo_path};
+use super::repo_config::{FileLocation, ModelId, RepoConfig, check_repo_id, check_repo_path};
 use super::verify::{self, FileFormat, StreamingHash};
 use crate::error::{MoshiError, Result};
 
@@ -33,6 +33,19 @@ pub struct FetchedFile {
     pub commit: String,
     /// True when no byte had to be transferred.
     pub from_cache: bool,
+}
+
+/// Where a file is, before anything is transferred.
+enum Located {
+    /// Verified in the cache.
+    Present(FetchedFile),
+    /// To fetch from the hub (unless its blob is found in the cache under the etag).
+    Remote {
+        remote: RemoteFile,
+        format: FileFormat,
+    },
+    /// A `file://` override, checked.
+    Local(PathBuf),
 }
 
 /// Downloads, verifies and locates Kyutai model files.
@@ -158,17 +171,81 @@ impl KyutaiModelManager {
             };
             locations.push(location);
         }
-        let fetched = try_join_all(locations.into_iter().map(|location| async move {
-            match location {
-                Some(location) => self
-                    .fetch_location(repo, revision, &location)
-                    .await
-                    .map(Some),
+        // First every file's metadata, so that the free space is checked once against the sum
+        // of what is missing before any byte is transferred (a 4 GB model must not fail on a
+        // full disk after 3 GB); then the transfers.
+        let located = try_join_all(locations.into_iter().map(|location| async move {
+            Ok::<_, MoshiError>(match location {
+                Some(FileLocation::InRepo(path)) => {
+                    let located = self.locate(repo, revision, &path).await?;
+                    Some((repo.to_string(), path, located))
+                }
+                Some(FileLocation::OtherRepo { repo, path }) => {
+                    check_repo_id(&repo)?;
+                    let located = self.locate(&repo, "main", &path).await?;
+                    Some((repo, path, located))
+                }
+                Some(local @ FileLocation::Local(_)) => {
+                    let path = self.fetch_location(repo, revision, &local).await?;
+                    Some((String::new(), String::new(), Located::Local(path)))
+                }
+                None => None,
+            })
+        }))
+        .await?;
+        self.check_space_for_all(repo, located.iter().flatten())?;
+        let fetched = try_join_all(located.into_iter().map(|entry| async move {
+            match entry {
                 None => Ok(None),
+                Some((_, _, Located::Present(fetched))) => Ok(Some(fetched.path)),
+                Some((_, _, Located::Local(path))) => Ok(Some(path)),
+                Some((repo, file, Located::Remote { remote, format })) => self
+                    .fetch_blob(&repo, &file, &remote, format)
+                    .await
+                    .map(|f| Some(f.path)),
             }
         }))
         .await?;
         Ok(fetched.try_into().expect("one result per role"))
+    }
+
+    /// Checks that the cache's filesystem can hold every file still to be transferred (their
+    /// announced sizes, less what partial downloads already hold), and says how much is missing
+    /// where, before anything is downloaded.
+    fn check_space_for_all<'a>(
+        &self,
+        repo: &str,
+        located: impl Iterator<Item = &'a (String, String, Located)>,
+    ) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        let mut needed = 0u64;
+        for (file_repo, _, entry) in located {
+            let Located::Remote { remote, .. } = entry else {
+                continue;
+            };
+            let blob = self.cache.blob_path(file_repo, &remote.etag);
+            let kept = blob.is_file() && !self.config.force_download;
+            if kept || !seen.insert(remote.etag.clone()) {
+                continue;
+            }
+            let partial = self.cache.incomplete_path(file_repo, &remote.etag);
+            let have = std::fs::metadata(&partial).map_or(0, |m| m.len());
+            needed += remote.size.saturating_sub(have);
+        }
+        if needed == 0 {
+            return Ok(());
+        }
+        let dir = self.cache.blob_path(repo, "x");
+        let dir = dir.parent().expect("a blob is in a folder");
+        std::fs::create_dir_all(dir).map_err(|e| MoshiError::io("could not create", dir, e))?;
+        match fs4::available_space(dir) {
+            Ok(available) if available < needed => Err(MoshiError::DiskFull {
+                dir: dir.to_path_buf(),
+                needed,
+                available,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Fetches a file from wherever `location` says.
@@ -245,13 +322,29 @@ impl KyutaiModelManager {
 
     /// Makes one file of a repository present and verified in the cache.
     pub async fn fetch_file(&self, repo: &str, revision: &str, file: &str) -> Result<FetchedFile> {
+        match self.locate(repo, revision, file).await? {
+            Located::Present(fetched) => Ok(fetched),
+            Located::Remote { remote, format } => {
+                self.fetch_blob(repo, file, &remote, format).await
+            }
+            Located::Local(path) => Ok(FetchedFile {
+                path,
+                commit: String::new(),
+                from_cache: true,
+            }),
+        }
+    }
+
+    /// Step 1 of [`fetch_file`](Self::fetch_file): a verified cache hit, or what the hub says
+    /// about the file (one HEAD), with the revision's commit recorded.
+    async fn locate(&self, repo: &str, revision: &str, file: &str) -> Result<Located> {
         check_repo_path(file)?;
         let format = FileFormat::from_name(file);
         if !self.config.force_download
             && let Some(commit) = self.known_commit(repo, revision)
         {
             if let Some(hit) = self.verified_cache_hit(repo, &commit, file, format)? {
-                return Ok(hit);
+                return Ok(Located::Present(hit));
             }
             if self.settings.offline && self.cache.is_known_missing(repo, &commit, file) {
                 return Err(MoshiError::FileNotFound {
@@ -272,7 +365,9 @@ impl KyutaiModelManager {
         let remote = match self.hub.file_metadata(repo, revision, file).await {
             Ok(remote) => remote,
             Err(error @ MoshiError::Network { .. }) => {
-                return self.cache_fallback(repo, revision, file, format, error);
+                return self
+                    .cache_fallback(repo, revision, file, format, error)
+                    .map(Located::Present);
             }
             Err(error @ MoshiError::FileNotFound { .. }) => {
                 if let Some(commit) = self.cache.resolve_revision(repo, revision) {
@@ -287,7 +382,7 @@ impl KyutaiModelManager {
             remote.commit.clone(),
         );
         self.cache.write_ref(repo, revision, &remote.commit)?;
-        self.fetch_blob(repo, file, &remote, format).await
+        Ok(Located::Remote { remote, format })
     }
 
     /// The commit `revision` stands for, when known without asking the hub.
@@ -422,7 +517,14 @@ impl KyutaiModelManager {
         }
         self.cache.write_cachedir_tag()?;
         let lock_path = self.cache.lock_path(repo, &remote.etag);
-        let _lock = lock::acquire(&lock_path, || self.progress.waiting(repo, file)).await?;
+        let staleness = lock::Staleness {
+            partial: &self.cache.incomplete_path(repo, &remote.etag),
+            stale_after: self.config.lock_stale_after,
+            repo,
+            file,
+        };
+        let _lock =
+            lock::acquire(&lock_path, staleness, || self.progress.waiting(repo, file)).await?;
         // Another process (or task) may have finished it while we waited.
         if let Some(hit) = reuse(self)? {
             return Ok(hit);
@@ -464,6 +566,8 @@ impl KyutaiModelManager {
     ) -> Result<()> {
         let partial = self.cache.incomplete_path(repo, &remote.etag);
         super::cache::create_parent(&partial)?;
+        let partial_record = self.cache.partial_record_path(repo, &remote.etag);
+        super::cache::write_atomically(&partial_record, file.as_bytes())?;
         let mut have = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
         if self.config.force_download || have > remote.size {
             remove_if_present(&partial)?;
@@ -477,7 +581,7 @@ impl KyutaiModelManager {
         }
         let mut progress = self.progress.start(repo, file, remote.size, have);
         let url = self.hub.file_url(repo, &remote.commit, file);
-        let hash = self
+        let downloaded = self
             .hub
             .download(
                 repo,
@@ -489,7 +593,25 @@ impl KyutaiModelManager {
                 hash,
                 &mut progress,
             )
-            .await?;
+            .await;
+        let hash = match downloaded {
+            Ok(hash) => hash,
+            // A full disk: the partial file is deleted, so that the space it took is given back
+            // to the system at once (the user's next step is to free space, and a partial file
+            // in a hidden cache folder would be the last thing they find). A server that sent
+            // the wrong number of bytes: its partial file cannot be resumed.
+            Err(
+                error @ (MoshiError::DiskFull { .. }
+                | MoshiError::SizeMismatch { .. }
+                | MoshiError::IntegrityMismatch { .. }),
+            ) => {
+                remove_if_present(&partial)?;
+                return Err(error);
+            }
+            // A network failure keeps the partial file: the next run resumes it (after
+            // re-hashing it), transferring only the rest.
+            Err(error) => return Err(error),
+        };
         let actual_size = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
         if actual_size != remote.size {
             remove_if_present(&partial)?;
@@ -523,6 +645,8 @@ impl KyutaiModelManager {
         }
         std::fs::rename(&partial, blob)
             .map_err(|e| MoshiError::io("could not move into place", blob, e))?;
+        remove_if_present(&partial_record)?;
+        self.drop_superseded_partials(repo, file, &remote.etag);
         let record = self.cache.verified_record_path(repo, &remote.etag);
         if self.hub.verifies() {
             verify::record_verified(&record, blob, &remote.etag)?;
@@ -532,6 +656,37 @@ impl KyutaiModelManager {
         }
         progress.finish();
         Ok(())
+    }
+
+    /// Deletes the partial downloads of older versions of `file` (a download interrupted, then
+    /// the file changed on the hub): they can never be resumed, and they may be gigabytes.
+    /// Partials that someone is downloading right now (their lock is taken) are left alone, and so
+    /// are partials without our record (Python's), whose file we cannot know.
+    fn drop_superseded_partials(&self, repo: &str, file: &str, current_etag: &str) {
+        let Ok(entries) = std::fs::read_dir(self.cache.partial_records_dir(repo)) else {
+            return;
+        };
+        for entry in entries.filter_map(|e| e.ok()) {
+            let Some(etag) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if etag == current_etag || etag.starts_with('.') {
+                continue;
+            }
+            if std::fs::read_to_string(entry.path()).ok().as_deref() != Some(file) {
+                continue;
+            }
+            let Some(_lock) = lock::try_acquire(&self.cache.lock_path(repo, &etag)) else {
+                continue;
+            };
+            let partial = self.cache.incomplete_path(repo, &etag);
+            log::info!(
+                "removing {}: {file} has changed on the hub",
+                partial.display()
+            );
+            let _ = std::fs::remove_file(&partial);
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 
     fn check_disk_space(&self, partial: &Path, needed: u64) -> Result<()> {
@@ -564,25 +719,6 @@ fn check_voice_tensor(path: &Path) -> Result<()> {
             path,
             "a voice file must hold a tensor named `speaker_wavs`",
         )),
-    }
-}
-
-/// `org/name`, with no path tricks.
-fn check_repo_id(repo: &str) -> Result<()> {
-    let parts: Vec<&str> = repo.split('/').collect();
-    let valid_part = |p: &str| {
-        !p.is_empty()
-            && p != "."
-            && p != ".."
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    };
-    if parts.len() == 2 && parts.iter().all(|p| valid_part(p)) {
-        Ok(())
-    } else {
-        Err(MoshiError::InvalidConfig(format!(
-            "`{repo}` is not a repository id; write it as `org/name`, for example `kyutai/tts-1.6b-en_fr`"
-        )))
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::config::ModelFile;
+use super::verify::read_json_file;
 use crate::error::{MoshiError, Result};
 
 /// The Python loader's defaults for keys a config.json leaves out.
@@ -72,6 +73,30 @@ pub fn check_repo_path(path: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a repository id: `org/name`, with no path tricks (it becomes a folder name of the
+/// cache and part of every URL). The rules are the Hub's own: letters, digits, `-`, `_` and `.`,
+/// starting and ending with a letter, digit or `_`, at most 96 characters, and no `--` or `..`
+/// (so that the cache folder `models--ORG--NAME` names exactly one repository).
+pub fn check_repo_id(repo: &str) -> Result<()> {
+    let parts: Vec<&str> = repo.split('/').collect();
+    let valid_part = |p: &str| {
+        let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        (1..=96).contains(&p.len())
+            && p.starts_with(word)
+            && p.ends_with(word)
+            && !p.contains("--")
+            && !p.contains("..")
+            && p.chars().all(|c| word(c) || c == '-' || c == '.')
+    };
+    if parts.len() == 2 && parts.iter().all(|p| valid_part(p)) {
+        Ok(())
+    } else {
+        Err(MoshiError::InvalidConfig(format!(
+            "`{repo}` is not a repository id; write it as `org/name`, for example `kyutai/tts-1.6b-en_fr`"
+        )))
+    }
+}
+
 /// The `model_id` of a TTS config: voice files are named `<voice>.<sig>@<epoch>.safetensors`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelId {
@@ -88,8 +113,13 @@ pub struct RepoConfig {
 
 impl RepoConfig {
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| MoshiError::io("could not read", path, e))?;
-        let value: Value = serde_json::from_slice(&bytes)
+        let bytes = read_json_file(path)?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Parses config.json bytes; `path` names the file in errors.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| MoshiError::invalid_file(path, format!("it is not valid JSON ({e})")))?;
         let Value::Object(raw) = value else {
             return Err(MoshiError::invalid_file(path, "it is not a JSON object"));

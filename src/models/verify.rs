@@ -186,11 +186,39 @@ impl FileFormat {
     }
 }
 
+/// The largest JSON file read (config.json, a Mimi config): real ones are a few kilobytes. A
+/// larger file, which only a broken or hostile hub would serve, is refused before it is read, so
+/// that it cannot exhaust memory.
+pub const MAX_JSON_BYTES: u64 = 16 << 20;
+
+/// Reads a JSON file of at most [`MAX_JSON_BYTES`].
+pub(crate) fn read_json_file(path: &Path) -> Result<Vec<u8>> {
+    let file = fs::File::open(path).map_err(|e| MoshiError::io("could not open", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| MoshiError::io("could not read", path, e))?
+        .len();
+    if len > MAX_JSON_BYTES {
+        return Err(MoshiError::invalid_file(
+            path,
+            format!(
+                "a JSON configuration of {len} bytes is not plausible (the limit is \
+                 {MAX_JSON_BYTES})"
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(MAX_JSON_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| MoshiError::io("could not read", path, e))?;
+    Ok(bytes)
+}
+
 /// Checks that `path` is a well-formed file of `format`.
 pub fn check_format(path: &Path, format: FileFormat) -> Result<()> {
     match format {
         FileFormat::JsonObject => {
-            let bytes = fs::read(path).map_err(|e| MoshiError::io("could not read", path, e))?;
+            let bytes = read_json_file(path)?;
             match serde_json::from_slice::<serde_json::Value>(&bytes) {
                 Ok(serde_json::Value::Object(_)) => Ok(()),
                 Ok(_) => Err(MoshiError::invalid_file(
@@ -239,8 +267,19 @@ pub fn check_safetensors(path: &Path) -> Result<Vec<(String, Vec<usize>)>> {
     // modifies a blob in place (new content goes to a new file that is renamed over).
     let map = unsafe { memmap2::Mmap::map(&file) }
         .map_err(|e| MoshiError::io("could not map", path, e))?;
-    let (_, metadata) = safetensors::SafeTensors::read_metadata(&map)
-        .map_err(|e| MoshiError::invalid_file(path, format!("bad safetensors header: {e}")))?;
+    safetensors_tensors(&map).map_err(|reason| {
+        MoshiError::invalid_file(path, format!("bad safetensors header: {reason}"))
+    })
+}
+
+/// The header checks of [`check_safetensors`] on the bytes of a whole file: the header length
+/// fits in the file (and under the safetensors limit of 100 MB), the header is a JSON object of
+/// tensors whose dtypes are known, whose shapes do not overflow and whose data offsets tile the
+/// rest of the file exactly. Tensor names are returned as data; nothing uses them as paths.
+/// Returns the sorted names and shapes, or why the bytes are not a safetensors file.
+pub fn safetensors_tensors(bytes: &[u8]) -> std::result::Result<Vec<(String, Vec<usize>)>, String> {
+    let (_, metadata) =
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
     let mut tensors: Vec<(String, Vec<usize>)> = metadata
         .tensors()
         .into_iter()

@@ -1,5 +1,19 @@
-//! Speech-to-text: the Kyutai conversation builder (the model pipeline comes with the STT work).
+//! Speech-to-text with Kyutai's STT models: the fluent builder, the loaded model and the
+//! streaming transcriber.
+//!
+//! The pipeline: decode the source packet by packet ([`crate::audio`]), mix down and resample
+//! to 24 kHz, cut into 80 ms frames, run them through Mimi and the language model with the
+//! `moshi` crate's `asr::State`, and turn the text tokens into timed words as the model emits
+//! them.
 
 mod builder;
+mod config;
+mod model;
+mod source;
+mod transcriber;
 
-pub use builder::{KyutaiSttBuilder, KyutaiSttConversation};
+pub use builder::{AudioDuration, KyutaiSttBuilder, KyutaiSttConversation};
+pub use config::{FRAME_RATE, StreamingSettings, SttConfig};
+pub use model::SttModel;
+pub use source::transcribe_blocking;
+pub use transcriber::{FRAME_SAMPLES, Transcriber};

@@ -3,8 +3,13 @@
 use crate::engine::{EngineHandle, KyutaiEngine};
 use crate::error::MoshiError;
 use crate::provider::Provider;
+use std::sync::Arc;
+
+use super::conditioners::Conditions;
+use super::synth::{MAX_SEGMENT_WORDS, SynthesisSettings, TtsModel, split_text};
 use crate::voice::{
-    BoxAudioStream, Language, Speaker, TtsConversation, TtsConversationBuilder, VoiceError,
+    AudioChunk, BoxAudioStream, Language, Speaker, TtsConversation, TtsConversationBuilder,
+    VoiceError,
 };
 
 /// Collects speakers and sampling settings; [`synthesize`](TtsConversationBuilder::synthesize)
@@ -51,6 +56,14 @@ impl KyutaiTtsBuilder {
                 "nothing to say: add a speaker with .with_speaker(Speaker::speaker(..).speak(\"text\").build())".into(),
             ));
         }
+        for speaker in &self.speakers {
+            if speaker.text.trim().is_empty() {
+                return Err(MoshiError::InvalidInput(format!(
+                    "speaker `{}` has nothing to say: give it some text with .speak(\"...\")",
+                    speaker.name
+                )));
+            }
+        }
         if let Some(t) = self.temperature
             && !(t.is_finite() && t >= 0.0)
         {
@@ -96,22 +109,126 @@ impl TtsConversationBuilder for KyutaiTtsBuilder {
     async fn synthesize(self) -> Result<KyutaiTtsConversation, VoiceError> {
         self.validate()?;
         let engine = self.engine.engine().await?;
-        engine.ensure_tts().await?;
+        let model = engine.tts_model().await?;
+        let cfg_coef = match self.cfg_coef {
+            Some(c) => f64::from(c),
+            // The reference's `simple_generate` default; 1.0 (no guidance) without a cfg LUT.
+            None if model.lm.cfg.cfg_values().is_some() => 2.0,
+            None => 1.0,
+        };
+        let mut lines = Vec::with_capacity(self.speakers.len());
         for speaker in &self.speakers {
-            let voice = speaker
-                .voice
-                .as_ref()
-                .map(|v| v.as_str().to_string())
-                .unwrap_or_else(|| engine.default_voice().to_string());
-            engine.ensure_voice(&voice).await?;
+            let voice = if model.multi_speaker() {
+                let name = speaker
+                    .voice
+                    .as_ref()
+                    .map(|v| v.as_str().to_string())
+                    .unwrap_or_else(|| engine.default_voice().to_string());
+                let path = engine.ensure_voice(&name).await?;
+                let model = model.clone();
+                Some(
+                    tokio::task::spawn_blocking(move || model.load_voice(&path))
+                        .await
+                        .map_err(|e| MoshiError::Inference {
+                            message: format!("loading the voice stopped: {e}"),
+                            source: None,
+                        })??,
+                )
+            } else {
+                None
+            };
+            // Checked here so that a bad coefficient fails `synthesize`, not the stream.
+            let conditions = model.conditions(voice.as_ref(), cfg_coef)?;
+            lines.push(Line {
+                speaker: speaker.name.clone(),
+                text: speaker.text.clone(),
+                conditions,
+            });
         }
-        Err(MoshiError::Unsupported(
-            "the TTS model files are downloaded and verified, but speech synthesis itself is not \
-             part of this build of fluent-voice-kyutai yet"
-                .into(),
-        )
-        .into())
+        let temperature = self.temperature.map(f64::from);
+        let settings = SynthesisSettings {
+            temp: temperature.unwrap_or(model.lm.cfg.temp),
+            text_temp: temperature.unwrap_or(model.lm.cfg.text_temp),
+            seed: self.seed.unwrap_or_else(rand::random),
+        };
+        Ok(KyutaiTtsConversation {
+            stream: stream_speech(model, lines, settings),
+        })
     }
+}
+
+/// One speaker's line, ready to synthesize.
+struct Line {
+    speaker: String,
+    text: String,
+    conditions: Conditions,
+}
+
+/// Chunks in flight between the synthesis thread and the listener: a small bound, so that a slow
+/// listener pauses synthesis instead of letting audio pile up in memory.
+const CHANNEL_CHUNKS: usize = 8;
+
+/// Runs synthesis on a dedicated thread (it is CPU-bound and blocking) and streams its chunks.
+/// Lines play in order; long lines are split into segments ([`split_text`]). Dropping the stream
+/// stops the thread at the next frame.
+fn stream_speech(
+    model: Arc<TtsModel>,
+    lines: Vec<Line>,
+    settings: SynthesisSettings,
+) -> BoxAudioStream {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<AudioChunk, VoiceError>>(CHANNEL_CHUNKS);
+    std::thread::spawn(move || {
+        let sample_rate = model.sample_rate;
+        let mut samples_sent: u64 = 0;
+        // Held back one chunk so that the last one can be marked final.
+        let mut pending: Option<AudioChunk> = None;
+        let mut segment_index: u64 = 0;
+        let send = |chunk: AudioChunk, pending: &mut Option<AudioChunk>| -> bool {
+            match pending.replace(chunk) {
+                Some(previous) => tx.blocking_send(Ok(previous)).is_ok(),
+                None => !tx.is_closed(),
+            }
+        };
+        for line in &lines {
+            for segment in split_text(&line.text, MAX_SEGMENT_WORDS) {
+                let mut segment_settings = settings;
+                segment_settings.seed = settings.seed.wrapping_add(segment_index);
+                segment_index += 1;
+                let mut first = true;
+                let mut alive = true;
+                let result = model.synthesize_segment(
+                    &segment,
+                    &line.conditions,
+                    &segment_settings,
+                    &mut |samples| {
+                        let n = samples.len() as u64;
+                        let mut chunk =
+                            AudioChunk::new(samples, sample_rate).with_start_sample(samples_sent);
+                        if first {
+                            chunk = chunk.with_text(format!("{}: {segment}", line.speaker));
+                            first = false;
+                        }
+                        samples_sent += n;
+                        alive = send(chunk, &mut pending);
+                        alive
+                    },
+                );
+                if let Err(e) = result {
+                    let _ = tx.blocking_send(Err(e.into()));
+                    return;
+                }
+                if !alive {
+                    return;
+                }
+            }
+        }
+        if let Some(last) = pending {
+            let _ = tx.blocking_send(Ok(last.with_final(true)));
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
 }
 
 /// A TTS conversation: a stream of 24 kHz mono audio chunks.

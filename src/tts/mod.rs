@@ -1,5 +1,26 @@
-//! Text-to-speech: the Kyutai conversation builder (the model pipeline comes with the TTS work).
+//! Text-to-speech with the public Kyutai TTS checkpoint (`kyutai/tts-1.6b-en_fr`), in pure Rust on
+//! candle.
+//!
+//! The `moshi` crate cannot run this checkpoint (no demuxed second text stream, no scheduled or
+//! low-rank depformer weights, no `speaker_wavs` cross-attention or cfg/control conditioners in
+//! the published format), so the language model is written here, following the Python `moshi`
+//! package: [`config`] reads `config.json`, [`lm`] holds the model ([`transformer`],
+//! [`layers`], [`conditioners`]), [`state_machine`] turns text into entries and the model's
+//! predictions into the text stream, [`generate`] runs the steps, [`sampling`] picks tokens,
+//! [`synth`] ties it to the tokenizer and Mimi and streams audio.
 
 mod builder;
+pub mod conditioners;
+pub mod config;
+pub mod generate;
+pub mod layers;
+pub mod lm;
+pub mod sampling;
+pub mod state_machine;
+pub mod synth;
+pub mod transformer;
 
 pub use builder::{KyutaiTtsBuilder, KyutaiTtsConversation};
+pub use config::TtsConfig;
+pub use sampling::Sampler;
+pub use synth::TtsModel;

@@ -103,6 +103,13 @@ pub enum FaultKind {
     /// Answer `status` with `body` as an HTML page instead of the file (captive portals, proxies,
     /// error pages served with 200).
     ErrorPage { status: u16, body: String },
+    /// Send `after_bytes` body bytes, then hold the connection open, silent, until the test calls
+    /// [`TestHub::open_gate`] with `gate` (or the hub stops), then send the rest. Lets a test act
+    /// at a known point of a transfer (kill the client, fill its disk, start competitors).
+    HoldBody { after_bytes: u64, gate: String },
+    /// Answer `status` (301, 302, 307, ...) with `Location: location` instead of the file, as the
+    /// real Hub does when it sends LFS downloads to a CDN on another host.
+    Redirect { status: u16, location: String },
 }
 
 impl Fault {
@@ -146,6 +153,7 @@ impl FaultKind {
             FaultKind::TruncateBody { .. }
                 | FaultKind::CorruptBody { .. }
                 | FaultKind::StallBody { .. }
+                | FaultKind::HoldBody { .. }
         )
     }
 }
@@ -235,6 +243,11 @@ impl TestHub {
         }
     }
 
+    /// Lets every body held by a [`FaultKind::HoldBody`] fault naming `gate` go on (now and later).
+    pub fn open_gate(&self, gate: &str) {
+        self.shared.state.lock().open_gates.insert(gate.to_string());
+    }
+
     /// Drops every fault not yet used up (the hub behaves again).
     pub fn clear_faults(&self) {
         self.shared.state.lock().faults.clear();
@@ -318,6 +331,8 @@ struct State {
     repos: HashMap<String, Repo>,
     faults: Vec<Fault>,
     log: Vec<Arc<LogEntry>>,
+    /// Gates opened by [`TestHub::open_gate`].
+    open_gates: BTreeSet<String>,
 }
 
 /// A model repository: branches pointing at commits, each commit a full file list.
@@ -486,6 +501,7 @@ fn serve_connection(shared: &Shared, mut stream: TcpStream) {
         &response,
         body_fault.as_ref(),
         &entry,
+        shared,
     );
     let _ = stream.shutdown(Shutdown::Write);
 }
@@ -536,6 +552,9 @@ fn replacement_response(kind: &FaultKind) -> Option<Response> {
             "text/html; charset=utf-8",
             body.clone(),
         )),
+        FaultKind::Redirect { status, location } => {
+            Some(Response::empty(*status).header("Location", location.clone()))
+        }
         _ => None,
     }
 }
@@ -673,6 +692,7 @@ fn send_response(
     response: &Response,
     body_fault: Option<&FaultKind>,
     entry: &LogEntry,
+    shared: &Shared,
 ) -> io::Result<()> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\n",
@@ -690,7 +710,13 @@ fn send_response(
     if request.method == "HEAD" {
         return Ok(());
     }
-    send_body(stream, response.body(), body_fault, &entry.body_bytes)
+    send_body(
+        stream,
+        response.body(),
+        body_fault,
+        &entry.body_bytes,
+        shared,
+    )
 }
 
 /// Send `body`, truncated, corrupted or stalled as the fault says.
@@ -699,6 +725,7 @@ fn send_body(
     body: &[u8],
     fault: Option<&FaultKind>,
     counter: &AtomicU64,
+    shared: &Shared,
 ) -> io::Result<()> {
     let split = |n: u64| body.split_at(body.len().min(usize::try_from(n).unwrap_or(usize::MAX)));
     match fault {
@@ -709,6 +736,16 @@ fn send_body(
             let (first, rest) = split(*after_bytes);
             send_counted(stream, first, counter)?;
             thread::sleep(*stall);
+            send_counted(stream, rest, counter)
+        }
+        Some(FaultKind::HoldBody { after_bytes, gate }) => {
+            let (first, rest) = split(*after_bytes);
+            send_counted(stream, first, counter)?;
+            while !shared.state.lock().open_gates.contains(gate)
+                && !shared.stopping.load(Ordering::SeqCst)
+            {
+                thread::sleep(Duration::from_millis(10));
+            }
             send_counted(stream, rest, counter)
         }
         Some(FaultKind::CorruptBody { offset }) if *offset < body.len() as u64 => {

@@ -1,0 +1,219 @@
+//! TTS speed on a model with the real `kyutai/tts-1.6b-en_fr` dimensions and random weights,
+//! CPU f32 (set `KYUTAI_BENCH_LAYERS` to shrink the main transformer for a quicker run).
+//!
+//! - `tts_step/bare_forward`: the model alone for one frame (main transformer + 32 depformer
+//!   steps, greedy argmax), no state machine, no delay line.
+//! - `tts_step/generator_step`: one step of our generator (the same forward plus the state
+//!   machine, sampling, the delay cache). Target: at most 1.05x `bare_forward`.
+//! - `tts_step/mimi_decode_frame`: one Mimi decode step (random standard Mimi).
+//!
+//! Printed once: the real-time factor (frame time / 80 ms) and the time to the first audio chunk
+//! (the steps before the first decodable frame, measured).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::{Init, VarBuilder, var_builder::SimpleBackend};
+use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+use fluent_voice_kyutai::tts::TtsConfig;
+use fluent_voice_kyutai::tts::conditioners::Conditions;
+use fluent_voice_kyutai::tts::generate::{GenerationSettings, Generator};
+use fluent_voice_kyutai::tts::lm::TtsLm;
+use fluent_voice_kyutai::tts::sampling::argmax;
+use fluent_voice_kyutai::tts::state_machine::Entry;
+use moshi::streaming::{StreamMask, StreamTensor};
+
+/// Random weights by name and shape (norm gains at 1 so activations keep their scale).
+struct Random;
+
+impl SimpleBackend for Random {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let leaf = name.rsplit('.').next().unwrap_or(name);
+        if leaf == "alpha" || (leaf == "weight" && name.contains("norm")) {
+            return Tensor::ones(s, dtype, dev);
+        }
+        if leaf == "_initialized" {
+            return Tensor::ones(s, dtype, dev);
+        }
+        if leaf == "cluster_usage" {
+            return Tensor::ones(s, dtype, dev);
+        }
+        Tensor::randn(0f32, 0.02, s, dev)?.to_dtype(dtype)
+    }
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("no shape for {name}")
+    }
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
+}
+
+fn published_config() -> serde_json::Value {
+    let layers: usize = std::env::var("KYUTAI_BENCH_LAYERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let mut delays = vec![0, 0];
+    delays.extend([2; 31]);
+    let mut schedule: Vec<usize> = (0..8).collect();
+    schedule.extend([8; 8]);
+    schedule.extend([9; 8]);
+    schedule.extend([10; 8]);
+    let cfg_values: Vec<String> = (0..7)
+        .map(|i| format!("{:.1}", 1.0 + 0.5 * i as f64))
+        .collect();
+    serde_json::json!({
+        "card": 2048, "n_q": 32, "dep_q": 32, "delays": delays, "dim": 2048,
+        "text_card": 8000, "existing_text_padding_id": 3, "num_heads": 16,
+        "num_layers": layers, "hidden_scale": 4.125, "causal": true, "layer_scale": null,
+        "context": 500, "max_period": 10000, "gating": "silu", "norm": "rms_norm_f32",
+        "positional_embedding": "rope", "depformer_dim": 1024, "depformer_num_heads": 16,
+        "depformer_num_layers": 4, "depformer_dim_feedforward": 3072,
+        "depformer_multi_linear": true, "depformer_pos_emb": "none",
+        "depformer_weights_per_step": true, "depformer_low_rank_embeddings": 128,
+        "demux_second_stream": true, "text_card_out": null, "cross_attention": true,
+        "conditioners": {
+            "speaker_wavs": {"type": "tensor", "tensor": {"dim": 512}},
+            "cfg": {"type": "lut", "lut": {"n_bins": 7, "dim": 16, "tokenizer": "noop",
+                    "possible_values": cfg_values}},
+            "control": {"type": "lut", "lut": {"dim": 2048, "n_bins": 1, "tokenizer": "noop",
+                        "possible_values": ["ok"]}}
+        },
+        "fuser": {"cross_attention_pos_emb": true, "cross_attention_pos_emb_scale": 1,
+                  "sum": ["control", "cfg"], "prepend": [], "cross": ["speaker_wavs"]},
+        "tts_config": {"audio_delay": 1.28, "second_stream_ahead": 2},
+        "model_id": {"sig": "1e68beda", "epoch": 240},
+        "depformer_weights_per_step_schedule": schedule,
+        "model_type": "tts", "lm_gen_config": {"temp": 0.6, "text_temp": 0.6}
+    })
+}
+
+fn entries(words: usize) -> Vec<Entry> {
+    (0..words)
+        .map(|i| Entry {
+            tokens: vec![10 + (i as i64 % 500), 600 + (i as i64 % 300)],
+            text: format!("w{i}"),
+            padding: 2,
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let device = Device::Cpu;
+    let cfg = TtsConfig::from_json(published_config().to_string().as_bytes()).unwrap();
+    let vb = VarBuilder::from_backend(Box::new(Random), DType::F32, device.clone());
+    let t = Instant::now();
+    let lm = TtsLm::new(cfg, &vb).unwrap();
+    eprintln!("random 1.6B-shaped model built in {:.1?}", t.elapsed());
+    let mut mimi = moshi::mimi::Mimi::new(moshi::mimi::Config::v0_1(Some(32)), vb.clone()).unwrap();
+    let mut conditions = Conditions::default();
+    conditions
+        .values
+        .insert("control".into(), Some("ok".into()));
+    conditions.values.insert("cfg".into(), Some("2.0".into()));
+    conditions
+        .voices
+        .push(Tensor::randn(0f32, 1.0, (512, 125), &device).unwrap());
+    let settings = GenerationSettings {
+        temp: 0.6,
+        text_temp: 0.6,
+        top_k: 250,
+        top_k_text: 25,
+        seed: 1,
+        final_padding: 4,
+        max_steps: usize::MAX,
+    };
+    let delay_steps = lm.cfg.delay_steps(12.5);
+
+    // Time to first audio: steps until the first frame past the audio delay, plus its decode.
+    let t = Instant::now();
+    let mut generator =
+        Generator::new(&lm, entries(10_000), &conditions, delay_steps, settings).unwrap();
+    let mut frames = 0;
+    loop {
+        if let Some(frame) = generator.step().unwrap() {
+            frames += 1;
+            if frames > delay_steps + 2 {
+                let codes: Vec<u32> = frame[1..].iter().map(|&t| t as u32).collect();
+                let codes = Tensor::from_vec(codes, (1, 32, 1), &device).unwrap();
+                mimi.decode_step(&StreamTensor::from_tensor(codes), &StreamMask::empty())
+                    .unwrap();
+                break;
+            }
+        }
+    }
+    eprintln!(
+        "time to first audio chunk: {:.2?} ({} steps)",
+        t.elapsed(),
+        generator.steps()
+    );
+
+    let mut group = c.benchmark_group("tts_step");
+    // One step takes about a second on 2 cores: 10 flat samples of one step each.
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(std::time::Duration::from_secs(1));
+    group.measurement_time(std::time::Duration::from_secs(10));
+    let mut bare_state = lm.new_state(&conditions).unwrap();
+    let mut tokens = vec![3i64];
+    tokens.extend([5i64; 32]);
+    group.bench_function("bare_forward", |b| {
+        b.iter(|| {
+            let (out, text_logits) = lm.forward_text(&mut bare_state, &tokens).unwrap();
+            let mut prev = argmax(&text_logits) as i64;
+            lm.depformer_reset(&mut bare_state);
+            for cb in 0..32 {
+                let logits = lm
+                    .depformer_logits(&mut bare_state, cb, prev, &out)
+                    .unwrap();
+                prev = argmax(&logits) as i64;
+            }
+            black_box(prev)
+        })
+    });
+    group.bench_function("generator_step", |b| {
+        b.iter(|| black_box(generator.step().unwrap()))
+    });
+    let codes = Tensor::from_vec(vec![7u32; 32], (1, 32, 1), &device).unwrap();
+    group.bench_function("mimi_decode_frame", |b| {
+        b.iter(|| {
+            black_box(
+                mimi.decode_step(
+                    &StreamTensor::from_tensor(codes.clone()),
+                    &StreamMask::empty(),
+                )
+                .unwrap(),
+            )
+        })
+    });
+    group.finish();
+
+    // Real-time factor over a few frames: generation + decode per 80 ms of audio.
+    let n = 5;
+    let t = Instant::now();
+    for _ in 0..n {
+        if let Some(frame) = generator.step().unwrap() {
+            let codes: Vec<u32> = frame[1..].iter().map(|&t| t.max(0) as u32).collect();
+            let codes = Tensor::from_vec(codes, (1, 32, 1), &device).unwrap();
+            mimi.decode_step(&StreamTensor::from_tensor(codes), &StreamMask::empty())
+                .unwrap();
+        }
+    }
+    let per_frame = t.elapsed().as_secs_f64() / n as f64;
+    eprintln!(
+        "real-time factor: {:.2} ({:.0} ms per 80 ms frame; < 1 is faster than real time)",
+        per_frame / 0.08,
+        per_frame * 1000.0
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,308 @@
+//! Mimi, Kyutai's 24 kHz neural audio codec, built from a repository's files.
+//!
+//! The `moshi` crate's `mimi::load` hard-codes the standard Mimi. Repositories may instead name a
+//! Mimi config JSON (`mimi_config_name` in `config.json`, the dict Python's `get_mimi` takes:
+//! `sample_rate`, `channels`, `frame_rate`, `seanet`, `quantizer`, `transformer`); this module
+//! starts from the standard config and applies every key the JSON gives, so that both the
+//! public checkpoints and smaller codecs of the same architecture load. Shared by speech-to-text
+//! and text-to-speech.
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use moshi::mimi::{Config, Mimi};
+use serde_json::Value;
+
+use crate::error::MoshiError;
+
+/// Samples per second of every Kyutai model's audio.
+pub const SAMPLE_RATE: u32 = 24_000;
+
+/// The candle device for a configured [`Device`](crate::models::Device); a GPU asked for in a
+/// build without its cargo feature is a clear error rather than a silent CPU fallback.
+pub fn candle_device(device: crate::models::Device) -> Result<Device, MoshiError> {
+    use crate::models::Device as D;
+    let unavailable = |what: &str, feature: &str, e: String| {
+        MoshiError::InvalidConfig(format!(
+            "the {what} device is not available: {e}; build with `--features {feature}` on a \
+             machine with that GPU, or use the CPU"
+        ))
+    };
+    match device {
+        D::Cpu => Ok(Device::Cpu),
+        D::Cuda(ordinal) => {
+            Device::new_cuda(ordinal).map_err(|e| unavailable("CUDA", "cuda", e.to_string()))
+        }
+        D::Metal(ordinal) => {
+            Device::new_metal(ordinal).map_err(|e| unavailable("Metal", "metal", e.to_string()))
+        }
+    }
+}
+
+/// The dtype weights are loaded as: the configured one, else f32 on the CPU (candle has no bf16
+/// matrix product there) and bf16 on GPUs (as Kyutai runs them).
+pub fn weight_dtype(device: &Device, configured: Option<crate::models::DType>) -> DType {
+    use crate::models::DType as T;
+    match configured {
+        Some(T::F32) => DType::F32,
+        Some(T::F16) => DType::F16,
+        Some(T::BF16) => DType::BF16,
+        None if device.is_cpu() => DType::F32,
+        None => DType::BF16,
+    }
+}
+
+/// Loads Mimi from its safetensors `weights`, configured by `config_json` when the repository has
+/// one (else the standard Mimi), with `num_codebooks` codebooks (the LM's `n_q`).
+///
+/// Mimi is always run in f32 (as Kyutai's own Rust server does): it is small next to the
+/// language model, and its convolutions are sensitive to reduced precision. `dtype` is the
+/// dtype the weights are loaded as; pass `DType::F32` unless there is a reason not to.
+///
+/// ```no_run
+/// use candle_core::{DType, Device};
+/// use std::path::Path;
+///
+/// let mimi = fluent_voice_kyutai::codec::load_mimi(
+///     Path::new("mimi-pytorch-e351c8d8@125.safetensors"),
+///     None, // the standard Mimi
+///     32,
+///     &Device::Cpu,
+///     DType::F32,
+/// )?;
+/// # Ok::<(), fluent_voice_kyutai::MoshiError>(())
+/// ```
+pub fn load_mimi(
+    weights: &Path,
+    config_json: Option<&Path>,
+    num_codebooks: usize,
+    device: &Device,
+    dtype: DType,
+) -> Result<Mimi, MoshiError> {
+    let config = match config_json {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| MoshiError::io("could not read the Mimi config", path, e))?;
+            let json: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| MoshiError::invalid_file(path, format!("not JSON: {e}")))?;
+            mimi_config(&json, num_codebooks).map_err(|r| MoshiError::invalid_file(path, r))?
+        }
+        None => Config::v0_1(Some(num_codebooks)),
+    };
+    // SAFETY: the file is memory-mapped read-only; the model cache never rewrites files in
+    // place (new downloads go to new blobs), so the mapping stays valid.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], dtype, device) }
+        .map_err(|e| MoshiError::invalid_file(weights, format!("cannot read safetensors: {e}")))?;
+    Mimi::new(config, vb).map_err(|e| {
+        MoshiError::invalid_file(
+            weights,
+            format!("the Mimi weights do not match the Mimi config: {e}"),
+        )
+    })
+}
+
+/// The standard Mimi config with the values of a `mimi_config_name` JSON applied.
+pub fn mimi_config(json: &Value, num_codebooks: usize) -> Result<Config, String> {
+    let mut cfg = Config::v0_1(Some(num_codebooks));
+    let obj = json
+        .as_object()
+        .ok_or("the Mimi config is not a JSON object")?;
+    if let Some(v) = obj.get("sample_rate") {
+        cfg.sample_rate = num(v, "sample_rate")?;
+    }
+    if let Some(v) = obj.get("frame_rate") {
+        cfg.frame_rate = num(v, "frame_rate")?;
+    }
+    if let Some(v) = obj.get("channels") {
+        cfg.channels = int(v, "channels")?;
+        cfg.seanet.channels = cfg.channels;
+    }
+    if let Some(seanet) = obj.get("seanet") {
+        apply_seanet(&mut cfg.seanet, seanet)?;
+        cfg.transformer.d_model = cfg.seanet.dimension;
+    }
+    if let Some(q) = obj.get("quantizer") {
+        if let Some(v) = q.get("dimension") {
+            cfg.quantizer_dim = int(v, "quantizer.dimension")?;
+        }
+        if let Some(v) = q.get("bins") {
+            cfg.quantizer_bins = int(v, "quantizer.bins")?;
+        }
+        if let Some(v) = q.get("n_q") {
+            let available = int(v, "quantizer.n_q")?;
+            if num_codebooks > available {
+                return Err(format!(
+                    "the model asks for {num_codebooks} codebooks but this Mimi has {available}"
+                ));
+            }
+        }
+    }
+    if let Some(t) = obj.get("transformer") {
+        apply_transformer(&mut cfg.transformer, t)?;
+    }
+    Ok(cfg)
+}
+
+fn apply_seanet(s: &mut moshi::seanet::Config, v: &Value) -> Result<(), String> {
+    let get = |key: &str| v.get(key);
+    if let Some(x) = get("dimension") {
+        s.dimension = int(x, "seanet.dimension")?;
+    }
+    if let Some(x) = get("channels") {
+        s.channels = int(x, "seanet.channels")?;
+    }
+    if let Some(x) = get("causal") {
+        s.causal = boolean(x, "seanet.causal")?;
+    }
+    for (key, field) in [
+        ("n_filters", &mut s.n_filters),
+        ("n_residual_layers", &mut s.n_residual_layers),
+        ("compress", &mut s.compress),
+        ("dilation_base", &mut s.dilation_base),
+        (
+            "disable_norm_outer_blocks",
+            &mut s.disable_norm_outer_blocks,
+        ),
+        ("kernel_size", &mut s.kernel_size),
+        ("residual_kernel_size", &mut s.residual_kernel_size),
+        ("last_kernel_size", &mut s.last_kernel_size),
+        ("lstm", &mut s.lstm),
+    ] {
+        if let Some(x) = get(key) {
+            *field = int(x, &format!("seanet.{key}"))?;
+        }
+    }
+    if let Some(x) = get("true_skip") {
+        s.true_skip = boolean(x, "seanet.true_skip")?;
+    }
+    if let Some(x) = get("ratios") {
+        s.ratios = x
+            .as_array()
+            .ok_or("seanet.ratios is not a list")?
+            .iter()
+            .map(|r| int(r, "seanet.ratios"))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(x) = get("activation") {
+        s.activation = match x.as_str() {
+            Some("ELU") | Some("elu") => candle_nn::Activation::Elu(1.0),
+            other => return Err(format!("seanet.activation {other:?} is not supported")),
+        };
+    }
+    if let Some(x) = get("norm") {
+        // The crate's weight-norm convolutions read plain `weight` tensors when present, so
+        // "none" (weights stored pre-multiplied) and "weight_norm" load the same way.
+        s.norm = match x.as_str() {
+            Some("none") | Some("weight_norm") => moshi::conv::Norm::WeightNorm,
+            Some("time_group_norm") => moshi::conv::Norm::TimeGroupNorm,
+            other => return Err(format!("seanet.norm {other:?} is not supported")),
+        };
+    }
+    if let Some(x) = get("pad_mode") {
+        s.pad_mode = match x.as_str() {
+            Some("constant") => moshi::conv::PadMode::Constant,
+            Some("reflect") => moshi::conv::PadMode::Reflect,
+            Some("replicate") => moshi::conv::PadMode::Replicate,
+            other => return Err(format!("seanet.pad_mode {other:?} is not supported")),
+        };
+    }
+    Ok(())
+}
+
+fn apply_transformer(t: &mut moshi::transformer::Config, v: &Value) -> Result<(), String> {
+    for (key, field) in [
+        ("d_model", &mut t.d_model),
+        ("num_heads", &mut t.num_heads),
+        ("num_layers", &mut t.num_layers),
+        ("context", &mut t.context),
+        ("max_period", &mut t.max_period),
+        ("dim_feedforward", &mut t.dim_feedforward),
+    ] {
+        if let Some(x) = v.get(key) {
+            *field = int(x, &format!("transformer.{key}"))?;
+        }
+    }
+    if let Some(x) = v.get("causal") {
+        t.causal = boolean(x, "transformer.causal")?;
+    }
+    if let Some(x) = v.get("conv_layout") {
+        t.conv_layout = boolean(x, "transformer.conv_layout")?;
+    }
+    if let Some(x) = v.get("layer_scale") {
+        t.layer_scale = if x.is_null() {
+            None
+        } else {
+            Some(num(x, "transformer.layer_scale")?)
+        };
+    }
+    if let Some(x) = v.get("gating") {
+        t.gating = match x.as_str() {
+            None | Some("none") => None,
+            Some("silu") => Some(candle_nn::Activation::Silu),
+            Some("gelu") => Some(candle_nn::Activation::GeluPytorchTanh),
+            other => return Err(format!("transformer.gating {other:?} is not supported")),
+        };
+    }
+    if let Some(x) = v.get("norm") {
+        t.norm = match x.as_str() {
+            Some("layer_norm") => moshi::NormType::LayerNorm,
+            Some("rms_norm") | Some("rms_norm_f32") => moshi::NormType::RmsNorm,
+            other => return Err(format!("transformer.norm {other:?} is not supported")),
+        };
+    }
+    if let Some(x) = v.get("positional_embedding") {
+        t.positional_embedding = match x.as_str() {
+            Some("rope") => moshi::transformer::PositionalEmbedding::Rope,
+            Some("sin") => moshi::transformer::PositionalEmbedding::Sin,
+            Some("none") => moshi::transformer::PositionalEmbedding::None,
+            other => {
+                return Err(format!(
+                    "transformer.positional_embedding {other:?} is not supported"
+                ));
+            }
+        };
+    }
+    Ok(())
+}
+
+fn int(v: &Value, key: &str) -> Result<usize, String> {
+    v.as_u64()
+        .map(|n| n as usize)
+        .ok_or_else(|| format!("{key} is not a non-negative integer"))
+}
+
+fn num(v: &Value, key: &str) -> Result<f64, String> {
+    v.as_f64().ok_or_else(|| format!("{key} is not a number"))
+}
+
+fn boolean(v: &Value, key: &str) -> Result<bool, String> {
+    v.as_bool()
+        .ok_or_else(|| format!("{key} is not true or false"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys_absent_from_the_json_keep_the_standard_values() {
+        let cfg = mimi_config(&json!({"seanet": {"dimension": 32, "n_filters": 4}}), 8).unwrap();
+        assert_eq!(cfg.seanet.dimension, 32);
+        assert_eq!(cfg.transformer.d_model, 32);
+        assert_eq!(cfg.seanet.ratios, vec![8, 6, 5, 4]);
+        assert_eq!(cfg.quantizer_bins, 2048);
+        assert_eq!(cfg.quantizer_n_q, 8);
+        assert_eq!(cfg.frame_rate, 12.5);
+    }
+
+    #[test]
+    fn unsupported_values_are_named() {
+        let err = mimi_config(&json!({"seanet": {"activation": "Tanh"}}), 8).unwrap_err();
+        assert!(err.contains("seanet.activation"), "{err}");
+        let err = mimi_config(&json!({"quantizer": {"n_q": 4}}), 8).unwrap_err();
+        assert!(err.contains("8 codebooks"), "{err}");
+        assert!(mimi_config(&json!([1]), 8).is_err());
+    }
+}

@@ -1,0 +1,224 @@
+//! [`Transcriber`]: one conversation's streaming state, fed 24 kHz mono audio, giving words.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use moshi::asr::{AsrMsg, State};
+
+use super::config::{FRAME_RATE, SttConfig};
+use crate::codec::SAMPLE_RATE;
+use crate::error::MoshiError;
+use crate::text::Tokenizer;
+use crate::voice::TranscriptionSegment;
+
+/// Samples per model step: 80 ms at 24 kHz (one Mimi frame).
+pub const FRAME_SAMPLES: usize = 1920;
+
+/// Trailing silence fed after the audio on top of the model's delay, so that the last word's
+/// end is decided (Kyutai's `stt-rs` adds the same second).
+const TAIL_SECONDS: f64 = 1.0;
+
+/// Streaming speech-to-text for one audio stream.
+///
+/// Feed 24 kHz mono samples in chunks of any size with [`push`](Self::push); each call returns
+/// the words the model has decided so far. [`finish`](Self::finish) pads the end with silence
+/// (the model's delay plus a second) and returns the last words. Word timings follow the
+/// `moshi` crate's `asr::State`: a word starts at the end-of-padding token that precedes it and
+/// ends at the next one (or when the next word starts, or at the end of the audio), minus the
+/// model's text delay and the silence prefix, clamped to the audio.
+pub struct Transcriber {
+    state: State,
+    tokenizer: Arc<Tokenizer>,
+    device: Device,
+    frame: Vec<f32>,
+    prefix_samples: usize,
+    delay_steps: usize,
+    tail_samples: usize,
+    prefix_seconds: f64,
+    started: bool,
+    finished: bool,
+    audio_samples: u64,
+    pending: Option<(String, f64)>,
+    trace: Option<RefCell<Vec<u32>>>,
+}
+
+impl Transcriber {
+    pub(crate) fn new(
+        state: State,
+        tokenizer: Arc<Tokenizer>,
+        config: &SttConfig,
+        device: Device,
+    ) -> Transcriber {
+        let rate = f64::from(SAMPLE_RATE);
+        let settings = config.stt_config;
+        Transcriber {
+            state,
+            tokenizer,
+            device,
+            frame: Vec::with_capacity(FRAME_SAMPLES),
+            prefix_samples: (settings.audio_silence_prefix_seconds * rate).round() as usize,
+            delay_steps: config.delay_steps(),
+            tail_samples: ((settings.audio_delay_seconds + TAIL_SECONDS) * rate).round() as usize,
+            prefix_seconds: settings.audio_silence_prefix_seconds,
+            started: false,
+            finished: false,
+            audio_samples: 0,
+            pending: None,
+            trace: None,
+        }
+    }
+
+    /// Records the text token the model picks at every step (see
+    /// [`text_tokens`](Self::text_tokens)); for parity checks and debugging.
+    pub fn record_text_tokens(&mut self) {
+        self.trace = Some(RefCell::new(Vec::new()));
+    }
+
+    /// The text tokens picked so far, one per step, when recording. The `asr::State` exposes
+    /// a step's token only as the next step's input, so the last step's token is missing.
+    pub fn text_tokens(&self) -> Vec<u32> {
+        self.trace
+            .as_ref()
+            .map(|t| t.borrow().clone())
+            .unwrap_or_default()
+    }
+
+    /// Milliseconds of audio pushed so far.
+    pub fn duration_ms(&self) -> u64 {
+        self.audio_samples * 1000 / u64::from(SAMPLE_RATE)
+    }
+
+    /// Model steps run so far.
+    pub fn steps(&self) -> usize {
+        self.state.model_step_idx()
+    }
+
+    /// Feeds 24 kHz mono samples; returns the words decided so far.
+    pub fn push(&mut self, samples: &[f32]) -> Result<Vec<TranscriptionSegment>, MoshiError> {
+        if self.finished {
+            return Err(MoshiError::InvalidInput(
+                "audio pushed after the end of the transcription".into(),
+            ));
+        }
+        let mut words = Vec::new();
+        if !self.started {
+            self.started = true;
+            self.feed_silence(self.prefix_samples, &mut words)?;
+        }
+        self.audio_samples += samples.len() as u64;
+        self.feed(samples, &mut words)?;
+        Ok(words)
+    }
+
+    /// Ends the audio: pads it with silence so the model decides its last words, and returns
+    /// them. Audio without a single sample is an error (there is nothing to transcribe);
+    /// silence is not (it gives no words).
+    pub fn finish(&mut self) -> Result<Vec<TranscriptionSegment>, MoshiError> {
+        if self.audio_samples == 0 {
+            return Err(MoshiError::InvalidInput(
+                "the audio holds no samples (0 seconds): there is nothing to transcribe".into(),
+            ));
+        }
+        if self.finished {
+            return Ok(Vec::new());
+        }
+        let mut words = Vec::new();
+        let partial = (FRAME_SAMPLES - self.frame.len()) % FRAME_SAMPLES;
+        self.feed_silence(partial + self.tail_samples, &mut words)?;
+        self.finished = true;
+        if let Some((text, start)) = self.pending.take() {
+            let end = self.now();
+            words.extend(self.segment(text, start, end));
+        }
+        Ok(words)
+    }
+
+    fn feed_silence(
+        &mut self,
+        n: usize,
+        words: &mut Vec<TranscriptionSegment>,
+    ) -> Result<(), MoshiError> {
+        let zeros = [0.0f32; FRAME_SAMPLES];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(FRAME_SAMPLES);
+            self.feed(&zeros[..k], words)?;
+            left -= k;
+        }
+        Ok(())
+    }
+
+    fn feed(
+        &mut self,
+        mut samples: &[f32],
+        words: &mut Vec<TranscriptionSegment>,
+    ) -> Result<(), MoshiError> {
+        while !samples.is_empty() {
+            let take = (FRAME_SAMPLES - self.frame.len()).min(samples.len());
+            self.frame.extend_from_slice(&samples[..take]);
+            samples = &samples[take..];
+            if self.frame.len() == FRAME_SAMPLES {
+                self.step(words)?;
+                self.frame.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// One model step on the 1920 samples in `self.frame`.
+    fn step(&mut self, words: &mut Vec<TranscriptionSegment>) -> Result<(), MoshiError> {
+        let inference = |e: candle_core::Error| MoshiError::Inference {
+            message: e.to_string(),
+            source: Some(Arc::new(e)),
+        };
+        let pcm = Tensor::from_slice(&self.frame, (1, 1, FRAME_SAMPLES), &self.device)
+            .map_err(inference)?;
+        let trace = self.trace.as_ref();
+        let msgs = self
+            .state
+            .step_pcm(pcm, None, &().into(), |items, _, _| {
+                if let Some(trace) = trace.filter(|_| !items[0].is_first_step()) {
+                    trace.borrow_mut().push(items[0].text_token());
+                }
+            })
+            .map_err(inference)?;
+        for msg in msgs {
+            match msg {
+                AsrMsg::Word {
+                    tokens, start_time, ..
+                } => {
+                    if let Some((text, start)) = self.pending.take() {
+                        let end = self.now();
+                        words.extend(self.segment(text, start, end));
+                    }
+                    self.pending = Some((self.tokenizer.decode(&tokens), start_time));
+                }
+                AsrMsg::EndWord { stop_time, .. } => {
+                    if let Some((text, start)) = self.pending.take() {
+                        words.extend(self.segment(text, start, stop_time));
+                    }
+                }
+                AsrMsg::Step { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The time the model has reached, in seconds of the padded stream.
+    fn now(&self) -> f64 {
+        self.state.model_step_idx().saturating_sub(self.delay_steps) as f64 / FRAME_RATE
+    }
+
+    fn segment(&self, text: String, start: f64, end: f64) -> Option<TranscriptionSegment> {
+        let text = text.trim();
+        if text.is_empty() {
+            return None;
+        }
+        let ms = |t: f64| ((t - self.prefix_seconds).max(0.0) * 1000.0).round() as u64;
+        let duration = self.duration_ms();
+        let end_ms = ms(end).min(duration);
+        let start_ms = ms(start).min(end_ms);
+        Some(TranscriptionSegment::new(text, start_ms, end_ms))
+    }
+}

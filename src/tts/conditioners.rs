@@ -1,0 +1,200 @@
+//! The conditioners of the TTS model (`moshi/conditioners/`): LUT conditioners (`cfg`,
+//! `control`: a value from a fixed list, embedded) summed into every step's input, and the tensor
+//! conditioner `speaker_wavs` (voice embeddings) that the main transformer cross-attends to.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+use super::config::{ConditionerConfig, FuserConfig, LutConfig};
+use super::layers::linear;
+
+/// Voice slots of the cross-attention source (`TTSModel.max_speakers`).
+pub const MAX_SPEAKERS: usize = 5;
+
+enum Conditioner {
+    Lut {
+        cfg: LutConfig,
+        embed: Tensor,
+        output_proj: Linear,
+        learnt_padding: Tensor,
+    },
+    Tensor {
+        dim: usize,
+        output_proj: Linear,
+        learnt_padding: Tensor,
+    },
+}
+
+/// What one request conditions on: a value per LUT conditioner (`None` = absent, as the null
+/// condition of CFG) and voice embeddings (`[dim, frames]` each, up to [`MAX_SPEAKERS`]).
+#[derive(Debug, Clone, Default)]
+pub struct Conditions {
+    pub values: BTreeMap<String, Option<String>>,
+    pub voices: Vec<Tensor>,
+}
+
+/// The conditioners and the fuser, loaded from `condition_provider.conditioners.*`.
+pub struct ConditionProvider {
+    conditioners: BTreeMap<String, Conditioner>,
+    fuser: FuserConfig,
+    model_dim: usize,
+}
+
+/// The fused conditioning of one request.
+pub struct Fused {
+    /// `[1, 1, dim]`, added to every step's input.
+    pub sum: Option<Tensor>,
+    /// `[1, S, dim]`, the cross-attention source.
+    pub cross: Option<Tensor>,
+}
+
+/// `create_sin_embedding(arange(len), dim)`: `[cos(phase), sin(phase)]`, computed in f32.
+fn sin_embedding(len: usize, dim: usize, device: &Device) -> Result<Tensor> {
+    let half = dim / 2;
+    let mut data = vec![0f32; len * dim];
+    for t in 0..len {
+        for i in 0..half {
+            let period = 10_000f32.powf(i as f32 / (half as f32 - 1.0));
+            let phase = t as f32 / period;
+            data[t * dim + i] = phase.cos();
+            data[t * dim + half + i] = phase.sin();
+        }
+    }
+    Tensor::from_vec(data, (1, len, dim), device)
+}
+
+impl ConditionProvider {
+    pub fn new(
+        configs: &BTreeMap<String, ConditionerConfig>,
+        fuser: &FuserConfig,
+        model_dim: usize,
+        vb: &VarBuilder,
+    ) -> Result<Self> {
+        // The reference keeps the conditioners in f32 whatever the model dtype.
+        let vb = vb.pp("condition_provider.conditioners");
+        let mut conditioners = BTreeMap::new();
+        for (name, config) in configs {
+            let vb = vb.pp(name);
+            let learnt_padding = vb.get((1, 1, model_dim), "learnt_padding")?;
+            let conditioner = match config {
+                ConditionerConfig::Lut(lut) => Conditioner::Lut {
+                    embed: vb.get((lut.n_bins + 1, lut.dim), "embed.weight")?,
+                    output_proj: linear(&vb.pp("output_proj"), lut.dim, model_dim, "weight")?,
+                    learnt_padding,
+                    cfg: lut.clone(),
+                },
+                ConditionerConfig::Tensor { dim } => Conditioner::Tensor {
+                    dim: *dim,
+                    output_proj: linear(&vb.pp("output_proj"), *dim, model_dim, "weight")?,
+                    learnt_padding,
+                },
+            };
+            conditioners.insert(name.clone(), conditioner);
+        }
+        Ok(ConditionProvider {
+            conditioners,
+            fuser: fuser.clone(),
+            model_dim,
+        })
+    }
+
+    /// The `dim` of the tensor conditioner `name`, if there is one.
+    pub fn tensor_dim(&self, name: &str) -> Option<usize> {
+        match self.conditioners.get(name) {
+            Some(Conditioner::Tensor { dim, .. }) => Some(*dim),
+            _ => None,
+        }
+    }
+
+    /// Whether the model has a conditioner `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.conditioners.contains_key(name)
+    }
+
+    /// One conditioner's output `[1, T, dim]` (masked positions hold `learnt_padding`).
+    fn condition(&self, name: &str, conditions: &Conditions) -> Result<Tensor> {
+        let Some(conditioner) = self.conditioners.get(name) else {
+            candle_core::bail!("no conditioner named `{name}`")
+        };
+        match conditioner {
+            Conditioner::Lut {
+                cfg,
+                embed,
+                output_proj,
+                learnt_padding,
+            } => match conditions.values.get(name).cloned().flatten() {
+                None => Ok(learnt_padding.clone()),
+                Some(value) => {
+                    let Some(index) = cfg.possible_values.iter().position(|v| *v == value) else {
+                        candle_core::bail!(
+                            "`{value}` is not a value of the `{name}` conditioner ({:?})",
+                            cfg.possible_values
+                        )
+                    };
+                    output_proj.forward(&embed.narrow(0, index, 1)?.unsqueeze(0)?)
+                }
+            },
+            Conditioner::Tensor {
+                dim,
+                output_proj,
+                learnt_padding,
+            } => {
+                if conditions.voices.len() > MAX_SPEAKERS {
+                    candle_core::bail!("at most {MAX_SPEAKERS} voices")
+                }
+                let frames = match conditions.voices.first() {
+                    Some(v) => v.dim(1)?,
+                    // No voice: the reference then gives no tensor at all; use one padded slot.
+                    None => 1,
+                };
+                let padding = learnt_padding.to_dtype(DType::F32)?;
+                let mut slots = Vec::with_capacity(MAX_SPEAKERS);
+                for slot in 0..MAX_SPEAKERS {
+                    match conditions.voices.get(slot) {
+                        Some(voice) => {
+                            // [dim, frames] -> [1, frames, dim] -> projected.
+                            let x = voice.t()?.unsqueeze(0)?.to_dtype(DType::F32)?;
+                            if x.dim(2)? != *dim || x.dim(1)? != frames {
+                                candle_core::bail!("voice embeddings must all be [{dim}, {frames}]")
+                            }
+                            slots.push(output_proj.forward(&x)?);
+                        }
+                        None if conditions.voices.is_empty() && slot > 0 => {}
+                        None => slots.push(padding.broadcast_as((1, frames, self.model_dim))?),
+                    }
+                }
+                Tensor::cat(&slots, 1)
+            }
+        }
+    }
+
+    /// Sums and concatenates the conditions as the fuser says (`get_sum`, `get_cross`).
+    pub fn fuse(&self, conditions: &Conditions) -> Result<Fused> {
+        let mut sum: Option<Tensor> = None;
+        for name in &self.fuser.sum {
+            let c = self.condition(name, conditions)?;
+            sum = Some(match sum {
+                None => c,
+                Some(s) => (s + c)?,
+            });
+        }
+        let mut cross: Option<Tensor> = None;
+        for name in &self.fuser.cross {
+            let c = self.condition(name, conditions)?;
+            cross = Some(match cross {
+                None => c,
+                Some(s) => Tensor::cat(&[&s, &c], 1)?,
+            });
+        }
+        if self.fuser.cross_attention_pos_emb
+            && let Some(c) = &cross
+        {
+            let (_, len, dim) = c.dims3()?;
+            let pos = sin_embedding(len, dim, c.device())?.to_dtype(c.dtype())?;
+            cross = Some((c + (pos * self.fuser.cross_attention_pos_emb_scale)?)?);
+        }
+        Ok(Fused { sum, cross })
+    }
+}

@@ -1,0 +1,168 @@
+//! Step-by-step generation of audio tokens from entries: `LMGen._step` with the hooks of
+//! `TTSModel.generate` (`moshi/models/lm.py`, `tts.py`), for one sequence.
+//!
+//! Each call to [`Generator::step`] runs the main transformer once, asks the state machine what
+//! text token to feed back, runs the depformer for the audio codebooks, and returns a frame
+//! (text + audio tokens with the codebook delays undone) once the delays allow.
+
+use candle_core::Result;
+
+use super::conditioners::Conditions;
+use super::lm::{LmState, TtsLm};
+use super::sampling::Sampler;
+use super::state_machine::{Entry, State, StateMachine, TokenIds};
+
+/// Sampling settings of one generation.
+#[derive(Debug, Clone, Copy)]
+pub struct GenerationSettings {
+    pub temp: f64,
+    pub text_temp: f64,
+    pub top_k: usize,
+    pub top_k_text: usize,
+    pub seed: u64,
+    /// Steps kept after the last word (`final_padding`).
+    pub final_padding: usize,
+    /// Hard cap on steps (`max_gen_length`).
+    pub max_steps: usize,
+}
+
+/// One step's record, for tests and debugging: the sampled text token and the one fed back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextStep {
+    pub sampled: i64,
+    pub fed: i64,
+}
+
+/// Generation of one script.
+pub struct Generator<'a> {
+    lm: &'a TtsLm,
+    lm_state: LmState,
+    machine: StateMachine,
+    pub state: State,
+    sampler: Sampler,
+    settings: GenerationSettings,
+    /// Ring buffer `[codebook][position]` of generated tokens (`LMGen` cache).
+    cache: Vec<Vec<i64>>,
+    initial: Vec<i64>,
+    delays: Vec<usize>,
+    max_delay: usize,
+    /// Frames between text and audio (`delay_steps`).
+    pub delay_steps: usize,
+    offset: usize,
+    pub text_log: Vec<TextStep>,
+}
+
+const UNGENERATED: i64 = -2;
+
+impl<'a> Generator<'a> {
+    pub fn new(
+        lm: &'a TtsLm,
+        entries: Vec<Entry>,
+        conditions: &Conditions,
+        delay_steps: usize,
+        settings: GenerationSettings,
+    ) -> Result<Self> {
+        let cfg = &lm.cfg;
+        let token_ids = TokenIds::new(cfg.text_card as i64 + 1);
+        let machine = StateMachine::new(token_ids, cfg.second_stream_ahead);
+        let state = machine.new_state(entries);
+        let max_delay = cfg.delays.iter().copied().max().unwrap_or(0);
+        let positions = max_delay + 2;
+        let mut initial = vec![cfg.text_card as i64];
+        initial.extend(std::iter::repeat_n(cfg.card as i64, cfg.n_q));
+        Ok(Generator {
+            lm_state: lm.new_state(conditions)?,
+            lm,
+            machine,
+            state,
+            sampler: Sampler::new(settings.seed),
+            settings,
+            cache: vec![vec![UNGENERATED; positions]; cfg.n_q + 1],
+            initial,
+            delays: cfg.delays.clone(),
+            max_delay,
+            delay_steps,
+            offset: 0,
+            text_log: Vec::new(),
+        })
+    }
+
+    /// Steps run so far.
+    pub fn steps(&self) -> usize {
+        self.offset
+    }
+
+    /// True once the text is said and the final padding is generated (or the step cap hit).
+    pub fn finished(&self) -> bool {
+        if self.offset >= self.settings.max_steps {
+            return true;
+        }
+        match self.state.end_step {
+            Some(end) => self.offset >= end + self.delay_steps + self.settings.final_padding,
+            None => false,
+        }
+    }
+
+    /// Runs one step; returns the frame `[text, audio...]` that leaves the delay line, if any.
+    pub fn step(&mut self) -> Result<Option<Vec<i64>>> {
+        let ct = self.cache[0].len();
+        let offset = self.offset;
+        let input: Vec<i64> = (0..self.cache.len())
+            .map(|k| {
+                if offset <= self.delays[k] {
+                    self.initial[k]
+                } else {
+                    self.cache[k][offset % ct]
+                }
+            })
+            .collect();
+        if input.contains(&UNGENERATED) {
+            candle_core::bail!("internal error: an ungenerated token reached the model")
+        }
+        let (transformer_out, text_logits) = self.lm.forward_text(&mut self.lm_state, &input)?;
+        let sampled = self.sampler.sample(
+            &text_logits,
+            self.settings.text_temp,
+            self.settings.top_k_text,
+        ) as i64;
+        let fed = self.machine.process(offset, &mut self.state, sampled);
+        self.text_log.push(TextStep { sampled, fed });
+
+        let n_q = self.cache.len() - 1;
+        let mut audio = vec![self.machine.token_ids.zero; n_q];
+        if offset >= self.delay_steps {
+            self.lm.depformer_reset(&mut self.lm_state);
+            let mut prev = fed;
+            for (cb, slot) in audio.iter_mut().enumerate() {
+                let logits =
+                    self.lm
+                        .depformer_logits(&mut self.lm_state, cb, prev, &transformer_out)?;
+                let token = self
+                    .sampler
+                    .sample(&logits, self.settings.temp, self.settings.top_k)
+                    as i64;
+                *slot = token;
+                prev = token;
+            }
+        }
+        for (q, slot) in audio.iter_mut().enumerate() {
+            if offset < self.delays[q + 1] + self.delay_steps {
+                *slot = self.machine.token_ids.zero;
+            }
+        }
+
+        self.offset += 1;
+        let pos = self.offset % ct;
+        self.cache[0][pos] = fed;
+        for (q, token) in audio.into_iter().enumerate() {
+            self.cache[q + 1][pos] = token;
+        }
+        if self.offset <= self.max_delay {
+            return Ok(None);
+        }
+        let frame = (0..self.cache.len())
+            .map(|k| self.cache[k][(self.offset - self.max_delay + self.delays[k]) % ct])
+            .collect();
+        Ok(Some(frame))
+    }
+}

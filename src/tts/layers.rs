@@ -1,0 +1,215 @@
+//! Small building blocks of the TTS language model, as the Python reference defines them
+//! (`moshi/modules/transformer.py`, `gating.py`, `models/lm_utils.py`).
+//!
+//! Written here rather than taken from the `moshi` crate because the published checkpoint needs
+//! variants that crate lacks: embeddings that demultiplex a second text stream and low-rank
+//! embeddings, and per-step weight sets selected through a schedule.
+
+use candle_core::{D, DType, Module, Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+use super::config::{Gating, NormKind};
+
+/// A bias-free linear layer, weight `[out, in]` as stored by PyTorch.
+pub fn linear(vb: &VarBuilder, in_dim: usize, out_dim: usize, name: &str) -> Result<Linear> {
+    Ok(Linear::new(vb.get((out_dim, in_dim), name)?, None))
+}
+
+/// Splits a stacked projection `[steps * rows, cols]` (the published layout of `in_proj_weight`
+/// and `out_proj.weight`) into one linear layer per step.
+pub fn stacked_linears(weight: &Tensor, steps: usize) -> Result<Vec<Linear>> {
+    let rows = weight.dim(0)? / steps;
+    (0..steps)
+        .map(|i| {
+            Ok(Linear::new(
+                weight.narrow(0, i * rows, rows)?.contiguous()?,
+                None,
+            ))
+        })
+        .collect()
+}
+
+/// `RMSNorm` (`alpha` `[1, 1, dim]`) or `LayerNorm` (`weight`, `bias`).
+#[derive(Debug, Clone)]
+pub enum Norm {
+    Rms { alpha: Tensor, eps: f64 },
+    Layer(candle_nn::LayerNorm),
+}
+
+impl Norm {
+    pub fn new(vb: &VarBuilder, kind: NormKind, dim: usize) -> Result<Norm> {
+        Ok(match kind {
+            NormKind::Rms { eps } => Norm::Rms {
+                alpha: vb.get((1, 1, dim), "alpha")?,
+                eps,
+            },
+            NormKind::Layer { eps } => Norm::layer(vb, dim, eps)?,
+        })
+    }
+
+    /// A `LayerNorm` with weight and bias (the cross-attention norm is always one, eps 1e-5).
+    pub fn layer(vb: &VarBuilder, dim: usize, eps: f64) -> Result<Norm> {
+        Ok(Norm::Layer(candle_nn::LayerNorm::new(
+            vb.get(dim, "weight")?,
+            vb.get(dim, "bias")?,
+            eps,
+        )))
+    }
+}
+
+impl Module for Norm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Norm::Rms { alpha, eps } => {
+                // y = x * (alpha * rsqrt(eps + mean(x^2))), in f32 as `rms_norm_f32` does.
+                let dtype = xs.dtype();
+                let x = xs.to_dtype(DType::F32)?;
+                let var = (x.sqr()?.mean_keepdim(D::Minus1)? + *eps)?;
+                let scale = alpha
+                    .to_dtype(DType::F32)?
+                    .broadcast_mul(&var.sqrt()?.recip()?)?;
+                x.broadcast_mul(&scale)?.to_dtype(dtype)
+            }
+            Norm::Layer(ln) => ln.forward(xs),
+        }
+    }
+}
+
+/// The gated feed-forward block (`ActivationGating`): `linear_out(act(a) * b)` where
+/// `[a, b] = linear_in(x)`.
+#[derive(Debug, Clone)]
+pub struct GatedFeedForward {
+    linear_in: Linear,
+    linear_out: Linear,
+    hidden: usize,
+    activation: Gating,
+}
+
+impl GatedFeedForward {
+    /// `hidden` follows the reference: `21 * dim / 8` when `dim_feedforward == 4 * dim`,
+    /// else `2 * dim_feedforward / 3`.
+    pub fn new(
+        vb: &VarBuilder,
+        dim: usize,
+        dim_feedforward: usize,
+        activation: Gating,
+    ) -> Result<Self> {
+        let hidden = if dim_feedforward == 4 * dim {
+            21 * dim / 8
+        } else {
+            2 * dim_feedforward / 3
+        };
+        Ok(GatedFeedForward {
+            linear_in: linear(&vb.pp("linear_in"), dim, 2 * hidden, "weight")?,
+            linear_out: linear(&vb.pp("linear_out"), hidden, dim, "weight")?,
+            hidden,
+            activation,
+        })
+    }
+}
+
+impl Module for GatedFeedForward {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let h = self.linear_in.forward(xs)?;
+        let a = h.narrow(D::Minus1, 0, self.hidden)?;
+        let b = h.narrow(D::Minus1, self.hidden, self.hidden)?;
+        let a = match self.activation {
+            Gating::Silu => candle_nn::ops::silu(&a)?,
+            Gating::Gelu => a.gelu_erf()?,
+            Gating::Relu => a.relu()?,
+            Gating::Sigmoid => candle_nn::ops::sigmoid(&a)?,
+            Gating::Tanh => a.tanh()?,
+        };
+        self.linear_out.forward(&(a * b)?)
+    }
+}
+
+/// `ScaledEmbedding`: a lookup table where token `-1` embeds to exactly zero, optionally low-rank
+/// (a linear layer up to the model dimension) and optionally demultiplexing two text streams
+/// (`token = (second + 1) * vocab + first`, each looked up in the same table and projected by
+/// `out1` / `out2`; `second = -1` contributes zero).
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    table: Tensor,
+    vocab: usize,
+    dim: usize,
+    low_rank: Option<Linear>,
+    demux: Option<(Linear, Linear)>,
+}
+
+impl Embedding {
+    pub fn new(
+        vb: &VarBuilder,
+        vocab: usize,
+        dim: usize,
+        low_rank: Option<usize>,
+        demux: bool,
+    ) -> Result<Self> {
+        let inner = low_rank.unwrap_or(dim);
+        let table = vb.get((vocab, inner), "weight")?;
+        let low_rank = match low_rank {
+            // In the demux case the reference builds `low_rank` too (it is in the file) but its
+            // forward pass never applies it: `out1`/`out2` project instead.
+            Some(r) if !demux => Some(linear(&vb.pp("low_rank"), r, dim, "weight")?),
+            Some(r) => {
+                vb.get((dim, r), "low_rank.weight")?;
+                None
+            }
+            None => None,
+        };
+        let demux = if demux {
+            Some((
+                linear(&vb.pp("out1"), inner, dim, "weight")?,
+                linear(&vb.pp("out2"), inner, dim, "weight")?,
+            ))
+        } else {
+            None
+        };
+        Ok(Embedding {
+            table,
+            vocab,
+            dim,
+            low_rank,
+            demux,
+        })
+    }
+
+    fn row(&self, index: usize) -> Result<Tensor> {
+        if index >= self.vocab {
+            candle_core::bail!(
+                "token {index} is out of range for a vocabulary of {}",
+                self.vocab
+            )
+        }
+        self.table.narrow(0, index, 1)?.unsqueeze(0)
+    }
+
+    /// Embeds one token as `[1, 1, dim]`.
+    pub fn embed(&self, token: i64) -> Result<Tensor> {
+        let zeros = || Tensor::zeros((1, 1, self.dim), self.table.dtype(), self.table.device());
+        if token == -1 {
+            return zeros();
+        }
+        let token = token.max(0) as usize;
+        match &self.demux {
+            Some((out1, out2)) => {
+                let left = token % self.vocab;
+                let right = (token / self.vocab) as i64 - 1;
+                let y = out1.forward(&self.row(left)?)?;
+                if right < 0 {
+                    // `out1(left) + where(right_zero, 0, ...)`: adding an exact zero.
+                    y + zeros()?
+                } else {
+                    y + out2.forward(&self.row(right as usize)?)?
+                }
+            }
+            None => {
+                let y = self.row(token)?;
+                match &self.low_rank {
+                    Some(lr) => lr.forward(&y),
+                    None => Ok(y),
+                }
+            }
+        }
+    }
+}

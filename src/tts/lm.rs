@@ -1,0 +1,250 @@
+//! The TTS language model (`LMModel` of the reference, `moshi/models/lm.py`): a main
+//! transformer over time that predicts the text token, and a depformer that predicts the audio
+//! codebooks of the same frame one after the other.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+use super::conditioners::{ConditionProvider, Conditions};
+use super::config::TtsConfig;
+use super::layers::{Embedding, Norm, linear};
+use super::transformer::{Transformer, TransformerConfig, TransformerState};
+
+/// The loaded weights, shared by every conversation.
+pub struct TtsLm {
+    pub cfg: TtsConfig,
+    emb: Vec<Embedding>,
+    text_emb: Embedding,
+    transformer: Transformer,
+    out_norm: Norm,
+    text_linear: Linear,
+    depformer_in: Vec<Linear>,
+    depformer_emb: Vec<Embedding>,
+    depformer_text_emb: Embedding,
+    depformer: Transformer,
+    linears: Vec<Linear>,
+    conditions: Option<ConditionProvider>,
+    device: Device,
+    dtype: DType,
+}
+
+/// Per-conversation state of the model (KV caches, conditioning).
+pub struct LmState {
+    main: TransformerState,
+    depformer: TransformerState,
+    condition_sum: Option<Tensor>,
+}
+
+impl TtsLm {
+    /// Loads the published safetensors file (bf16 weights converted to `dtype`).
+    pub fn load(cfg: TtsConfig, weights: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        // SAFETY: the file is a read-only model file in the cache; nothing writes it while mapped.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], dtype, device)? };
+        Self::new(cfg, &vb)
+    }
+
+    pub fn new(cfg: TtsConfig, vb: &VarBuilder) -> Result<Self> {
+        let dim = cfg.dim;
+        let main_cfg = TransformerConfig {
+            dim,
+            num_heads: cfg.num_heads,
+            num_layers: cfg.num_layers,
+            dim_feedforward: (cfg.hidden_scale * dim as f64) as usize,
+            norm: cfg.norm,
+            gating: cfg.gating,
+            layer_scale: cfg.layer_scale.is_some(),
+            rope_max_period: Some(cfg.max_period),
+            context: Some(cfg.context),
+            schedule: Vec::new(),
+            cross_attention: cfg.cross_attention,
+        };
+        let dep_cfg = TransformerConfig {
+            dim: cfg.depformer_dim,
+            num_heads: cfg.depformer_num_heads,
+            num_layers: cfg.depformer_num_layers,
+            dim_feedforward: cfg.depformer_dim_feedforward,
+            norm: cfg.norm,
+            gating: cfg.gating,
+            layer_scale: cfg.layer_scale.is_some(),
+            rope_max_period: None,
+            context: None,
+            schedule: cfg.depformer_schedule.clone(),
+            cross_attention: false,
+        };
+        let emb = (0..cfg.n_q)
+            .map(|i| Embedding::new(&vb.pp(format!("emb.{i}")), cfg.card + 1, dim, None, false))
+            .collect::<Result<_>>()?;
+        let text_emb = Embedding::new(
+            &vb.pp("text_emb"),
+            cfg.text_card + 1,
+            dim,
+            None,
+            cfg.demux_second_stream,
+        )?;
+        let transformer = Transformer::new(main_cfg, &vb.pp("transformer"))?;
+        let out_norm = Norm::new(&vb.pp("out_norm"), cfg.norm, dim)?;
+        let text_linear = linear(&vb.pp("text_linear"), dim, cfg.text_card_out, "weight")?;
+        let num_in = if cfg.depformer_multi_linear {
+            cfg.depformer_weight_sets()
+        } else {
+            1
+        };
+        let depformer_in = (0..num_in)
+            .map(|i| {
+                linear(
+                    &vb.pp(format!("depformer_in.{i}")),
+                    dim,
+                    cfg.depformer_dim,
+                    "weight",
+                )
+            })
+            .collect::<Result<_>>()?;
+        let low_rank = cfg.depformer_low_rank_embeddings;
+        let depformer_emb = (0..cfg.dep_q.saturating_sub(1))
+            .map(|i| {
+                Embedding::new(
+                    &vb.pp(format!("depformer_emb.{i}")),
+                    cfg.card + 1,
+                    cfg.depformer_dim,
+                    low_rank,
+                    false,
+                )
+            })
+            .collect::<Result<_>>()?;
+        let depformer_text_emb = Embedding::new(
+            &vb.pp("depformer_text_emb"),
+            cfg.text_card + 1,
+            cfg.depformer_dim,
+            low_rank,
+            cfg.demux_second_stream,
+        )?;
+        let depformer = Transformer::new(dep_cfg, &vb.pp("depformer"))?;
+        let linears = (0..cfg.dep_q)
+            .map(|i| {
+                linear(
+                    &vb.pp(format!("linears.{i}")),
+                    cfg.depformer_dim,
+                    cfg.card,
+                    "weight",
+                )
+            })
+            .collect::<Result<_>>()?;
+        let conditions = match &cfg.fuser {
+            Some(fuser) => Some(ConditionProvider::new(
+                &cfg.conditioners,
+                fuser,
+                dim,
+                &vb.clone().set_dtype(DType::F32),
+            )?),
+            None => None,
+        };
+        Ok(TtsLm {
+            emb,
+            text_emb,
+            transformer,
+            out_norm,
+            text_linear,
+            depformer_in,
+            depformer_emb,
+            depformer_text_emb,
+            depformer,
+            linears,
+            conditions,
+            device: vb.device().clone(),
+            dtype: vb.dtype(),
+            cfg,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn conditions(&self) -> Option<&ConditionProvider> {
+        self.conditions.as_ref()
+    }
+
+    /// A fresh state conditioned on `conditions`.
+    pub fn new_state(&self, conditions: &Conditions) -> Result<LmState> {
+        let (sum, cross) = match &self.conditions {
+            Some(provider) => {
+                let fused = provider.fuse(conditions)?;
+                (fused.sum, fused.cross)
+            }
+            None => (None, None),
+        };
+        let cross = cross.map(|c| c.to_dtype(self.dtype)).transpose()?;
+        Ok(LmState {
+            main: self.transformer.new_state(cross.as_ref())?,
+            depformer: self.depformer.new_state(None)?,
+            condition_sum: sum.map(|s| s.to_dtype(self.dtype)).transpose()?,
+        })
+    }
+
+    /// One step of the main transformer (`forward_text`): `tokens` holds the text token then one
+    /// token per audio codebook (`-1` embeds to zero). Returns the transformer output
+    /// `[1, 1, dim]` (after `out_norm`) and the text logits as a vector.
+    pub fn forward_text(&self, state: &mut LmState, tokens: &[i64]) -> Result<(Tensor, Vec<f32>)> {
+        let mut input: Option<Tensor> = None;
+        for (emb, &token) in self.emb.iter().zip(&tokens[1..]) {
+            let e = emb.embed(token)?;
+            input = Some(match input {
+                None => e,
+                Some(i) => (i + e)?,
+            });
+        }
+        let text = self.text_emb.embed(tokens[0])?;
+        let mut input = match input {
+            None => text,
+            Some(i) => (i + text)?,
+        };
+        if let Some(sum) = &state.condition_sum {
+            input = (input + sum)?;
+        }
+        let out = self.transformer.step(&mut state.main, &input)?;
+        let out = self.out_norm.forward(&out)?;
+        let logits = self.text_linear.forward(&out)?;
+        let logits = logits
+            .flatten_all()?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
+        Ok((out, logits))
+    }
+
+    /// Starts the depformer for a new frame.
+    pub fn depformer_reset(&self, state: &mut LmState) {
+        state.depformer.reset();
+    }
+
+    /// The logits of codebook `cb` given the previous token (the text token for `cb == 0`,
+    /// else the audio token of codebook `cb - 1`) and the main transformer output.
+    pub fn depformer_logits(
+        &self,
+        state: &mut LmState,
+        cb: usize,
+        prev_token: i64,
+        transformer_out: &Tensor,
+    ) -> Result<Vec<f32>> {
+        let in_index = if self.depformer_in.len() == 1 {
+            0
+        } else {
+            self.cfg.depformer_schedule[cb]
+        };
+        let x = self.depformer_in[in_index].forward(transformer_out)?;
+        let token_in = if cb == 0 {
+            self.depformer_text_emb.embed(prev_token)?
+        } else {
+            self.depformer_emb[cb - 1].embed(prev_token)?
+        };
+        let x = (x + token_in)?;
+        let out = self.depformer.step(&mut state.depformer, &x)?;
+        let logits = self.linears[cb].forward(&out)?;
+        logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
+    }
+}

@@ -1,0 +1,279 @@
+//! The STT pipeline end to end on tiny models served by the loopback hub: every input form,
+//! streaming delivery, load-once sharing, concurrency, and bad input.
+
+#[path = "support/stt_tiny.rs"]
+mod stt_tiny;
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fluent_voice_kyutai::KyutaiEngine;
+use fluent_voice_kyutai::audio::wav_bytes;
+use fluent_voice_kyutai::voice::{
+    SpeechSource, SttConversation, SttConversationBuilder, TranscriptionSegment, VoiceError,
+};
+use futures::StreamExt;
+use support::TestHub;
+
+const AUDIO: &str = "tests/fixtures/stt_parity/speech.wav";
+
+/// The parity fixture's audio as f32 samples (24 kHz mono).
+fn speech() -> Vec<f32> {
+    hound::WavReader::open(AUDIO)
+        .unwrap()
+        .samples::<i16>()
+        .map(|s| f32::from(s.unwrap()) / 32768.0)
+        .collect()
+}
+
+struct Setup {
+    hub: TestHub,
+    _cache: tempfile::TempDir,
+    engine: KyutaiEngine,
+}
+
+async fn setup(repo: Vec<(String, Vec<u8>)>) -> Setup {
+    let hub = TestHub::start();
+    support::publish(&hub, support::STT, "main", &repo);
+    let cache = tempfile::tempdir().unwrap();
+    let engine = KyutaiEngine::with_config(support::config(&hub, cache.path()))
+        .await
+        .unwrap();
+    Setup {
+        hub,
+        _cache: cache,
+        engine,
+    }
+}
+
+async fn talkative() -> Setup {
+    setup(stt_tiny::stt_repo_talkative()).await
+}
+
+async fn words(
+    engine: &KyutaiEngine,
+    source: SpeechSource,
+) -> Result<Vec<TranscriptionSegment>, VoiceError> {
+    let conversation = engine.stt().with_source(source).listen().await?;
+    let mut out = Vec::new();
+    let mut stream = conversation.into_stream();
+    while let Some(word) = stream.next().await {
+        out.push(word?);
+    }
+    Ok(out)
+}
+
+fn reference_text() -> String {
+    let r: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/stt_parity/reference.json")).unwrap();
+    r["text"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_bytes_and_pcm_give_the_same_words() {
+    let s = talkative().await;
+    let from_file = words(&s.engine, SpeechSource::from_file(AUDIO))
+        .await
+        .unwrap();
+    let bytes = std::fs::read(AUDIO).unwrap();
+    let from_bytes = words(&s.engine, SpeechSource::from_bytes(bytes))
+        .await
+        .unwrap();
+    let from_pcm = words(&s.engine, SpeechSource::from_pcm(speech(), 24_000, 1))
+        .await
+        .unwrap();
+    assert!(!from_file.is_empty());
+    assert_eq!(from_bytes, from_file);
+    assert_eq!(from_pcm, from_file);
+    let text = s
+        .engine
+        .stt()
+        .with_source(SpeechSource::from_file(AUDIO))
+        .listen()
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(text, reference_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn words_are_in_order_and_within_the_audio() {
+    let s = talkative().await;
+    let conversation = s
+        .engine
+        .stt()
+        .with_source(SpeechSource::from_file(AUDIO))
+        .listen()
+        .await
+        .unwrap();
+    let duration = conversation.audio_duration();
+    let words: Vec<_> = conversation
+        .into_stream()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(duration.ms(), Some(1600));
+    let mut last_start = 0;
+    for w in &words {
+        assert!(w.start_ms <= w.end_ms && w.end_ms <= 1600, "{w:?}");
+        assert!(w.start_ms >= last_start, "{words:?}");
+        last_start = w.start_ms;
+    }
+}
+
+/// Words come out while the audio is still arriving: the live stream stays open until the
+/// first word has been received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_stream_words_arrive_before_the_audio_ends() {
+    let s = talkative().await;
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Vec<f32>>();
+    let conversation = s
+        .engine
+        .stt()
+        .with_source(SpeechSource::from_stream(rx, 24_000, 1))
+        .listen()
+        .await
+        .unwrap();
+    let mut stream = conversation.into_stream();
+    // Two seconds of audio in 100 ms chunks, and the stream left open.
+    let audio = speech();
+    for chunk in audio
+        .chunks(2_400)
+        .chain(std::iter::repeat_n(&[0.0f32; 2_400][..], 5))
+    {
+        tx.unbounded_send(chunk.to_vec()).unwrap();
+    }
+    let first = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("a word arrives while the stream is open")
+        .unwrap()
+        .unwrap();
+    assert!(!first.text.is_empty());
+    drop(tx);
+    let rest: Vec<_> = stream.collect().await;
+    assert!(rest.iter().all(Result::is_ok));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_loads_once_and_concurrent_conversations_share_it() {
+    let s = talkative().await;
+    let first = s.engine.stt_model().await.unwrap();
+    let (a, b) = tokio::join!(
+        words(&s.engine, SpeechSource::from_file(AUDIO)),
+        words(&s.engine, SpeechSource::from_pcm(speech(), 24_000, 1)),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b, "concurrent conversations do not disturb each other");
+    assert!(Arc::ptr_eq(&first, &s.engine.stt_model().await.unwrap()));
+    assert_eq!(support::downloads_of(&s.hub, "model.safetensors"), 1);
+}
+
+/// 8 kHz telephone audio and 6-channel audio are converted, not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telephone_and_surround_audio_are_transcribed() {
+    let s = talkative().await;
+    let phone = wav_bytes(&vec![0.1; 8_000], 8_000, 1);
+    let conversation = s
+        .engine
+        .stt()
+        .with_source(SpeechSource::from_bytes_with_format(phone, "wav"))
+        .listen()
+        .await
+        .unwrap();
+    let duration = conversation.audio_duration();
+    let words: Vec<_> = conversation.into_stream().collect().await;
+    assert!(words.iter().all(Result::is_ok));
+    assert_eq!(duration.ms(), Some(1000));
+
+    let surround = speech()
+        .iter()
+        .flat_map(|&v| [v, v, v, v, v, v])
+        .collect::<Vec<f32>>();
+    let six = words_of(&s.engine, SpeechSource::from_pcm(surround, 24_000, 6)).await;
+    let mono = words_of(&s.engine, SpeechSource::from_pcm(speech(), 24_000, 1)).await;
+    assert_eq!(six, mono);
+}
+
+async fn words_of(engine: &KyutaiEngine, source: SpeechSource) -> Vec<TranscriptionSegment> {
+    words(engine, source).await.unwrap()
+}
+
+/// Silence is a valid input: the plain tiny model (untouched text head) hears nothing in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pure_silence_gives_an_empty_transcript() {
+    let s = setup(support::tiny::stt_repo()).await;
+    let text = s
+        .engine
+        .stt()
+        .with_source(SpeechSource::from_pcm(vec![0.0; 48_000], 24_000, 1))
+        .listen()
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(text, "");
+}
+
+fn invalid(err: VoiceError) -> String {
+    match err {
+        VoiceError::InvalidInput(m) => m,
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_fails_clearly_at_listen_or_in_the_stream() {
+    let s = talkative().await;
+    let dir = tempfile::tempdir().unwrap();
+    let listen = |source: SpeechSource| {
+        let engine = s.engine.clone();
+        async move {
+            engine
+                .stt()
+                .with_source(source)
+                .listen()
+                .await
+                .err()
+                .unwrap()
+        }
+    };
+
+    let msg = invalid(listen(SpeechSource::from_file(dir.path().join("missing.wav"))).await);
+    assert!(msg.contains("does not exist"), "{msg}");
+
+    let empty = dir.path().join("empty.wav");
+    std::fs::write(&empty, b"").unwrap();
+    let msg = invalid(listen(SpeechSource::from_file(&empty)).await);
+    assert!(msg.contains("empty"), "{msg}");
+
+    let text = dir.path().join("text.wav");
+    std::fs::write(&text, "not audio at all, just words\n".repeat(10)).unwrap();
+    let msg = invalid(listen(SpeechSource::from_file(&text)).await);
+    assert!(msg.contains("is not audio"), "{msg}");
+
+    let err = s.engine.stt().listen().await.err().unwrap();
+    assert!(invalid(err).contains("no audio"));
+
+    // Errors found while reading come at the end of the stream.
+    let wav = wav_bytes(&vec![0.2; 24_000], 24_000, 1);
+    let cut = dir.path().join("cut.wav");
+    std::fs::write(&cut, &wav[..wav.len() / 2]).unwrap();
+    let err = words(&s.engine, SpeechSource::from_file(&cut))
+        .await
+        .unwrap_err();
+    assert!(invalid(err).contains("truncated"));
+
+    let zero = wav_bytes(&[], 24_000, 1);
+    let err = words(&s.engine, SpeechSource::from_bytes(zero))
+        .await
+        .unwrap_err();
+    assert!(invalid(err).contains("no samples"));
+    let err = words(&s.engine, SpeechSource::from_pcm(Vec::new(), 16_000, 1))
+        .await
+        .unwrap_err();
+    assert!(invalid(err).contains("no samples"));
+}

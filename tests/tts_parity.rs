@@ -1,0 +1,234 @@
+//! Parity of the Rust TTS with the Python reference (`moshi` 0.2.13 `TTSModel`) on the tiny TTS
+//! repo: the fixtures in `tests/fixtures/tts_parity/` were recorded by
+//! `tools/parity/tts/make_reference.py` from the same repo bytes (greedy decoding, the tiny voice,
+//! `cfg` "2.0"). The repo is fetched through the loopback hub like any user would fetch it.
+
+mod support;
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use fluent_voice_kyutai::KyutaiEngine;
+use fluent_voice_kyutai::tts::TtsConfig;
+use fluent_voice_kyutai::tts::conditioners::Conditions;
+use fluent_voice_kyutai::tts::generate::{GenerationSettings, Generator};
+use fluent_voice_kyutai::tts::lm::TtsLm;
+use fluent_voice_kyutai::tts::state_machine::Entry;
+use serde_json::Value;
+use support::*;
+
+const NAMES: [&str; 3] = ["hello", "bonjour", "two_sentences"];
+
+fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tts_parity")
+        .join(format!("{name}.json"));
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn ints(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+struct Loaded {
+    lm: TtsLm,
+    voice: Tensor,
+    _cache: tempfile::TempDir,
+    _hub: TestHub,
+}
+
+async fn load() -> Loaded {
+    let hub = TestHub::start();
+    publish_defaults(&hub);
+    let cache = tempfile::tempdir().unwrap();
+    let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
+        .await
+        .unwrap();
+    let files = engine.ensure_tts().await.unwrap().clone();
+    let voice_path = engine.ensure_voice(VOICE).await.unwrap();
+    let cfg = TtsConfig::from_json(&std::fs::read(&files.config).unwrap()).unwrap();
+    let lm = TtsLm::load(cfg, &files.lm_weights, &Device::Cpu, DType::F32).unwrap();
+    let voice = candle_core::safetensors::load(&voice_path, &Device::Cpu).unwrap()["speaker_wavs"]
+        .squeeze(0)
+        .unwrap();
+    Loaded {
+        lm,
+        voice,
+        _cache: cache,
+        _hub: hub,
+    }
+}
+
+fn conditions(voice: &Tensor) -> Conditions {
+    let mut c = Conditions::default();
+    c.values.insert("control".into(), Some("ok".into()));
+    c.values.insert("cfg".into(), Some("2.0".into()));
+    c.voices.push(voice.clone());
+    c
+}
+
+fn entries(record: &Value) -> Vec<Entry> {
+    record["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| Entry {
+            tokens: ints(&e["tokens"]),
+            text: e["text"].as_str().unwrap().to_string(),
+            padding: e["padding"].as_u64().unwrap() as usize,
+        })
+        .collect()
+}
+
+fn greedy(max_steps: usize) -> GenerationSettings {
+    GenerationSettings {
+        temp: 0.0,
+        text_temp: 0.0,
+        top_k: 250,
+        top_k_text: 25,
+        seed: 0,
+        final_padding: 4,
+        max_steps,
+    }
+}
+
+#[tokio::test]
+async fn text_and_audio_tokens_match_the_reference_at_every_step() {
+    let loaded = load().await;
+    for name in NAMES {
+        let record = fixture(name);
+        let delay_steps = record["delay_steps"].as_u64().unwrap() as usize;
+        assert_eq!(delay_steps, loaded.lm.cfg.delay_steps(12.5));
+        let mut generator = Generator::new(
+            &loaded.lm,
+            entries(&record),
+            &conditions(&loaded.voice),
+            delay_steps,
+            greedy(record["max_steps"].as_u64().unwrap() as usize),
+        )
+        .unwrap();
+
+        // The first steps' text logits, to locate numeric drift if tokens ever differ.
+        let mut frames = Vec::new();
+        while !generator.finished() {
+            if let Some(frame) = generator.step().unwrap() {
+                frames.push(frame);
+            }
+        }
+        let expected_text: Vec<(i64, i64)> = record["text_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_i64().unwrap(), p[1].as_i64().unwrap()))
+            .collect();
+        let got_text: Vec<(i64, i64)> = generator
+            .text_log
+            .iter()
+            .map(|s| (s.sampled, s.fed))
+            .collect();
+        for (step, (got, want)) in got_text.iter().zip(&expected_text).enumerate() {
+            assert_eq!(got, want, "{name}: text tokens differ at step {step}");
+        }
+        assert_eq!(got_text.len(), expected_text.len(), "{name}: step count");
+        let expected_frames: Vec<Vec<i64>> = record["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(ints)
+            .collect();
+        for (i, (got, want)) in frames.iter().zip(&expected_frames).enumerate() {
+            assert_eq!(got, want, "{name}: frame {i} differs");
+        }
+        assert_eq!(frames.len(), expected_frames.len(), "{name}: frame count");
+        assert_eq!(
+            generator.state.end_step,
+            record["end_step"].as_u64().map(|s| s as usize),
+            "{name}: end step"
+        );
+    }
+}
+
+fn read_f32(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn entries_and_waveform_match_the_reference() {
+    use fluent_voice_kyutai::tts::synth::SynthesisSettings;
+
+    let hub = TestHub::start();
+    publish_defaults(&hub);
+    let cache = tempfile::tempdir().unwrap();
+    let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
+        .await
+        .unwrap();
+    let model = engine.tts_model().await.unwrap();
+    let voice = model
+        .load_voice(&engine.ensure_voice(VOICE).await.unwrap())
+        .unwrap();
+    let conditions = model.conditions(Some(&voice), 2.0).unwrap();
+    let settings = SynthesisSettings {
+        temp: 0.0,
+        text_temp: 0.0,
+        seed: 0,
+    };
+    for name in NAMES {
+        let record = fixture(name);
+        let text = record["text"].as_str().unwrap();
+        // Text normalisation + SentencePiece + speaker token + padding, as `prepare_script`.
+        assert_eq!(model.entries(text), entries(&record), "{name}: entries");
+
+        let mut pcm = Vec::new();
+        model
+            .synthesize_segment(text, &conditions, &settings, &mut |chunk| {
+                assert_eq!(chunk.len(), 1920, "one Mimi frame per chunk");
+                pcm.extend(chunk);
+                true
+            })
+            .unwrap();
+        assert_eq!(
+            pcm.len(),
+            record["pcm_samples"].as_u64().unwrap() as usize,
+            "{name}: length"
+        );
+        let expected_rms: Vec<f64> = record["frame_rms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        for (i, (frame, want)) in pcm.chunks(1920).zip(&expected_rms).enumerate() {
+            let rms = (frame.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / frame.len() as f64)
+                .sqrt();
+            assert!(
+                (rms - want).abs() <= 1e-5 + 1e-3 * want,
+                "{name}: frame {i} RMS {rms} vs reference {want}"
+            );
+        }
+        let full = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tts_parity")
+            .join(format!("{name}.pcm.f32"));
+        if full.exists() {
+            let want = read_f32(&full);
+            assert_eq!(pcm.len(), want.len());
+            let max_diff = pcm
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            eprintln!(
+                "{name}: {} samples, max |rust - python| = {max_diff:e}",
+                pcm.len()
+            );
+            assert!(max_diff < 1e-6, "{name}: max sample difference {max_diff}");
+        }
+    }
+}
