@@ -11,7 +11,6 @@
 //! `cargo bench --bench stt`; the ratio is printed at the end.
 
 #[path = "../tests/support/tiny.rs"]
-#[allow(dead_code)]
 mod tiny;
 
 use std::path::Path;

@@ -196,3 +196,20 @@ fn a_truncated_wav_is_an_error_not_a_short_transcript() {
     let msg = invalid_input(err);
     assert!(msg.contains("truncated"), "{msg}");
 }
+
+/// Found by `fuzz/` (audio_decode): a WAV whose `fmt ` chunk claims 65,280 channels makes
+/// symphonia 0.6.1 overflow a u16 and panic. It must be an input error instead.
+#[test]
+fn a_wav_header_that_crashes_the_parser_is_an_input_error() {
+    let path = std::path::Path::new("tests/fixtures/hostile/wav-65280-channels.wav");
+    let outcome = AudioDecoder::open(path).and_then(|mut decoder| {
+        while decoder.next_chunk()?.is_some() {}
+        Ok(())
+    });
+    let error = outcome.expect_err("a hostile header is rejected");
+    assert!(matches!(error, MoshiError::InvalidInput(_)), "{error:?}");
+    assert!(
+        error.to_string().contains("wav-65280-channels.wav"),
+        "{error}"
+    );
+}

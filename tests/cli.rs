@@ -3,30 +3,22 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use support::*;
 
 fn kyutai(hub: &TestHub, cache: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kyutai"))
-        .args(args)
-        .arg("--cache-dir")
-        .arg(cache)
-        .env("HF_ENDPOINT", hub.endpoint())
-        .env_remove("HF_TOKEN")
-        .env_remove("HF_HUB_OFFLINE")
-        .env("HF_HOME", cache.join("hf-home"))
-        .env("NO_PROXY", "127.0.0.1,localhost")
+    kyutai_command(hub, cache, args)
         .output()
         .expect("the binary runs")
 }
 
 fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).to_string()
+    output_text(output).0
 }
 
 fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).to_string()
+    output_text(output).1
 }
 
 #[test]

@@ -200,11 +200,7 @@ async fn hf_and_file_overrides_replace_single_files() {
     let hub = TestHub::start();
     publish_defaults(&hub);
     // Another repo holds an alternative Mimi.
-    let mimi = tiny::tts_repo()
-        .into_iter()
-        .find(|(p, _)| p == tiny::TTS_MIMI_NAME)
-        .unwrap()
-        .1;
+    let mimi = repo_file(&tiny::tts_repo(), tiny::TTS_MIMI_NAME);
     hub.publish(
         "other/codecs",
         "main",
@@ -264,11 +260,7 @@ async fn hf_and_file_overrides_replace_single_files() {
 async fn overrides_written_in_config_json_are_honoured() {
     let hub = TestHub::start();
     publish_defaults(&hub);
-    let mimi = tiny::stt_repo()
-        .into_iter()
-        .find(|(p, _)| p == tiny::STT_MIMI_NAME)
-        .unwrap()
-        .1;
+    let mimi = repo_file(&tiny::stt_repo(), tiny::STT_MIMI_NAME);
     hub.publish("kyutai/shared-mimi", "main", &[("mimi.safetensors", mimi)]);
     let mut files = tiny::stt_repo();
     files.retain(|(p, _)| p != tiny::STT_MIMI_NAME);

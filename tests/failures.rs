@@ -188,11 +188,7 @@ async fn corrupted_bytes_once_are_downloaded_again() {
     hub.inject(Fault::new(tiny::STT_MOSHI_NAME, FaultKind::CorruptBody { offset: 100 }).times(1));
     let cache = tempfile::tempdir().unwrap();
     let stt = manager(&hub, cache.path()).fetch_stt().await.unwrap();
-    let expected = tiny::stt_repo()
-        .into_iter()
-        .find(|(p, _)| p == tiny::STT_MOSHI_NAME)
-        .unwrap()
-        .1;
+    let expected = repo_file(&tiny::stt_repo(), tiny::STT_MOSHI_NAME);
     assert_eq!(std::fs::read(&stt.lm_weights).unwrap(), expected);
     assert_eq!(downloads_of(&hub, tiny::STT_MOSHI_NAME), 2);
 }
@@ -242,11 +238,7 @@ async fn a_body_shorter_than_announced_is_resumed_with_a_range_request() {
     );
     let cache = tempfile::tempdir().unwrap();
     let stt = manager(&hub, cache.path()).fetch_stt().await.unwrap();
-    let expected = tiny::stt_repo()
-        .into_iter()
-        .find(|(p, _)| p == tiny::STT_MOSHI_NAME)
-        .unwrap()
-        .1;
+    let expected = repo_file(&tiny::stt_repo(), tiny::STT_MOSHI_NAME);
     assert_eq!(std::fs::read(&stt.lm_weights).unwrap(), expected);
     let gets: Vec<_> = hub
         .requests()
@@ -340,11 +332,7 @@ async fn a_corrupted_cached_blob_is_detected_and_fetched_again() {
 
     hub.clear_log();
     let stt = manager(&hub, cache.path()).fetch_stt().await.unwrap();
-    let expected = tiny::stt_repo()
-        .into_iter()
-        .find(|(p, _)| p == tiny::STT_MOSHI_NAME)
-        .unwrap()
-        .1;
+    let expected = repo_file(&tiny::stt_repo(), tiny::STT_MOSHI_NAME);
     assert_eq!(std::fs::read(&stt.lm_weights).unwrap(), expected);
     assert_eq!(downloads_of(&hub, tiny::STT_MOSHI_NAME), 1);
 }

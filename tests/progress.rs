@@ -20,12 +20,7 @@ async fn the_callback_sees_each_download_start_advance_and_finish_then_cache_hit
     let manager = KyutaiModelManager::with_config(config.clone()).unwrap();
     manager.fetch_stt().await.unwrap();
 
-    let weights_size = tiny::stt_repo()
-        .into_iter()
-        .find(|(p, _)| p == tiny::STT_MOSHI_NAME)
-        .unwrap()
-        .1
-        .len() as u64;
+    let weights_size = repo_file(&tiny::stt_repo(), tiny::STT_MOSHI_NAME).len() as u64;
     let seen = events.lock().unwrap().clone();
     let for_weights: Vec<&ProgressEvent> = seen
         .iter()

@@ -26,7 +26,10 @@ async fn eight_concurrent_first_callers_share_one_download() {
         })
         .collect();
     for caller in callers {
-        caller.await.unwrap().expect("every first caller gets a conversation");
+        caller
+            .await
+            .unwrap()
+            .expect("every first caller gets a conversation");
     }
 
     assert_eq!(Kyutai::provider().creations_started(), 1);

@@ -6,7 +6,7 @@ mod stt_tiny;
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use fluent_voice_kyutai::Kyutai;
 use fluent_voice_kyutai::voice::{
@@ -22,16 +22,9 @@ fn reference() -> Value {
 }
 
 fn kyutai(hub: &TestHub, cache: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kyutai"))
-        .args(args)
-        .arg("--quiet")
-        .arg("--cache-dir")
-        .arg(cache)
-        .env("HF_ENDPOINT", hub.endpoint())
-        .env_remove("HF_TOKEN")
-        .env_remove("HF_HUB_OFFLINE")
-        .env("HF_HOME", cache.join("hf-home"))
-        .env("NO_PROXY", "127.0.0.1,localhost")
+    let mut args = args.to_vec();
+    args.push("--quiet");
+    support::kyutai_command(hub, cache, &args)
         .output()
         .expect("the binary runs")
 }

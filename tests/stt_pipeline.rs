@@ -277,3 +277,89 @@ async fn bad_input_fails_clearly_at_listen_or_in_the_stream() {
         .unwrap_err();
     assert!(invalid(err).contains("no samples"));
 }
+
+/// `stt_config.audio_silence_prefix_seconds` is fed as silence before the audio (six more
+/// model steps for 0.48 s) and taken off the word times, which stay within the audio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_silence_prefix_is_fed_and_taken_off_the_timings() {
+    let mut repo = stt_tiny::stt_repo_talkative();
+    for (path, bytes) in repo.iter_mut() {
+        if path == "config.json" {
+            let mut cfg: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+            cfg["stt_config"]["audio_silence_prefix_seconds"] = 0.48.into();
+            *bytes = serde_json::to_vec(&cfg).unwrap();
+        }
+    }
+    let s = setup(repo).await;
+    let model = s.engine.stt_model().await.unwrap();
+    let mut transcriber = model.transcriber().unwrap();
+    let mut words = Vec::new();
+    fluent_voice_kyutai::stt::transcribe_blocking(
+        SpeechSource::from_file(AUDIO),
+        &mut transcriber,
+        |w| {
+            words.push(w);
+            true
+        },
+    )
+    .unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/stt_parity/reference.json")).unwrap();
+    let steps_without_prefix = r["steps"].as_u64().unwrap() as usize;
+    assert_eq!(transcriber.steps(), steps_without_prefix + 6);
+    assert_eq!(transcriber.duration_ms(), 1600);
+    assert!(!words.is_empty());
+    assert!(
+        words
+            .iter()
+            .all(|w| w.start_ms <= w.end_ms && w.end_ms <= 1600),
+        "{words:?}"
+    );
+}
+
+/// Dropping the conversation stops its worker even when the live audio never ends and no
+/// words come: the source stops being read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_conversation_stops_reading_the_source() {
+    let s = setup(support::tiny::stt_repo()).await;
+    let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = pulled.clone();
+    let endless = futures::stream::repeat_with(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        vec![0.0f32; 1920]
+    });
+    let conversation = s
+        .engine
+        .stt()
+        .with_source(SpeechSource::from_stream(endless, 24_000, 1))
+        .listen()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(conversation);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_drop = pulled.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(after_drop > 0);
+    assert_eq!(pulled.load(std::sync::atomic::Ordering::SeqCst), after_drop);
+}
+
+/// An MP3 file goes through the whole pipeline like a WAV.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mp3_file_is_transcribed() {
+    let s = talkative().await;
+    let conversation = s
+        .engine
+        .stt()
+        .with_source(SpeechSource::from_file(
+            "tests/fixtures/stt_parity/formats/tone.mp3",
+        ))
+        .listen()
+        .await
+        .unwrap();
+    let duration = conversation.audio_duration();
+    let words: Vec<_> = conversation.into_stream().collect().await;
+    assert!(words.iter().all(Result::is_ok));
+    let ms = duration.ms().unwrap();
+    assert!((480..=540).contains(&ms), "{ms}");
+}

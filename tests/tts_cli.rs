@@ -4,21 +4,14 @@ mod support;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use support::*;
 
 fn kyutai(hub: &TestHub, cache: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kyutai"))
-        .args(args)
-        .arg("--cache-dir")
-        .arg(cache)
-        .arg("--quiet")
-        .env("HF_ENDPOINT", hub.endpoint())
-        .env_remove("HF_TOKEN")
-        .env_remove("HF_HUB_OFFLINE")
-        .env("HF_HOME", cache.join("hf-home"))
-        .env("NO_PROXY", "127.0.0.1,localhost")
+    let mut args = args.to_vec();
+    args.push("--quiet");
+    let mut child = kyutai_command(hub, cache, &args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

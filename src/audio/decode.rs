@@ -97,14 +97,15 @@ impl AudioDecoder {
             ))
         };
         let stream = MediaSourceStream::new(source, Default::default());
-        let format = symphonia::default::get_probe()
-            .probe(
+        let format = guard_panics(&origin, || {
+            symphonia::default::get_probe().probe(
                 &hint,
                 stream,
                 FormatOptions::default(),
                 MetadataOptions::default(),
             )
-            .map_err(not_audio)?;
+        })?
+        .map_err(not_audio)?;
         let track = format
             .default_track(TrackType::Audio)
             .ok_or_else(|| MoshiError::InvalidInput(format!("{origin} holds no audio track")))?;
@@ -161,6 +162,15 @@ impl AudioDecoder {
         if self.done {
             return Ok(None);
         }
+        let origin = self.origin.clone();
+        let result = guard_panics(&origin, || self.decode_next());
+        if result.is_err() {
+            self.done = true;
+        }
+        result?
+    }
+
+    fn decode_next(&mut self) -> Result<Option<Vec<f32>>, MoshiError> {
         loop {
             let packet = match self.format.next_packet() {
                 Ok(Some(packet)) => packet,
@@ -215,4 +225,16 @@ impl AudioDecoder {
             _ => Ok(None),
         }
     }
+}
+
+/// Runs a symphonia call, turning a panic into an input error. Symphonia parses untrusted bytes
+/// and some hostile headers make it panic (e.g. a WAV `fmt ` chunk claiming 65,280 channels
+/// overflows a `u16` in symphonia-format-riff 0.6.1, found by our fuzzer); a bad file must give
+/// the caller an error, never bring their program down.
+fn guard_panics<T>(origin: &str, call: impl FnOnce() -> T) -> Result<T, MoshiError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|_| {
+        MoshiError::InvalidInput(format!(
+            "{origin} is not audio that can be read: its headers are malformed"
+        ))
+    })
 }

@@ -84,9 +84,13 @@ impl SttConversationBuilder for KyutaiSttBuilder {
         tokio::task::spawn_blocking(move || {
             // Kyutai's models time every word at no extra cost, so segments always carry
             // times; `word_timestamps(false)` changes nothing.
-            let result = source::run(opened, &mut transcriber, |word| {
-                tx.blocking_send(Ok(word)).is_ok()
-            });
+            let listener = tx.clone();
+            let result = source::run(
+                opened,
+                &mut transcriber,
+                |word| tx.blocking_send(Ok(word)).is_ok(),
+                &|| listener.is_closed(),
+            );
             match result {
                 Ok(ms) => duration_out.set(ms),
                 Err(e) => {

@@ -87,18 +87,23 @@ pub fn transcribe_blocking(
     transcriber: &mut Transcriber,
     on_word: impl FnMut(TranscriptionSegment) -> bool,
 ) -> Result<u64, MoshiError> {
-    run(OpenedSource::open(source)?, transcriber, on_word)
+    run(OpenedSource::open(source)?, transcriber, on_word, &|| false)
 }
 
 pub(crate) fn run(
     mut source: OpenedSource,
     transcriber: &mut Transcriber,
     mut on_word: impl FnMut(TranscriptionSegment) -> bool,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<u64, MoshiError> {
     let (rate, channels) = source.format();
     let mut converter = MonoConverter::new(rate, channels, SAMPLE_RATE)?;
-    // Returns false when the listener is gone.
+    // Returns false when the listener is gone (checked on every chunk, so that a dropped
+    // conversation stops its worker even while no words come).
     let mut feed = |chunk: &[f32], transcriber: &mut Transcriber| -> Result<bool, MoshiError> {
+        if cancelled() {
+            return Ok(false);
+        }
         let mono = converter.push(chunk)?;
         for word in transcriber.push(&mono)? {
             if !on_word(word) {

@@ -134,6 +134,15 @@ impl TtsConversationBuilder for KyutaiTtsBuilder {
                             source: None,
                         })??,
                 )
+            } else if let Some(voice) = &speaker.voice {
+                // Such models (e.g. `kyutai/tts-0.75b-en-public`) take the voice as an audio
+                // prefix encoded by Mimi, which this engine does not implement yet.
+                return Err(MoshiError::Unsupported(format!(
+                    "this TTS model is not conditioned on voice embeddings, so the voice `{}` \
+                     cannot be used (audio-prefix voices are not supported); leave the voice unset",
+                    voice.as_str()
+                ))
+                .into());
             } else {
                 None
             };

@@ -49,6 +49,40 @@ pub fn publish(hub: &TestHub, repo: &str, branch: &str, files: &[(String, Vec<u8
     hub.publish(repo, branch, &as_refs(files))
 }
 
+/// The bytes of one file of a repo built by `tiny`.
+pub fn repo_file(files: &[(String, Vec<u8>)], path: &str) -> Vec<u8> {
+    files
+        .iter()
+        .find(|(p, _)| p == path)
+        .unwrap_or_else(|| panic!("{path} is not in the repo"))
+        .1
+        .clone()
+}
+
+/// The `kyutai` binary, pointed at the hub and a cache dir, with a clean hub environment.
+pub fn kyutai_command(hub: &TestHub, cache: &Path, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kyutai"));
+    command
+        .args(args)
+        .arg("--cache-dir")
+        .arg(cache)
+        .env("HF_ENDPOINT", hub.endpoint())
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_HUB_DISABLE_PROGRESS_BARS")
+        .env("HF_HOME", cache.join("hf-home"))
+        .env("NO_PROXY", "127.0.0.1,localhost");
+    command
+}
+
+/// Standard output and error of a finished process, as text.
+pub fn output_text(output: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
 /// A config pointing at the hub and a cache dir, quiet, with fast retries.
 pub fn config(hub: &TestHub, cache: &Path) -> KyutaiModelConfig {
     KyutaiModelConfig::default()
