@@ -110,12 +110,9 @@ impl TtsConversationBuilder for KyutaiTtsBuilder {
         self.validate()?;
         let engine = self.engine.engine().await?;
         let model = engine.tts_model().await?;
-        let cfg_coef = match self.cfg_coef {
-            Some(c) => f64::from(c),
-            // The reference's `simple_generate` default; 1.0 (no guidance) without a cfg LUT.
-            None if model.lm.cfg.cfg_values().is_some() => 2.0,
-            None => 1.0,
-        };
+        // The reference's `simple_generate` default, 2.0, for both kinds of models: the LUT
+        // value with CFG distillation, else direct (two-pass) CFG.
+        let cfg_coef = self.cfg_coef.map_or(2.0, f64::from);
         let mut lines = Vec::with_capacity(self.speakers.len());
         for speaker in &self.speakers {
             let voice = if model.multi_speaker() {
@@ -134,20 +131,26 @@ impl TtsConversationBuilder for KyutaiTtsBuilder {
                             source: None,
                         })??,
                 )
-            } else if let Some(voice) = &speaker.voice {
-                // Such models (e.g. `kyutai/tts-0.75b-en-public`) take the voice as an audio
-                // prefix encoded by Mimi, which this engine does not implement yet.
-                return Err(MoshiError::Unsupported(format!(
-                    "this TTS model is not conditioned on voice embeddings, so the voice `{}` \
-                     cannot be used (audio-prefix voices are not supported); leave the voice unset",
-                    voice.as_str()
-                ))
-                .into());
             } else {
                 None
             };
             // Checked here so that a bad coefficient fails `synthesize`, not the stream.
-            let conditions = model.conditions(voice.as_ref(), cfg_coef)?;
+            let mut conditions = model.conditions(voice.as_ref(), cfg_coef)?;
+            // Models without voice embeddings (e.g. `kyutai/tts-0.75b-en-public`) take the voice
+            // as audio: the `.wav` itself from the voices repo, encoded by Mimi as a prefix.
+            if !model.multi_speaker()
+                && let Some(name) = &speaker.voice
+            {
+                let path = fetch_voice_audio(&engine, name.as_str()).await?;
+                let model = model.clone();
+                let prefix = tokio::task::spawn_blocking(move || model.load_audio_voice(&path))
+                    .await
+                    .map_err(|e| MoshiError::Inference {
+                        message: format!("loading the voice stopped: {e}"),
+                        source: None,
+                    })??;
+                conditions.audio_prefix = Some(prefix);
+            }
             lines.push(Line {
                 speaker: speaker.name.clone(),
                 text: speaker.text.clone(),
@@ -164,6 +167,28 @@ impl TtsConversationBuilder for KyutaiTtsBuilder {
             stream: stream_speech(model, lines, settings),
         })
     }
+}
+
+/// Fetches a voice's audio file (`expresso/....wav`) from the voices repository, for models
+/// voiced by an audio prefix (the reference's `get_voice_path` with an empty suffix).
+async fn fetch_voice_audio(
+    engine: &KyutaiEngine,
+    voice: &str,
+) -> Result<std::path::PathBuf, MoshiError> {
+    let manager = engine.manager();
+    let config = manager.config();
+    manager
+        .fetch_file(&config.voices_repo, &config.voices_revision, voice)
+        .await
+        .map(|f| f.path)
+        .map_err(|e| match e {
+            MoshiError::FileNotFound { repo, file, .. } => MoshiError::VoiceNotFound {
+                voice: voice.to_string(),
+                repo,
+                file,
+            },
+            other => other,
+        })
 }
 
 /// One speaker's line, ready to synthesize.

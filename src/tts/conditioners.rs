@@ -33,6 +33,30 @@ enum Conditioner {
 pub struct Conditions {
     pub values: BTreeMap<String, Option<String>>,
     pub voices: Vec<Tensor>,
+    /// Every condition dropped (`dropout_all_conditions`): LUT values absent and voice slots
+    /// masked, but of the voices' length, as the reference's null condition of direct CFG.
+    pub dropped: bool,
+    /// Direct (two-pass) classifier-free guidance with this coefficient, for models without a
+    /// `cfg` conditioner: the generator also runs the null condition ([`Conditions::null`]).
+    pub direct_cfg: Option<f64>,
+    /// A voice given as audio (models without `speaker_wavs`, e.g. `kyutai/tts-0.75b-en-public`):
+    /// the Mimi codes `[n_q][frames]` of the voice's audio, fed as the start of the generation
+    /// (`TTSModel.get_prefix`); its frames are not part of the output.
+    pub audio_prefix: Option<Vec<Vec<i64>>>,
+}
+
+impl Conditions {
+    /// The null condition of direct CFG (`dropout_all_conditions`): the same request with every
+    /// condition dropped, so the model sees only learnt paddings.
+    pub fn null(&self) -> Conditions {
+        Conditions {
+            values: self.values.keys().map(|k| (k.clone(), None)).collect(),
+            voices: self.voices.clone(),
+            dropped: true,
+            direct_cfg: None,
+            audio_prefix: None,
+        }
+    }
 }
 
 /// The conditioners and the fuser, loaded from `condition_provider.conditioners.*`.
@@ -125,6 +149,7 @@ impl ConditionProvider {
                 output_proj,
                 learnt_padding,
             } => match conditions.values.get(name).cloned().flatten() {
+                _ if conditions.dropped => Ok(learnt_padding.clone()),
                 None => Ok(learnt_padding.clone()),
                 Some(value) => {
                     let Some(index) = cfg.possible_values.iter().position(|v| *v == value) else {
@@ -153,6 +178,10 @@ impl ConditionProvider {
                 let mut slots = Vec::with_capacity(MAX_SPEAKERS);
                 for slot in 0..MAX_SPEAKERS {
                     match conditions.voices.get(slot) {
+                        // Dropped voices keep their length, all positions masked.
+                        Some(_) if conditions.dropped => {
+                            slots.push(padding.broadcast_as((1, frames, self.model_dim))?)
+                        }
                         Some(voice) => {
                             // [dim, frames] -> [1, frames, dim] -> projected.
                             let x = voice.t()?.unsqueeze(0)?.to_dtype(DType::F32)?;

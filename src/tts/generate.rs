@@ -5,6 +5,8 @@
 //! text token to feed back, runs the depformer for the audio codebooks, and returns a frame
 //! (text + audio tokens with the codebook delays undone) once the delays allow.
 
+use std::collections::VecDeque;
+
 use candle_core::Result;
 
 use super::conditioners::Conditions;
@@ -37,6 +39,17 @@ pub struct TextStep {
 pub struct Generator<'a> {
     lm: &'a TtsLm,
     lm_state: LmState,
+    /// Direct CFG (`Conditions::direct_cfg`): the state of the null-condition pass and the
+    /// coefficient. The reference runs both as a batch of 2; each is its own state here.
+    guidance: Option<(LmState, f64)>,
+    /// Audio prefix (`Conditions::audio_prefix`): text tokens fed instead of the state machine's
+    /// (all zero), and per step the audio tokens that replace the generated ones (already
+    /// delayed; `UNGENERATED` where the generated token stays), as `TTSModel.generate` hooks do.
+    text_prefix: VecDeque<i64>,
+    audio_prefix: VecDeque<Vec<i64>>,
+    /// With a prefix and direct CFG (`cfg_is_no_prefix`): the null pass sees zero tokens until
+    /// this many steps (plus each codebook's delay).
+    cfg_masked_until: Option<usize>,
     machine: StateMachine,
     pub state: State,
     sampler: Sampler,
@@ -70,8 +83,46 @@ impl<'a> Generator<'a> {
         let positions = max_delay + 2;
         let mut initial = vec![cfg.text_card as i64];
         initial.extend(std::iter::repeat_n(cfg.card as i64, cfg.n_q));
+        let n_q = cfg.n_q;
+        let (text_prefix, audio_prefix, prefix_frames) = match &conditions.audio_prefix {
+            Some(codes) => {
+                if codes.len() != n_q || codes.iter().any(|c| c.len() != codes[0].len()) {
+                    candle_core::bail!("the audio prefix must have {n_q} codebooks of equal length")
+                }
+                let frames = codes[0].len();
+                let delays: Vec<usize> = cfg.delays[1..].iter().map(|d| d + delay_steps).collect();
+                let width = frames + delays.iter().copied().max().unwrap_or(0);
+                let columns = (0..width)
+                    .map(|t| {
+                        (0..n_q)
+                            .map(|q| match t.checked_sub(delays[q]) {
+                                Some(i) if i < frames => codes[q][i],
+                                _ => UNGENERATED,
+                            })
+                            .collect()
+                    })
+                    .collect();
+                (
+                    vec![machine.token_ids.zero; frames].into(),
+                    columns,
+                    Some(frames),
+                )
+            }
+            None => (VecDeque::new(), VecDeque::new(), None),
+        };
+        let guidance = match conditions.direct_cfg {
+            Some(coef) => Some((lm.new_state(&conditions.null())?, coef)),
+            None => None,
+        };
         Ok(Generator {
             lm_state: lm.new_state(conditions)?,
+            guidance,
+            text_prefix,
+            audio_prefix,
+            cfg_masked_until: match (conditions.direct_cfg, prefix_frames) {
+                (Some(_), Some(frames)) => Some(frames + delay_steps),
+                _ => None,
+            },
             lm,
             machine,
             state,
@@ -120,23 +171,55 @@ impl<'a> Generator<'a> {
             candle_core::bail!("internal error: an ungenerated token reached the model")
         }
         let (transformer_out, text_logits) = self.lm.forward_text(&mut self.lm_state, &input)?;
+        // Direct CFG as `TTSModel.generate` runs it (`cfg_is_no_text`): the null pass sees no
+        // text (zero token once past the initial one) and its text logits are dropped; only the
+        // audio logits are guided.
+        let null_out = match &mut self.guidance {
+            Some((null_state, _)) => {
+                let mut null_input = input.clone();
+                let zero = self.machine.token_ids.zero;
+                if let Some(until) = self.cfg_masked_until {
+                    for (k, token) in null_input.iter_mut().enumerate() {
+                        if offset > self.delays[k] && offset <= self.delays[k] + until {
+                            *token = zero;
+                        }
+                    }
+                }
+                if offset > self.delays[0] {
+                    null_input[0] = zero;
+                }
+                Some(self.lm.forward_text(null_state, &null_input)?.0)
+            }
+            None => None,
+        };
         let sampled = self.sampler.sample(
             &text_logits,
             self.settings.text_temp,
             self.settings.top_k_text,
         ) as i64;
-        let fed = self.machine.process(offset, &mut self.state, sampled);
+        let fed = match self.text_prefix.pop_front() {
+            Some(token) => token,
+            None => self.machine.process(offset, &mut self.state, sampled),
+        };
         self.text_log.push(TextStep { sampled, fed });
 
         let n_q = self.cache.len() - 1;
         let mut audio = vec![self.machine.token_ids.zero; n_q];
         if offset >= self.delay_steps {
             self.lm.depformer_reset(&mut self.lm_state);
+            if let Some((null_state, _)) = &mut self.guidance {
+                self.lm.depformer_reset(null_state);
+            }
             let mut prev = fed;
             for (cb, slot) in audio.iter_mut().enumerate() {
-                let logits =
+                let mut logits =
                     self.lm
                         .depformer_logits(&mut self.lm_state, cb, prev, &transformer_out)?;
+                if let (Some((null_state, coef)), Some(null_out)) = (&mut self.guidance, &null_out)
+                {
+                    let null = self.lm.depformer_logits(null_state, cb, prev, null_out)?;
+                    guide(&mut logits, &null, *coef);
+                }
                 let token = self
                     .sampler
                     .sample(&logits, self.settings.temp, self.settings.top_k)
@@ -148,6 +231,13 @@ impl<'a> Generator<'a> {
         for (q, slot) in audio.iter_mut().enumerate() {
             if offset < self.delays[q + 1] + self.delay_steps {
                 *slot = self.machine.token_ids.zero;
+            }
+        }
+        if let Some(column) = self.audio_prefix.pop_front() {
+            for (slot, token) in audio.iter_mut().zip(column) {
+                if token != UNGENERATED {
+                    *slot = token;
+                }
             }
         }
 
@@ -164,5 +254,13 @@ impl<'a> Generator<'a> {
             .map(|k| self.cache[k][(self.offset - self.max_delay + self.delays[k]) % ct])
             .collect();
         Ok(Some(frame))
+    }
+}
+
+/// `logits_null + (logits - logits_null) * coef`, in place, in the reference's operation order.
+fn guide(logits: &mut [f32], null: &[f32], coef: f64) {
+    let coef = coef as f32;
+    for (l, &n) in logits.iter_mut().zip(null) {
+        *l = n + (*l - n) * coef;
     }
 }

@@ -132,6 +132,56 @@ impl TtsModel {
             .map_err(|e| inference("loading the voice", e))
     }
 
+    /// The audio prefix of a voice given as audio (`TTSModel.get_prefix`), for models without
+    /// voice embeddings: `pcm` (mono, at the model's sample rate) encoded by Mimi, without its
+    /// last 2 frames, as `[n_q][frames]` codes for [`Conditions::audio_prefix`].
+    pub fn audio_prefix(&self, pcm: &[f32]) -> Result<Vec<Vec<i64>>> {
+        let encode = || -> candle_core::Result<Vec<Vec<i64>>> {
+            let mut mimi = self.mimi.clone();
+            mimi.reset_state();
+            let x = Tensor::from_slice(pcm, (1, 1, pcm.len()), self.lm.device())?;
+            let codes = mimi.encode(&x)?.squeeze(0)?;
+            let frames = codes.dim(1)?.saturating_sub(2);
+            let codes = codes.narrow(1, 0, frames)?.to_dtype(DType::I64)?;
+            codes.to_vec2::<i64>()
+        };
+        let codes = encode().map_err(|e| inference("encoding the voice with Mimi", e))?;
+        if codes.first().is_none_or(|c| c.is_empty()) {
+            return Err(MoshiError::InvalidInput(format!(
+                "the voice audio is too short ({} samples): give at least a quarter of a second",
+                pcm.len()
+            )));
+        }
+        Ok(codes)
+    }
+
+    /// Reads a voice given as audio (a `.wav` of `kyutai/tts-voices`, or any file the audio
+    /// decoder reads), mono at the model's sample rate, and encodes it as an audio prefix
+    /// ([`TtsModel::audio_prefix`]). The reference resamples with `sphn`, this crate with
+    /// `rubato`: only audio already at 24 kHz gives the reference's exact codes.
+    pub fn load_audio_voice(&self, path: &Path) -> Result<Vec<Vec<i64>>> {
+        let mut decoder = crate::audio::AudioDecoder::open(path)?;
+        let mut converter = crate::audio::MonoConverter::new(
+            decoder.sample_rate(),
+            decoder.channels(),
+            self.sample_rate,
+        )?;
+        let mut pcm = Vec::new();
+        while let Some(chunk) = decoder.next_chunk()? {
+            pcm.extend(converter.push(&chunk)?);
+            // The reference uses the whole file; a voice sample is seconds long. Refuse what
+            // would crowd out the text in the model's context (500 steps = 40 s).
+            if pcm.len() > 30 * self.sample_rate as usize {
+                return Err(MoshiError::invalid_file(
+                    path,
+                    "the voice audio is longer than 30 s: give a sample of a few seconds",
+                ));
+            }
+        }
+        pcm.extend(converter.finish()?);
+        self.audio_prefix(&pcm)
+    }
+
     fn token_ids(&self) -> TokenIds {
         TokenIds::new(self.lm.cfg.text_card as i64 + 1)
     }
@@ -155,10 +205,14 @@ impl TtsModel {
         )
     }
 
-    /// The conditioning of `make_condition_attributes([voice], cfg_coef)`.
+    /// The conditioning of `make_condition_attributes([voice], cfg_coef)`; on a model without a
+    /// `cfg` conditioner, a coefficient other than 1 asks for direct (two-pass) CFG.
     pub fn conditions(&self, voice: Option<&Tensor>, cfg_coef: f64) -> Result<Conditions> {
         let mut conditions = Conditions::default();
         let Some(provider) = self.lm.conditions() else {
+            if cfg_coef != 1.0 {
+                conditions.direct_cfg = Some(cfg_coef);
+            }
             return Ok(conditions);
         };
         if provider.has("control") {
@@ -180,11 +234,14 @@ impl TtsModel {
                     .values
                     .insert("cfg".into(), Some(format!("{cfg_coef:.1}")));
             }
+            // No CFG distillation: guidance runs as a second, unconditioned pass (direct CFG).
             None if cfg_coef != 1.0 => {
-                return Err(MoshiError::Unsupported(format!(
-                    "this model has no `cfg` conditioner; direct (two-pass) classifier-free \
-                     guidance is not implemented, use a CFG coefficient of 1.0 instead of {cfg_coef}"
-                )));
+                if !cfg_coef.is_finite() {
+                    return Err(MoshiError::InvalidInput(format!(
+                        "the CFG coefficient must be a finite number, not {cfg_coef}"
+                    )));
+                }
+                conditions.direct_cfg = Some(cfg_coef);
             }
             None => {}
         }
@@ -230,7 +287,7 @@ impl TtsModel {
             top_k_text: cfg.top_k_text,
             seed: settings.seed,
             final_padding: FINAL_PADDING,
-            max_steps: self.max_steps(&entries),
+            max_steps: self.max_steps(&entries) + prefix_frames(conditions),
         };
         let mut generator = Generator::new(
             &self.lm,
@@ -244,6 +301,7 @@ impl TtsModel {
         mimi.reset_state();
         let n_q = cfg.n_q;
         let mut frames_seen = 0usize;
+        let prefix_frames = prefix_frames(conditions);
         while !generator.finished() {
             let Some(frame) = generator
                 .step()
@@ -270,8 +328,9 @@ impl TtsModel {
                 .decode_step(&StreamTensor::from_tensor(codes), &StreamMask::empty())
                 .map_err(|e| inference("decoding audio with Mimi", e))?;
             let decoded = index - self.delay_steps;
-            // The reference drops the first 2 decoded frames and cuts at `end_step`.
-            if decoded < 2 {
+            // The reference drops the first 2 decoded frames and cuts at `end_step`; the frames
+            // of an audio prefix (the voice) are not part of the output either.
+            if decoded < 2 + prefix_frames {
                 continue;
             }
             if let Some(end) = generator.state.end_step
@@ -294,6 +353,15 @@ impl TtsModel {
         }
         Ok(())
     }
+}
+
+/// Frames of the audio prefix (voice) of `conditions`, if any.
+fn prefix_frames(conditions: &Conditions) -> usize {
+    conditions
+        .audio_prefix
+        .as_ref()
+        .and_then(|codes| codes.first())
+        .map_or(0, Vec::len)
 }
 
 /// Splits a text into segments of at most `max_words` words, at sentence ends where possible

@@ -1046,6 +1046,59 @@ pub fn tts_repo() -> Vec<(String, Vec<u8>)> {
     ]
 }
 
+/// [`tts_config`] without the `cfg` conditioner (a model not trained with CFG distillation,
+/// which takes direct, two-pass classifier-free guidance): `fuser.sum` is `["control"]`.
+pub fn tts_config_direct_cfg() -> Value {
+    let mut cfg = tts_config();
+    cfg["conditioners"]
+        .as_object_mut()
+        .expect("conditioners")
+        .remove("cfg");
+    cfg["fuser"]["sum"] = json!(["control"]);
+    cfg
+}
+
+/// A tiny TTS repo like [`tts_repo`] but for [`tts_config_direct_cfg`] (its own LM weights,
+/// the same Mimi and tokenizer).
+pub fn tts_repo_direct_cfg() -> Vec<(String, Vec<u8>)> {
+    let lm = tensors_to_safetensors(&lm_tensors(&tts_config_direct_cfg()), SEED_TTS_LM, &[]);
+    vec![
+        ("config.json".into(), json_bytes(&tts_config_direct_cfg())),
+        (TTS_MOSHI_NAME.into(), lm),
+        (TTS_MIMI_NAME.into(), mimi_safetensors()),
+        (MIMI_CONFIG_NAME.into(), json_bytes(&mimi_config())),
+        (TTS_TOKENIZER_NAME.into(), TINY_SPM.to_vec()),
+    ]
+}
+
+/// [`tts_config`] for a model voiced by an audio prefix, as `kyutai/tts-0.75b-en-public` is: no
+/// conditioners (no `speaker_wavs`, `cfg` or `control`), no cross-attention, empty fuser.
+pub fn tts_config_prefix() -> Value {
+    let mut cfg = tts_config();
+    cfg["conditioners"] = json!({});
+    cfg["fuser"] = json!({
+        "cross_attention_pos_emb": false,
+        "cross_attention_pos_emb_scale": 1,
+        "sum": [],
+        "prepend": [],
+        "cross": []
+    });
+    cfg["cross_attention"] = json!(false);
+    cfg
+}
+
+/// A tiny TTS repo like [`tts_repo`] but for [`tts_config_prefix`].
+pub fn tts_repo_prefix() -> Vec<(String, Vec<u8>)> {
+    let lm = tensors_to_safetensors(&lm_tensors(&tts_config_prefix()), SEED_TTS_LM, &[]);
+    vec![
+        ("config.json".into(), json_bytes(&tts_config_prefix())),
+        (TTS_MOSHI_NAME.into(), lm),
+        (TTS_MIMI_NAME.into(), mimi_safetensors()),
+        (MIMI_CONFIG_NAME.into(), json_bytes(&mimi_config())),
+        (TTS_TOKENIZER_NAME.into(), TINY_SPM.to_vec()),
+    ]
+}
+
 /// A tiny STT repo shaped like `kyutai/stt-1b-en_fr-candle`: `config.json` ([`stt_config`], no
 /// `moshi_name`), `model.safetensors` (bf16, the names the Rust `moshi` 0.6.4 `lm::LmModel`
 /// reads, with 4 extra heads), `mimi-pytorch-e351c8d8@125.safetensors` (the tiny Mimi),

@@ -1,0 +1,447 @@
+//! Direct (two-pass) classifier-free guidance, for TTS models trained without CFG distillation
+//! (no `cfg` conditioner): parity with the Python reference (`moshi` 0.2.13 `TTSModel` with
+//! `cfg_coef` 3.0, greedy) on the tiny repo [`tiny::tts_repo_direct_cfg`], published on the
+//! loopback hub as the default TTS repo. The fixtures in `tests/fixtures/tts_cfg/` were recorded
+//! by `tools/parity/tts/make_cfg_reference.py` (it documents how to regenerate them).
+//!
+//! With `TINY_REPOS_DUMP_DIR=<dir>`, `dump_direct_cfg_repo_for_python` writes the repo to
+//! `<dir>/tts_direct_cfg` and the voices to `<dir>/voices` for that script.
+
+mod support;
+
+use std::path::Path;
+
+use fluent_voice_kyutai::KyutaiEngine;
+use fluent_voice_kyutai::tts::generate::{GenerationSettings, Generator};
+use fluent_voice_kyutai::tts::state_machine::Entry;
+use fluent_voice_kyutai::tts::synth::{SynthesisSettings, TtsModel};
+use serde_json::Value;
+use support::*;
+
+const NAMES: [&str; 2] = ["hello", "bonjour"];
+/// The coefficient of the recorded runs.
+const CFG_COEF: f64 = 3.0;
+
+fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tts_cfg")
+        .join(format!("{name}.json"));
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn ints(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+fn entries(record: &Value) -> Vec<Entry> {
+    record["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| Entry {
+            tokens: ints(&e["tokens"]),
+            text: e["text"].as_str().unwrap().to_string(),
+            padding: e["padding"].as_u64().unwrap() as usize,
+        })
+        .collect()
+}
+
+struct Loaded {
+    model: std::sync::Arc<TtsModel>,
+    voice: candle_core::Tensor,
+    _cache: tempfile::TempDir,
+    _hub: TestHub,
+}
+
+/// The direct-CFG tiny model, fetched through the hub as `kyutai/tts-1.6b-en_fr`.
+async fn load() -> Loaded {
+    let hub = TestHub::start();
+    publish(&hub, TTS, "main", &tiny::tts_repo_direct_cfg());
+    publish(
+        &hub,
+        VOICES,
+        "main",
+        &tiny::voices_repo(tiny::TTS_SPEAKER_DIM),
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
+        .await
+        .unwrap();
+    let model = engine.tts_model().await.unwrap();
+    let voice = model
+        .load_voice(&engine.ensure_voice(VOICE).await.unwrap())
+        .unwrap();
+    Loaded {
+        model,
+        voice,
+        _cache: cache,
+        _hub: hub,
+    }
+}
+
+#[tokio::test]
+async fn direct_cfg_tokens_match_the_reference_at_every_step() {
+    let loaded = load().await;
+    let model = &loaded.model;
+    assert!(model.lm.cfg.cfg_values().is_none(), "no cfg conditioner");
+    let conditions = model.conditions(Some(&loaded.voice), CFG_COEF).unwrap();
+    assert_eq!(conditions.direct_cfg, Some(CFG_COEF));
+    for name in NAMES {
+        let record = fixture(name);
+        assert_eq!(record["cfg_coef"].as_f64(), Some(CFG_COEF));
+        let text = record["text"].as_str().unwrap();
+        assert_eq!(model.entries(text), entries(&record), "{name}: entries");
+        let delay_steps = record["delay_steps"].as_u64().unwrap() as usize;
+        assert_eq!(delay_steps, model.delay_steps);
+        let settings = GenerationSettings {
+            temp: 0.0,
+            text_temp: 0.0,
+            top_k: 250,
+            top_k_text: 25,
+            seed: 0,
+            final_padding: 4,
+            max_steps: record["max_steps"].as_u64().unwrap() as usize,
+        };
+        let mut generator = Generator::new(
+            &model.lm,
+            entries(&record),
+            &conditions,
+            delay_steps,
+            settings,
+        )
+        .unwrap();
+        let mut frames = Vec::new();
+        while !generator.finished() {
+            if let Some(frame) = generator.step().unwrap() {
+                frames.push(frame);
+            }
+        }
+        let expected_text: Vec<(i64, i64)> = record["text_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_i64().unwrap(), p[1].as_i64().unwrap()))
+            .collect();
+        let got_text: Vec<(i64, i64)> = generator
+            .text_log
+            .iter()
+            .map(|s| (s.sampled, s.fed))
+            .collect();
+        for (step, (got, want)) in got_text.iter().zip(&expected_text).enumerate() {
+            assert_eq!(got, want, "{name}: text tokens differ at step {step}");
+        }
+        assert_eq!(got_text.len(), expected_text.len(), "{name}: step count");
+        let expected_frames: Vec<Vec<i64>> = record["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(ints)
+            .collect();
+        for (i, (got, want)) in frames.iter().zip(&expected_frames).enumerate() {
+            assert_eq!(got, want, "{name}: frame {i} differs");
+        }
+        assert_eq!(frames.len(), expected_frames.len(), "{name}: frame count");
+        assert_eq!(
+            generator.state.end_step,
+            record["end_step"].as_u64().map(|s| s as usize),
+            "{name}: end step"
+        );
+        // Guidance changes the audio: the unguided run must differ from the recorded one, or
+        // this test would not notice the second pass going missing.
+        let mut unguided = conditions.clone();
+        unguided.direct_cfg = None;
+        let mut plain = Generator::new(
+            &model.lm,
+            entries(&record),
+            &unguided,
+            delay_steps,
+            settings,
+        )
+        .unwrap();
+        let mut plain_frames = Vec::new();
+        while !plain.finished() {
+            if let Some(frame) = plain.step().unwrap() {
+                plain_frames.push(frame);
+            }
+        }
+        assert_ne!(
+            plain_frames, expected_frames,
+            "{name}: CFG made no difference"
+        );
+    }
+}
+
+#[tokio::test]
+async fn direct_cfg_waveform_matches_the_reference() {
+    let loaded = load().await;
+    let model = &loaded.model;
+    let conditions = model.conditions(Some(&loaded.voice), CFG_COEF).unwrap();
+    let settings = SynthesisSettings {
+        temp: 0.0,
+        text_temp: 0.0,
+        seed: 0,
+    };
+    for name in NAMES {
+        let record = fixture(name);
+        let mut pcm = Vec::new();
+        model
+            .synthesize_segment(
+                record["text"].as_str().unwrap(),
+                &conditions,
+                &settings,
+                &mut |chunk| {
+                    pcm.extend(chunk);
+                    true
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            pcm.len(),
+            record["pcm_samples"].as_u64().unwrap() as usize,
+            "{name}: length"
+        );
+        let expected_rms: Vec<f64> = record["frame_rms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        for (i, (frame, want)) in pcm.chunks(1920).zip(&expected_rms).enumerate() {
+            let rms = (frame.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / frame.len() as f64)
+                .sqrt();
+            assert!(
+                (rms - want).abs() <= 1e-5 + 1e-3 * want,
+                "{name}: frame {i} RMS {rms} vs reference {want}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_non_finite_coefficient_is_a_clear_error() {
+    let loaded = load().await;
+    let e = loaded
+        .model
+        .conditions(Some(&loaded.voice), f64::NAN)
+        .unwrap_err();
+    assert!(e.to_string().contains("finite"), "{e}");
+}
+
+#[test]
+fn dump_direct_cfg_repo_for_python() {
+    let Some(dir) = std::env::var_os("TINY_REPOS_DUMP_DIR") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    for (name, repo) in [
+        ("tts_direct_cfg", tiny::tts_repo_direct_cfg()),
+        ("voices", tiny::voices_repo(tiny::TTS_SPEAKER_DIM)),
+        ("tts_prefix", tiny::tts_repo_prefix()),
+        (
+            "prefix_voice",
+            vec![("voice.wav".to_string(), tiny::tiny_wav(19_200, 24_000))],
+        ),
+    ] {
+        for (path, bytes) in repo {
+            let path = dir.join(name).join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+    }
+}
+
+/// Decodes the 16-bit PCM of a [`tiny::tiny_wav`] file to floats, as the reference reads it.
+fn wav_samples(bytes: &[u8]) -> Vec<f32> {
+    bytes[44..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
+        .collect()
+}
+
+/// A model voiced by an audio prefix (as `kyutai/tts-0.75b-en-public`): no conditioners, the
+/// voice's Mimi codes fed first, direct CFG 2.0 with the prefix masked in the null pass.
+#[tokio::test]
+async fn audio_prefix_voice_matches_the_reference() {
+    let hub = TestHub::start();
+    publish(&hub, TTS, "main", &tiny::tts_repo_prefix());
+    let cache = tempfile::tempdir().unwrap();
+    let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
+        .await
+        .unwrap();
+    let model = engine.tts_model().await.unwrap();
+    assert!(!model.multi_speaker());
+    let record = fixture("prefix_hello");
+    let cfg_coef = record["cfg_coef"].as_f64().unwrap();
+    let expected_prefix: Vec<Vec<i64>> = record["prefix_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(ints)
+        .collect();
+    // Mimi encodes the voice as the reference's `get_prefix` does.
+    let pcm = wav_samples(&tiny::tiny_wav(19_200, 24_000));
+    let prefix = model.audio_prefix(&pcm).unwrap();
+    assert_eq!(prefix, expected_prefix, "prefix codes");
+    let mut conditions = model.conditions(None, cfg_coef).unwrap();
+    assert_eq!(conditions.direct_cfg, Some(cfg_coef));
+    conditions.audio_prefix = Some(prefix);
+
+    let settings = GenerationSettings {
+        temp: 0.0,
+        text_temp: 0.0,
+        top_k: 250,
+        top_k_text: 25,
+        seed: 0,
+        final_padding: 4,
+        max_steps: record["max_steps"].as_u64().unwrap() as usize,
+    };
+    let text = record["text"].as_str().unwrap();
+    assert_eq!(model.entries(text), entries(&record), "entries");
+    let mut generator = Generator::new(
+        &model.lm,
+        entries(&record),
+        &conditions,
+        model.delay_steps,
+        settings,
+    )
+    .unwrap();
+    let mut frames = Vec::new();
+    while !generator.finished() {
+        if let Some(frame) = generator.step().unwrap() {
+            frames.push(frame);
+        }
+    }
+    let expected_text: Vec<(i64, i64)> = record["text_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_i64().unwrap(), p[1].as_i64().unwrap()))
+        .collect();
+    let got_text: Vec<(i64, i64)> = generator
+        .text_log
+        .iter()
+        .map(|s| (s.sampled, s.fed))
+        .collect();
+    for (step, (got, want)) in got_text.iter().zip(&expected_text).enumerate() {
+        assert_eq!(got, want, "text tokens differ at step {step}");
+    }
+    assert_eq!(got_text.len(), expected_text.len(), "step count");
+    let expected_frames: Vec<Vec<i64>> = record["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(ints)
+        .collect();
+    for (i, (got, want)) in frames.iter().zip(&expected_frames).enumerate() {
+        assert_eq!(got, want, "frame {i} differs");
+    }
+    assert_eq!(frames.len(), expected_frames.len(), "frame count");
+
+    let mut out = Vec::new();
+    model
+        .synthesize_segment(
+            text,
+            &conditions,
+            &SynthesisSettings {
+                temp: 0.0,
+                text_temp: 0.0,
+                seed: 0,
+            },
+            &mut |chunk| {
+                out.extend(chunk);
+                true
+            },
+        )
+        .unwrap();
+    assert_eq!(out.len(), record["pcm_samples"].as_u64().unwrap() as usize);
+    for (i, (frame, want)) in out
+        .chunks(1920)
+        .zip(record["frame_rms"].as_array().unwrap())
+        .enumerate()
+    {
+        let want = want.as_f64().unwrap();
+        let rms =
+            (frame.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / frame.len() as f64).sqrt();
+        assert!(
+            (rms - want).abs() <= 1e-5 + 1e-3 * want,
+            "frame {i} RMS {rms} vs reference {want}"
+        );
+    }
+}
+
+/// Through the fluent builder: a model without voice embeddings fetches the voice's `.wav` from
+/// the voices repo, encodes it as a prefix and uses the default CFG (2.0, direct), so the audio is
+/// the reference's `simple_generate(text, "<voice>.wav")`; an unknown voice says how voices are
+/// named, and a voice too short to encode is a clear error.
+#[tokio::test]
+async fn the_builder_voices_a_prefix_model_from_the_voice_audio() {
+    use fluent_voice_kyutai::voice::{Speaker, TtsConversation, TtsConversationBuilder};
+    use futures::StreamExt;
+
+    let hub = TestHub::start();
+    publish(&hub, TTS, "main", &tiny::tts_repo_prefix());
+    let voice_wav = tiny::tiny_wav(19_200, 24_000);
+    publish(
+        &hub,
+        VOICES,
+        "main",
+        &[
+            (VOICE.to_string(), voice_wav),
+            (
+                "expresso/too-short.wav".to_string(),
+                tiny::tiny_wav(240, 24_000),
+            ),
+        ],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
+        .await
+        .unwrap();
+    let speak = |voice: &str| {
+        engine
+            .tts()
+            .with_speaker(
+                Speaker::speaker("A")
+                    .with_voice(voice)
+                    .speak("Hello from Rust.")
+                    .build(),
+            )
+            .temperature(0.0)
+            .seed(1)
+    };
+    let mut stream = speak(VOICE).synthesize().await.unwrap().into_stream();
+    let mut pcm = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        pcm.extend(chunk.unwrap().samples.iter().copied());
+    }
+    let record = fixture("prefix_hello");
+    assert_eq!(pcm.len(), record["pcm_samples"].as_u64().unwrap() as usize);
+    for (i, (frame, want)) in pcm
+        .chunks(1920)
+        .zip(record["frame_rms"].as_array().unwrap())
+        .enumerate()
+    {
+        let want = want.as_f64().unwrap();
+        let rms =
+            (frame.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / frame.len() as f64).sqrt();
+        assert!(
+            (rms - want).abs() <= 1e-5 + 1e-3 * want,
+            "frame {i} RMS {rms} vs reference {want}"
+        );
+    }
+
+    let err = match speak("expresso/no-such-voice.wav").synthesize().await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("an unknown voice must fail"),
+    };
+    assert!(err.contains("no-such-voice"), "{err}");
+    let err = match speak("expresso/too-short.wav").synthesize().await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a too short voice must fail"),
+    };
+    assert!(err.contains("too short"), "{err}");
+}
