@@ -8,47 +8,18 @@
 //! `<dir>/tts_direct_cfg` and the voices to `<dir>/voices` for that script.
 
 mod support;
-
-use std::path::Path;
+#[path = "support/tts_reference.rs"]
+mod tts_reference;
 
 use fluent_voice_kyutai::KyutaiEngine;
 use fluent_voice_kyutai::tts::generate::{GenerationSettings, Generator};
-use fluent_voice_kyutai::tts::state_machine::Entry;
 use fluent_voice_kyutai::tts::synth::{SynthesisSettings, TtsModel};
-use serde_json::Value;
 use support::*;
+use tts_reference::{assert_same_tokens, entries, ints, run_to_end};
 
 const NAMES: [&str; 2] = ["hello", "bonjour"];
 /// The coefficient of the recorded runs.
 const CFG_COEF: f64 = 3.0;
-
-fn fixture(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tts_cfg")
-        .join(format!("{name}.json"));
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn ints(v: &Value) -> Vec<i64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect()
-}
-
-fn entries(record: &Value) -> Vec<Entry> {
-    record["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| Entry {
-            tokens: ints(&e["tokens"]),
-            text: e["text"].as_str().unwrap().to_string(),
-            padding: e["padding"].as_u64().unwrap() as usize,
-        })
-        .collect()
-}
 
 struct Loaded {
     model: std::sync::Arc<TtsModel>,
@@ -91,7 +62,7 @@ async fn direct_cfg_tokens_match_the_reference_at_every_step() {
     let conditions = model.conditions(Some(&loaded.voice), CFG_COEF).unwrap();
     assert_eq!(conditions.direct_cfg, Some(CFG_COEF));
     for name in NAMES {
-        let record = fixture(name);
+        let record = tts_reference::fixture("tts_cfg", name);
         assert_eq!(record["cfg_coef"].as_f64(), Some(CFG_COEF));
         let text = record["text"].as_str().unwrap();
         assert_eq!(model.entries(text), entries(&record), "{name}: entries");
@@ -114,42 +85,8 @@ async fn direct_cfg_tokens_match_the_reference_at_every_step() {
             settings,
         )
         .unwrap();
-        let mut frames = Vec::new();
-        while !generator.finished() {
-            if let Some(frame) = generator.step().unwrap() {
-                frames.push(frame);
-            }
-        }
-        let expected_text: Vec<(i64, i64)> = record["text_tokens"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| (p[0].as_i64().unwrap(), p[1].as_i64().unwrap()))
-            .collect();
-        let got_text: Vec<(i64, i64)> = generator
-            .text_log
-            .iter()
-            .map(|s| (s.sampled, s.fed))
-            .collect();
-        for (step, (got, want)) in got_text.iter().zip(&expected_text).enumerate() {
-            assert_eq!(got, want, "{name}: text tokens differ at step {step}");
-        }
-        assert_eq!(got_text.len(), expected_text.len(), "{name}: step count");
-        let expected_frames: Vec<Vec<i64>> = record["frames"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(ints)
-            .collect();
-        for (i, (got, want)) in frames.iter().zip(&expected_frames).enumerate() {
-            assert_eq!(got, want, "{name}: frame {i} differs");
-        }
-        assert_eq!(frames.len(), expected_frames.len(), "{name}: frame count");
-        assert_eq!(
-            generator.state.end_step,
-            record["end_step"].as_u64().map(|s| s as usize),
-            "{name}: end step"
-        );
+        let frames = run_to_end(&mut generator);
+        assert_same_tokens(name, &generator, &frames, &record);
         // Guidance changes the audio: the unguided run must differ from the recorded one, or
         // this test would not notice the second pass going missing.
         let mut unguided = conditions.clone();
@@ -162,16 +99,8 @@ async fn direct_cfg_tokens_match_the_reference_at_every_step() {
             settings,
         )
         .unwrap();
-        let mut plain_frames = Vec::new();
-        while !plain.finished() {
-            if let Some(frame) = plain.step().unwrap() {
-                plain_frames.push(frame);
-            }
-        }
-        assert_ne!(
-            plain_frames, expected_frames,
-            "{name}: CFG made no difference"
-        );
+        let plain_frames = run_to_end(&mut plain);
+        assert_ne!(plain_frames, frames, "{name}: CFG made no difference");
     }
 }
 
@@ -186,7 +115,7 @@ async fn direct_cfg_waveform_matches_the_reference() {
         seed: 0,
     };
     for name in NAMES {
-        let record = fixture(name);
+        let record = tts_reference::fixture("tts_cfg", name);
         let mut pcm = Vec::new();
         model
             .synthesize_segment(
@@ -274,7 +203,7 @@ async fn audio_prefix_voice_matches_the_reference() {
         .unwrap();
     let model = engine.tts_model().await.unwrap();
     assert!(!model.multi_speaker());
-    let record = fixture("prefix_hello");
+    let record = tts_reference::fixture("tts_cfg", "prefix_hello");
     let cfg_coef = record["cfg_coef"].as_f64().unwrap();
     let expected_prefix: Vec<Vec<i64>> = record["prefix_codes"]
         .as_array()
@@ -418,7 +347,7 @@ async fn the_builder_voices_a_prefix_model_from_the_voice_audio() {
     while let Some(chunk) = stream.next().await {
         pcm.extend(chunk.unwrap().samples.iter().copied());
     }
-    let record = fixture("prefix_hello");
+    let record = tts_reference::fixture("tts_cfg", "prefix_hello");
     assert_eq!(pcm.len(), record["pcm_samples"].as_u64().unwrap() as usize);
     for (i, (frame, want)) in pcm
         .chunks(1920)

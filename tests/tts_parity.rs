@@ -4,6 +4,8 @@
 //! `cfg` "2.0"). The repo is fetched through the loopback hub like any user would fetch it.
 
 mod support;
+#[path = "support/tts_reference.rs"]
+mod tts_reference;
 
 use std::path::Path;
 
@@ -13,26 +15,10 @@ use fluent_voice_kyutai::tts::TtsConfig;
 use fluent_voice_kyutai::tts::conditioners::Conditions;
 use fluent_voice_kyutai::tts::generate::{GenerationSettings, Generator};
 use fluent_voice_kyutai::tts::lm::TtsLm;
-use fluent_voice_kyutai::tts::state_machine::Entry;
-use serde_json::Value;
 use support::*;
+use tts_reference::{assert_same_tokens, entries, run_to_end};
 
 const NAMES: [&str; 3] = ["hello", "bonjour", "two_sentences"];
-
-fn fixture(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tts_parity")
-        .join(format!("{name}.json"));
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn ints(v: &Value) -> Vec<i64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect()
-}
 
 struct Loaded {
     lm: TtsLm,
@@ -71,19 +57,6 @@ fn conditions(voice: &Tensor) -> Conditions {
     c
 }
 
-fn entries(record: &Value) -> Vec<Entry> {
-    record["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| Entry {
-            tokens: ints(&e["tokens"]),
-            text: e["text"].as_str().unwrap().to_string(),
-            padding: e["padding"].as_u64().unwrap() as usize,
-        })
-        .collect()
-}
-
 fn greedy(max_steps: usize) -> GenerationSettings {
     GenerationSettings {
         temp: 0.0,
@@ -100,7 +73,7 @@ fn greedy(max_steps: usize) -> GenerationSettings {
 async fn text_and_audio_tokens_match_the_reference_at_every_step() {
     let loaded = load().await;
     for name in NAMES {
-        let record = fixture(name);
+        let record = tts_reference::fixture("tts_parity", name);
         let delay_steps = record["delay_steps"].as_u64().unwrap() as usize;
         assert_eq!(delay_steps, loaded.lm.cfg.delay_steps(12.5));
         let mut generator = Generator::new(
@@ -113,42 +86,8 @@ async fn text_and_audio_tokens_match_the_reference_at_every_step() {
         .unwrap();
 
         // The first steps' text logits, to locate numeric drift if tokens ever differ.
-        let mut frames = Vec::new();
-        while !generator.finished() {
-            if let Some(frame) = generator.step().unwrap() {
-                frames.push(frame);
-            }
-        }
-        let expected_text: Vec<(i64, i64)> = record["text_tokens"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| (p[0].as_i64().unwrap(), p[1].as_i64().unwrap()))
-            .collect();
-        let got_text: Vec<(i64, i64)> = generator
-            .text_log
-            .iter()
-            .map(|s| (s.sampled, s.fed))
-            .collect();
-        for (step, (got, want)) in got_text.iter().zip(&expected_text).enumerate() {
-            assert_eq!(got, want, "{name}: text tokens differ at step {step}");
-        }
-        assert_eq!(got_text.len(), expected_text.len(), "{name}: step count");
-        let expected_frames: Vec<Vec<i64>> = record["frames"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(ints)
-            .collect();
-        for (i, (got, want)) in frames.iter().zip(&expected_frames).enumerate() {
-            assert_eq!(got, want, "{name}: frame {i} differs");
-        }
-        assert_eq!(frames.len(), expected_frames.len(), "{name}: frame count");
-        assert_eq!(
-            generator.state.end_step,
-            record["end_step"].as_u64().map(|s| s as usize),
-            "{name}: end step"
-        );
+        let frames = run_to_end(&mut generator);
+        assert_same_tokens(name, &generator, &frames, &record);
     }
 }
 
@@ -181,7 +120,7 @@ async fn entries_and_waveform_match_the_reference() {
         seed: 0,
     };
     for name in NAMES {
-        let record = fixture(name);
+        let record = tts_reference::fixture("tts_parity", name);
         let text = record["text"].as_str().unwrap();
         // Text normalisation + SentencePiece + speaker token + padding, as `prepare_script`.
         assert_eq!(model.entries(text), entries(&record), "{name}: entries");
