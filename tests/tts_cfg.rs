@@ -15,7 +15,7 @@ use fluent_voice_kyutai::KyutaiEngine;
 use fluent_voice_kyutai::tts::generate::{GenerationSettings, Generator};
 use fluent_voice_kyutai::tts::synth::{SynthesisSettings, TtsModel};
 use support::*;
-use tts_reference::{assert_same_tokens, entries, ints, run_to_end};
+use tts_reference::{assert_same_frame_rms, assert_same_tokens, entries, ints, run_to_end};
 
 const NAMES: [&str; 2] = ["hello", "bonjour"];
 /// The coefficient of the recorded runs.
@@ -128,25 +128,7 @@ async fn direct_cfg_waveform_matches_the_reference() {
                 },
             )
             .unwrap();
-        assert_eq!(
-            pcm.len(),
-            record["pcm_samples"].as_u64().unwrap() as usize,
-            "{name}: length"
-        );
-        let expected_rms: Vec<f64> = record["frame_rms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        for (i, (frame, want)) in pcm.chunks(1920).zip(&expected_rms).enumerate() {
-            let rms = (frame.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / frame.len() as f64)
-                .sqrt();
-            assert!(
-                (rms - want).abs() <= 1e-5 + 1e-3 * want,
-                "{name}: frame {i} RMS {rms} vs reference {want}"
-            );
-        }
+        assert_same_frame_rms(name, &pcm, &record);
     }
 }
 
@@ -238,37 +220,8 @@ async fn audio_prefix_voice_matches_the_reference() {
         settings,
     )
     .unwrap();
-    let mut frames = Vec::new();
-    while !generator.finished() {
-        if let Some(frame) = generator.step().unwrap() {
-            frames.push(frame);
-        }
-    }
-    let expected_text: Vec<(i64, i64)> = record["text_tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p[0].as_i64().unwrap(), p[1].as_i64().unwrap()))
-        .collect();
-    let got_text: Vec<(i64, i64)> = generator
-        .text_log
-        .iter()
-        .map(|s| (s.sampled, s.fed))
-        .collect();
-    for (step, (got, want)) in got_text.iter().zip(&expected_text).enumerate() {
-        assert_eq!(got, want, "text tokens differ at step {step}");
-    }
-    assert_eq!(got_text.len(), expected_text.len(), "step count");
-    let expected_frames: Vec<Vec<i64>> = record["frames"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(ints)
-        .collect();
-    for (i, (got, want)) in frames.iter().zip(&expected_frames).enumerate() {
-        assert_eq!(got, want, "frame {i} differs");
-    }
-    assert_eq!(frames.len(), expected_frames.len(), "frame count");
+    let frames = run_to_end(&mut generator);
+    assert_same_tokens("prefix_hello", &generator, &frames, &record);
 
     let mut out = Vec::new();
     model
@@ -286,20 +239,7 @@ async fn audio_prefix_voice_matches_the_reference() {
             },
         )
         .unwrap();
-    assert_eq!(out.len(), record["pcm_samples"].as_u64().unwrap() as usize);
-    for (i, (frame, want)) in out
-        .chunks(1920)
-        .zip(record["frame_rms"].as_array().unwrap())
-        .enumerate()
-    {
-        let want = want.as_f64().unwrap();
-        let rms =
-            (frame.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / frame.len() as f64).sqrt();
-        assert!(
-            (rms - want).abs() <= 1e-5 + 1e-3 * want,
-            "frame {i} RMS {rms} vs reference {want}"
-        );
-    }
+    assert_same_frame_rms("prefix_hello", &out, &record);
 }
 
 /// Through the fluent builder: a model without voice embeddings fetches the voice's `.wav` from
@@ -348,20 +288,7 @@ async fn the_builder_voices_a_prefix_model_from_the_voice_audio() {
         pcm.extend(chunk.unwrap().samples.iter().copied());
     }
     let record = tts_reference::fixture("tts_cfg", "prefix_hello");
-    assert_eq!(pcm.len(), record["pcm_samples"].as_u64().unwrap() as usize);
-    for (i, (frame, want)) in pcm
-        .chunks(1920)
-        .zip(record["frame_rms"].as_array().unwrap())
-        .enumerate()
-    {
-        let want = want.as_f64().unwrap();
-        let rms =
-            (frame.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / frame.len() as f64).sqrt();
-        assert!(
-            (rms - want).abs() <= 1e-5 + 1e-3 * want,
-            "frame {i} RMS {rms} vs reference {want}"
-        );
-    }
+    assert_same_frame_rms("prefix_hello", &pcm, &record);
 
     let err = match speak("expresso/no-such-voice.wav").synthesize().await {
         Err(e) => e.to_string(),

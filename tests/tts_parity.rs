@@ -16,7 +16,7 @@ use fluent_voice_kyutai::tts::conditioners::Conditions;
 use fluent_voice_kyutai::tts::generate::{GenerationSettings, Generator};
 use fluent_voice_kyutai::tts::lm::TtsLm;
 use support::*;
-use tts_reference::{assert_same_tokens, entries, run_to_end};
+use tts_reference::{assert_same_frame_rms, assert_same_tokens, entries, run_to_end};
 
 const NAMES: [&str; 3] = ["hello", "bonjour", "two_sentences"];
 
@@ -133,25 +133,7 @@ async fn entries_and_waveform_match_the_reference() {
                 true
             })
             .unwrap();
-        assert_eq!(
-            pcm.len(),
-            record["pcm_samples"].as_u64().unwrap() as usize,
-            "{name}: length"
-        );
-        let expected_rms: Vec<f64> = record["frame_rms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        for (i, (frame, want)) in pcm.chunks(1920).zip(&expected_rms).enumerate() {
-            let rms = (frame.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / frame.len() as f64)
-                .sqrt();
-            assert!(
-                (rms - want).abs() <= 1e-5 + 1e-3 * want,
-                "{name}: frame {i} RMS {rms} vs reference {want}"
-            );
-        }
+        assert_same_frame_rms(name, &pcm, &record);
         let full = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/tts_parity")
             .join(format!("{name}.pcm.f32"));

@@ -84,3 +84,23 @@ pub fn assert_same_tokens(name: &str, generator: &Generator, frames: &[Vec<i64>]
         "{name}: end step"
     );
 }
+
+/// Asserts that the waveform has the reference's length and, frame by frame (1920 samples), the
+/// reference's loudness (RMS within 1e-5 + 0.1%).
+pub fn assert_same_frame_rms(name: &str, pcm: &[f32], record: &Value) {
+    assert_eq!(
+        pcm.len(),
+        record["pcm_samples"].as_u64().unwrap() as usize,
+        "{name}: length"
+    );
+    let expected = record["frame_rms"].as_array().unwrap();
+    for (i, (frame, want)) in pcm.chunks(1920).zip(expected).enumerate() {
+        let want = want.as_f64().unwrap();
+        let rms =
+            (frame.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / frame.len() as f64).sqrt();
+        assert!(
+            (rms - want).abs() <= 1e-5 + 1e-3 * want,
+            "{name}: frame {i} RMS {rms} vs reference {want}"
+        );
+    }
+}
