@@ -22,6 +22,7 @@ use fluent_voice_kyutai::tts::generate::{GenerationSettings, Generator};
 use fluent_voice_kyutai::tts::lm::TtsLm;
 use fluent_voice_kyutai::tts::sampling::argmax;
 use fluent_voice_kyutai::tts::state_machine::Entry;
+use fluent_voice_kyutai::weights::TensorSource;
 use moshi::streaming::{StreamMask, StreamTensor};
 
 /// Random weights by name and shape (norm gains at 1 so activations keep their scale).
@@ -111,7 +112,7 @@ fn bench(c: &mut Criterion) {
     let cfg = TtsConfig::from_json(published_config().to_string().as_bytes()).unwrap();
     let vb = VarBuilder::from_backend(Box::new(Random), DType::F32, device.clone());
     let t = Instant::now();
-    let lm = TtsLm::new(cfg, &vb).unwrap();
+    let lm = TtsLm::new(cfg, &TensorSource::dense(vb.clone())).unwrap();
     eprintln!("random 1.6B-shaped model built in {:.1?}", t.elapsed());
     let mut mimi = moshi::mimi::Mimi::new(moshi::mimi::Config::v0_1(Some(32)), vb.clone()).unwrap();
     let mut conditions = Conditions::default();

@@ -10,7 +10,6 @@
 use std::path::Path;
 
 use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
 use moshi::mimi::{Config, Mimi};
 use serde_json::Value;
 
@@ -90,10 +89,8 @@ pub fn load_mimi(
         }
         None => Config::v0_1(Some(num_codebooks)),
     };
-    // SAFETY: the file is memory-mapped read-only; the model cache never rewrites files in
-    // place (new downloads go to new blobs), so the mapping stays valid.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], dtype, device) }
-        .map_err(|e| MoshiError::invalid_file(weights, format!("cannot read safetensors: {e}")))?;
+    // Read tensor by tensor (no mapping left resident beside the tensors).
+    let vb = crate::weights::dense::var_builder(weights, dtype, device)?;
     Mimi::new(config, vb).map_err(|e| {
         MoshiError::invalid_file(
             weights,

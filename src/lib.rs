@@ -40,6 +40,7 @@ pub mod stt;
 pub mod text;
 pub mod tts;
 pub mod voice;
+pub mod weights;
 
 pub use engine::KyutaiEngine;
 pub use error::{MoshiError, Result};

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
 use moshi::lm::LmModel;
 use moshi::mimi::Mimi;
 
@@ -12,6 +11,7 @@ use super::transcriber::Transcriber;
 use crate::error::MoshiError;
 use crate::models::SttModelPaths;
 use crate::text::Tokenizer;
+use crate::weights::{TensorSource, Weights};
 
 /// A loaded speech-to-text model: language model, Mimi and tokenizer.
 ///
@@ -27,14 +27,51 @@ pub struct SttModel {
 }
 
 impl SttModel {
-    /// Loads the files of an STT repository on `device`, with the LM weights as `dtype`
+    /// Loads the files of an STT repository on `device`, with the LM weights dense as `dtype`
     /// (Mimi stays f32).
     pub fn load(
         paths: &SttModelPaths,
         device: &Device,
         dtype: DType,
     ) -> Result<SttModel, MoshiError> {
+        let weights = match dtype {
+            DType::BF16 => Weights::Bf16,
+            DType::F16 => Weights::F16,
+            _ => Weights::F32,
+        };
+        Self::load_weights(paths, device, weights, std::path::Path::new("."))
+    }
+
+    /// Loads the files of an STT repository on `device`, the language model at the `weights`
+    /// setting (see [`crate::weights::lm_source`]; `derived_dir` takes the quantized files of a
+    /// language model outside the cache). Mimi stays f32.
+    pub fn load_weights(
+        paths: &SttModelPaths,
+        device: &Device,
+        weights: Weights,
+        derived_dir: &std::path::Path,
+    ) -> Result<SttModel, MoshiError> {
+        // Cheap checks first: a mismatched tokenizer is reported before gigabytes are read.
         let config = SttConfig::from_file(&paths.config)?;
+        let tokenizer = Self::tokenizer_for(paths, &config)?;
+        let (source, _) =
+            crate::weights::lm_source(&paths.lm_weights, weights, device, derived_dir)?;
+        Self::assemble(paths, device, config, tokenizer, &source)
+    }
+
+    /// Loads the files of an STT repository on `device`, the language model from `source`
+    /// (the LM file read dense, or a quantized file; see [`crate::weights`]).
+    pub fn load_source(
+        paths: &SttModelPaths,
+        device: &Device,
+        source: &TensorSource,
+    ) -> Result<SttModel, MoshiError> {
+        let config = SttConfig::from_file(&paths.config)?;
+        let tokenizer = Self::tokenizer_for(paths, &config)?;
+        Self::assemble(paths, device, config, tokenizer, source)
+    }
+
+    fn tokenizer_for(paths: &SttModelPaths, config: &SttConfig) -> Result<Tokenizer, MoshiError> {
         let tokenizer = Tokenizer::from_file(&paths.tokenizer)?;
         if tokenizer.vocab_size() < config.text_card {
             return Err(MoshiError::invalid_file(
@@ -47,6 +84,16 @@ impl SttModel {
                 ),
             ));
         }
+        Ok(tokenizer)
+    }
+
+    fn assemble(
+        paths: &SttModelPaths,
+        device: &Device,
+        config: SttConfig,
+        tokenizer: Tokenizer,
+        source: &TensorSource,
+    ) -> Result<SttModel, MoshiError> {
         let mimi = crate::codec::load_mimi(
             &paths.mimi_weights,
             paths.mimi_config.as_deref(),
@@ -54,20 +101,11 @@ impl SttModel {
             device,
             DType::F32,
         )?;
-        // SAFETY: read-only mapping of a cache file that is never rewritten in place.
-        let vb =
-            unsafe { VarBuilder::from_mmaped_safetensors(&[&paths.lm_weights], dtype, device) }
-                .map_err(|e| {
-                    MoshiError::invalid_file(
-                        &paths.lm_weights,
-                        format!("cannot read safetensors: {e}"),
-                    )
-                })?;
-        let lm = LmModel::new(
-            &config.lm_config(),
-            moshi::nn::MaybeQuantizedVarBuilder::Real(vb),
-        )
-        .map_err(|e| {
+        let vb = match source.quantized() {
+            Some(q) => moshi::nn::MaybeQuantizedVarBuilder::Quantized(q.clone()),
+            None => moshi::nn::MaybeQuantizedVarBuilder::Real(source.vb().clone()),
+        };
+        let lm = LmModel::new(&config.lm_config(), vb).map_err(|e| {
             MoshiError::invalid_file(
                 &paths.lm_weights,
                 format!("the weights do not match config.json: {e}"),
@@ -118,6 +156,17 @@ impl SttModel {
             &self.config,
             self.device.clone(),
         ))
+    }
+
+    /// The language model (clone it to run it: the clone has its own state and shares the
+    /// weights).
+    pub fn lm(&self) -> &LmModel {
+        &self.lm
+    }
+
+    /// The Mimi codec (clone it to run it, as for [`lm`](Self::lm)).
+    pub fn mimi(&self) -> &Mimi {
+        &self.mimi
     }
 
     /// The model's tokenizer.

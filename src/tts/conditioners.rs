@@ -8,7 +8,6 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use super::config::{ConditionerConfig, FuserConfig, LutConfig};
-use super::layers::linear;
 
 /// Voice slots of the cross-attention source (`TTSModel.max_speakers`).
 pub const MAX_SPEAKERS: usize = 5;
@@ -105,13 +104,19 @@ impl ConditionProvider {
             let conditioner = match config {
                 ConditionerConfig::Lut(lut) => Conditioner::Lut {
                     embed: vb.get((lut.n_bins + 1, lut.dim), "embed.weight")?,
-                    output_proj: linear(&vb.pp("output_proj"), lut.dim, model_dim, "weight")?,
+                    output_proj: Linear::new(
+                        vb.get((model_dim, lut.dim), "output_proj.weight")?,
+                        None,
+                    ),
                     learnt_padding,
                     cfg: lut.clone(),
                 },
                 ConditionerConfig::Tensor { dim } => Conditioner::Tensor {
                     dim: *dim,
-                    output_proj: linear(&vb.pp("output_proj"), *dim, model_dim, "weight")?,
+                    output_proj: Linear::new(
+                        vb.get((model_dim, *dim), "output_proj.weight")?,
+                        None,
+                    ),
                     learnt_padding,
                 },
             };

@@ -6,33 +6,15 @@
 //! embeddings, and per-step weight sets selected through a schedule.
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::config::{Gating, NormKind};
+use crate::weights::{Linear, TensorSource};
 
-/// A bias-free linear layer, weight `[out, in]` as stored by PyTorch.
-pub fn linear(vb: &VarBuilder, in_dim: usize, out_dim: usize, name: &str) -> Result<Linear> {
-    Ok(Linear::new(vb.get((out_dim, in_dim), name)?, None))
-}
-
-/// Splits a stacked projection `[steps * rows, cols]` (the published layout of `in_proj_weight`
-/// and `out_proj.weight`) into one linear layer per step.
-pub fn stacked_linears(weight: &Tensor, steps: usize) -> Result<Vec<Linear>> {
-    let rows = weight.dim(0)? / steps;
-    (0..steps)
-        .map(|i| {
-            Ok(Linear::new(
-                weight.narrow(0, i * rows, rows)?.contiguous()?,
-                None,
-            ))
-        })
-        .collect()
-}
-
-/// `RMSNorm` (`alpha` `[1, 1, dim]`) or `LayerNorm` (`weight`, `bias`).
+/// `RMSNorm` (`alpha` `[1, 1, dim]`, kept as `[dim]` in f32) or `LayerNorm` (`weight`, `bias`).
 #[derive(Debug, Clone)]
 pub enum Norm {
-    Rms { alpha: Tensor, eps: f64 },
+    Rms { alpha: Tensor, eps: f32 },
     Layer(candle_nn::LayerNorm),
 }
 
@@ -40,8 +22,11 @@ impl Norm {
     pub fn new(vb: &VarBuilder, kind: NormKind, dim: usize) -> Result<Norm> {
         Ok(match kind {
             NormKind::Rms { eps } => Norm::Rms {
-                alpha: vb.get((1, 1, dim), "alpha")?,
-                eps,
+                alpha: vb
+                    .get((1, 1, dim), "alpha")?
+                    .reshape(dim)?
+                    .to_dtype(DType::F32)?,
+                eps: eps as f32,
             },
             NormKind::Layer { eps } => Norm::layer(vb, dim, eps)?,
         })
@@ -61,14 +46,10 @@ impl Module for Norm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
             Norm::Rms { alpha, eps } => {
-                // y = x * (alpha * rsqrt(eps + mean(x^2))), in f32 as `rms_norm_f32` does.
+                // y = x * alpha / sqrt(eps + mean(x^2)), in f32 as `rms_norm_f32` does, with
+                // candle's fused kernel (one pass, no temporaries).
                 let dtype = xs.dtype();
-                let x = xs.to_dtype(DType::F32)?;
-                let var = (x.sqr()?.mean_keepdim(D::Minus1)? + *eps)?;
-                let scale = alpha
-                    .to_dtype(DType::F32)?
-                    .broadcast_mul(&var.sqrt()?.recip()?)?;
-                x.broadcast_mul(&scale)?.to_dtype(dtype)
+                candle_nn::ops::rms_norm(&xs.to_dtype(DType::F32)?, alpha, *eps)?.to_dtype(dtype)
             }
             Norm::Layer(ln) => ln.forward(xs),
         }
@@ -89,7 +70,7 @@ impl GatedFeedForward {
     /// `hidden` follows the reference: `21 * dim / 8` when `dim_feedforward == 4 * dim`,
     /// else `2 * dim_feedforward / 3`.
     pub fn new(
-        vb: &VarBuilder,
+        source: &TensorSource,
         dim: usize,
         dim_feedforward: usize,
         activation: Gating,
@@ -100,8 +81,8 @@ impl GatedFeedForward {
             2 * dim_feedforward / 3
         };
         Ok(GatedFeedForward {
-            linear_in: linear(&vb.pp("linear_in"), dim, 2 * hidden, "weight")?,
-            linear_out: linear(&vb.pp("linear_out"), hidden, dim, "weight")?,
+            linear_in: source.pp("linear_in").linear(dim, 2 * hidden, "weight")?,
+            linear_out: source.pp("linear_out").linear(hidden, dim, "weight")?,
             hidden,
             activation,
         })
@@ -131,44 +112,46 @@ impl Module for GatedFeedForward {
 #[derive(Debug, Clone)]
 pub struct Embedding {
     table: Tensor,
+    /// `[1, 1, dim]` zeros: what token `-1` embeds to (made once, not at every step).
+    zero: Tensor,
     vocab: usize,
-    dim: usize,
     low_rank: Option<Linear>,
     demux: Option<(Linear, Linear)>,
 }
 
 impl Embedding {
     pub fn new(
-        vb: &VarBuilder,
+        source: &TensorSource,
         vocab: usize,
         dim: usize,
         low_rank: Option<usize>,
         demux: bool,
     ) -> Result<Self> {
         let inner = low_rank.unwrap_or(dim);
-        let table = vb.get((vocab, inner), "weight")?;
+        let table = source.get((vocab, inner), "weight")?;
         let low_rank = match low_rank {
             // In the demux case the reference builds `low_rank` too (it is in the file) but its
             // forward pass never applies it: `out1`/`out2` project instead.
-            Some(r) if !demux => Some(linear(&vb.pp("low_rank"), r, dim, "weight")?),
+            Some(r) if !demux => Some(source.pp("low_rank").linear(r, dim, "weight")?),
             Some(r) => {
-                vb.get((dim, r), "low_rank.weight")?;
+                source.get((dim, r), "low_rank.weight")?;
                 None
             }
             None => None,
         };
         let demux = if demux {
             Some((
-                linear(&vb.pp("out1"), inner, dim, "weight")?,
-                linear(&vb.pp("out2"), inner, dim, "weight")?,
+                source.pp("out1").linear(inner, dim, "weight")?,
+                source.pp("out2").linear(inner, dim, "weight")?,
             ))
         } else {
             None
         };
+        let zero = Tensor::zeros((1, 1, dim), table.dtype(), table.device())?;
         Ok(Embedding {
             table,
+            zero,
             vocab,
-            dim,
             low_rank,
             demux,
         })
@@ -186,9 +169,8 @@ impl Embedding {
 
     /// Embeds one token as `[1, 1, dim]`.
     pub fn embed(&self, token: i64) -> Result<Tensor> {
-        let zeros = || Tensor::zeros((1, 1, self.dim), self.table.dtype(), self.table.device());
         if token == -1 {
-            return zeros();
+            return Ok(self.zero.clone());
         }
         let token = token.max(0) as usize;
         match &self.demux {
@@ -198,7 +180,7 @@ impl Embedding {
                 let y = out1.forward(&self.row(left)?)?;
                 if right < 0 {
                     // `out1(left) + where(right_zero, 0, ...)`: adding an exact zero.
-                    y + zeros()?
+                    y + &self.zero
                 } else {
                     y + out2.forward(&self.row(right as usize)?)?
                 }

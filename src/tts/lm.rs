@@ -2,15 +2,13 @@
 //! transformer over time that predicts the text token, and a depformer that predicts the audio
 //! codebooks of the same frame one after the other.
 
-use std::path::Path;
-
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
 
 use super::conditioners::{ConditionProvider, Conditions};
 use super::config::TtsConfig;
-use super::layers::{Embedding, Norm, linear};
+use super::layers::{Embedding, Norm};
 use super::transformer::{Transformer, TransformerConfig, TransformerState};
+use crate::weights::{Linear, TensorSource};
 
 /// The loaded weights, shared by every conversation.
 pub struct TtsLm {
@@ -38,14 +36,20 @@ pub struct LmState {
 }
 
 impl TtsLm {
-    /// Loads the published safetensors file (bf16 weights converted to `dtype`).
-    pub fn load(cfg: TtsConfig, weights: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        // SAFETY: the file is a read-only model file in the cache; nothing writes it while mapped.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], dtype, device)? };
-        Self::new(cfg, &vb)
+    /// Loads the published safetensors file dense, as `dtype`.
+    pub fn load(
+        cfg: TtsConfig,
+        weights: &std::path::Path,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let vb = crate::weights::dense::var_builder(weights, dtype, device)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Self::new(cfg, &TensorSource::dense(vb))
     }
 
-    pub fn new(cfg: TtsConfig, vb: &VarBuilder) -> Result<Self> {
+    /// Builds the model from its tensors: the published file (dense) or its quantized GGUF.
+    pub fn new(cfg: TtsConfig, vb: &TensorSource) -> Result<Self> {
         let dim = cfg.dim;
         let main_cfg = TransformerConfig {
             dim,
@@ -84,8 +88,10 @@ impl TtsLm {
             cfg.demux_second_stream,
         )?;
         let transformer = Transformer::new(main_cfg, &vb.pp("transformer"))?;
-        let out_norm = Norm::new(&vb.pp("out_norm"), cfg.norm, dim)?;
-        let text_linear = linear(&vb.pp("text_linear"), dim, cfg.text_card_out, "weight")?;
+        let out_norm = Norm::new(vb.pp("out_norm").vb(), cfg.norm, dim)?;
+        let text_linear = vb
+            .pp("text_linear")
+            .linear(dim, cfg.text_card_out, "weight")?;
         let num_in = if cfg.depformer_multi_linear {
             cfg.depformer_weight_sets()
         } else {
@@ -93,12 +99,8 @@ impl TtsLm {
         };
         let depformer_in = (0..num_in)
             .map(|i| {
-                linear(
-                    &vb.pp(format!("depformer_in.{i}")),
-                    dim,
-                    cfg.depformer_dim,
-                    "weight",
-                )
+                vb.pp(format!("depformer_in.{i}"))
+                    .linear(dim, cfg.depformer_dim, "weight")
             })
             .collect::<Result<_>>()?;
         let low_rank = cfg.depformer_low_rank_embeddings;
@@ -123,12 +125,8 @@ impl TtsLm {
         let depformer = Transformer::new(dep_cfg, &vb.pp("depformer"))?;
         let linears = (0..cfg.dep_q)
             .map(|i| {
-                linear(
-                    &vb.pp(format!("linears.{i}")),
-                    cfg.depformer_dim,
-                    cfg.card,
-                    "weight",
-                )
+                vb.pp(format!("linears.{i}"))
+                    .linear(cfg.depformer_dim, cfg.card, "weight")
             })
             .collect::<Result<_>>()?;
         let conditions = match &cfg.fuser {
@@ -136,7 +134,7 @@ impl TtsLm {
                 &cfg.conditioners,
                 fuser,
                 dim,
-                &vb.clone().set_dtype(DType::F32),
+                &vb.vb().clone().set_dtype(DType::F32),
             )?),
             None => None,
         };

@@ -16,6 +16,7 @@ use super::state_machine::{Entry, TokenIds, script_to_entries};
 use crate::error::{MoshiError, Result};
 use crate::models::TtsModelPaths;
 use crate::text::Tokenizer;
+use crate::weights::Weights;
 
 /// Steps of padding after the last word (`final_padding` of the reference).
 pub const FINAL_PADDING: usize = 4;
@@ -52,13 +53,56 @@ pub struct SynthesisSettings {
 }
 
 impl TtsModel {
-    /// Loads the model files of a TTS repository.
+    /// Loads the model files of a TTS repository, the language model dense as `dtype`.
     pub fn load(paths: &TtsModelPaths, device: &Device, dtype: DType) -> Result<TtsModel> {
+        let weights = match dtype {
+            DType::BF16 => Weights::Bf16,
+            DType::F16 => Weights::F16,
+            _ => Weights::F32,
+        };
+        Self::load_weights(paths, device, weights, Path::new("."))
+    }
+
+    /// Loads the model files of a TTS repository, the language model at the `weights` setting
+    /// (see [`crate::weights::lm_source`]; `derived_dir` takes the quantized files of a language
+    /// model outside the cache).
+    pub fn load_weights(
+        paths: &TtsModelPaths,
+        device: &Device,
+        weights: Weights,
+        derived_dir: &Path,
+    ) -> Result<TtsModel> {
+        // The config first: a bad config.json is reported before gigabytes are read.
+        let cfg = Self::config(paths)?;
+        let (source, _) =
+            crate::weights::lm_source(&paths.lm_weights, weights, device, derived_dir)?;
+        Self::assemble(paths, device, cfg, &source)
+    }
+
+    /// Loads the model files of a TTS repository, the language model from `source` (the LM
+    /// file read dense, or a quantized file; see [`crate::weights`]).
+    pub fn load_source(
+        paths: &TtsModelPaths,
+        device: &Device,
+        source: &crate::weights::TensorSource,
+    ) -> Result<TtsModel> {
+        Self::assemble(paths, device, Self::config(paths)?, source)
+    }
+
+    fn config(paths: &TtsModelPaths) -> Result<TtsConfig> {
         let bytes = std::fs::read(&paths.config)
             .map_err(|e| MoshiError::io("could not read", &paths.config, e))?;
-        let cfg = TtsConfig::from_json(&bytes)?;
+        TtsConfig::from_json(&bytes)
+    }
+
+    fn assemble(
+        paths: &TtsModelPaths,
+        device: &Device,
+        cfg: TtsConfig,
+        source: &crate::weights::TensorSource,
+    ) -> Result<TtsModel> {
         let n_q = cfg.n_q;
-        let lm = TtsLm::load(cfg, &paths.lm_weights, device, dtype).map_err(|e| {
+        let lm = TtsLm::new(cfg, source).map_err(|e| {
             MoshiError::invalid_file(
                 &paths.lm_weights,
                 format!("the weights do not match config.json: {e}"),
@@ -93,6 +137,11 @@ impl TtsModel {
             sample_rate,
             delay_steps,
         })
+    }
+
+    /// The Mimi codec (clone it to run it: the clone has its own state and shares the weights).
+    pub fn mimi(&self) -> &Mimi {
+        &self.mimi
     }
 
     /// Whether the model is conditioned on voice embeddings (`speaker_wavs`).

@@ -7,12 +7,16 @@
 //! `StreamingTransformer` / `StreamingMultiheadAttention` of the Python reference, for one
 //! sequence and one step at a time (what generation needs).
 
-use candle_core::{D, Module, Result, Tensor};
+use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::kv_cache::RotatingKvCache;
-use candle_nn::{Linear, VarBuilder};
 
 use super::config::{Gating, NormKind};
-use super::layers::{GatedFeedForward, Norm, linear, stacked_linears};
+use super::layers::{GatedFeedForward, Norm};
+use crate::weights::{Linear, TensorSource};
+
+/// Positions whose RoPE angles are tabulated at load; later positions (a segment longer than
+/// about 80 s) are computed at their step.
+const ROPE_TABLE_STEPS: usize = 1024;
 
 /// Shape and options of one transformer.
 #[derive(Debug, Clone)]
@@ -95,6 +99,8 @@ struct Layer {
 pub struct Transformer {
     cfg: TransformerConfig,
     layers: Vec<Layer>,
+    /// RoPE `cos` and `sin`, `[ROPE_TABLE_STEPS, head_dim / 2]` in the activation dtype.
+    rope_table: Option<(Tensor, Tensor)>,
 }
 
 /// Per-conversation streaming state of a [`Transformer`].
@@ -123,26 +129,54 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     out.transpose(1, 2)?.reshape((b, t, h * d))
 }
 
+/// RoPE angles of one position, as `apply_rope` computes them: `freq_i = exp(i * (-ln(max_period)
+/// * 2 / D))`, `angle = t * freq_i`, in f32.
+fn rope_angles(max_period: f64, head_dim: usize, step: usize) -> (Vec<f32>, Vec<f32>) {
+    let scale = (-(max_period.ln()) * 2.0 / head_dim as f64) as f32;
+    let t = step as f32;
+    (0..head_dim / 2)
+        .map(|i| {
+            let angle = t * (i as f32 * scale).exp();
+            (angle.cos(), angle.sin())
+        })
+        .unzip()
+}
+
+fn rope_tensors(
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    rows: usize,
+    device: &Device,
+    dtype: DType,
+) -> Result<(Tensor, Tensor)> {
+    let n = cos.len() / rows;
+    let cos = Tensor::from_vec(cos, (rows, n), device)?.to_dtype(dtype)?;
+    let sin = Tensor::from_vec(sin, (rows, n), device)?.to_dtype(dtype)?;
+    Ok((cos, sin))
+}
+
 impl Transformer {
-    pub fn new(cfg: TransformerConfig, vb: &VarBuilder) -> Result<Self> {
+    pub fn new(cfg: TransformerConfig, source: &TensorSource) -> Result<Self> {
         let d = cfg.dim;
         let sets = cfg.weight_sets();
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for l in 0..cfg.num_layers {
-            let vb = vb.pp(format!("layers.{l}"));
+            let vb = source.pp(format!("layers.{l}"));
             let sa = vb.pp("self_attn");
             let self_attn = SelfAttention {
-                in_projs: stacked_linears(&sa.get((sets * 3 * d, d), "in_proj_weight")?, sets)?,
-                out_projs: stacked_linears(&sa.get((sets * d, d), "out_proj.weight")?, sets)?,
+                in_projs: sa.row_blocks((sets * 3 * d, d), "in_proj_weight", &vec![3 * d; sets])?,
+                out_projs: sa.row_blocks((sets * d, d), "out_proj.weight", &vec![d; sets])?,
                 num_heads: cfg.num_heads,
             };
             let cross = if cfg.cross_attention {
                 let ca = vb.pp("cross_attention");
-                let w = ca.get((3 * d, d), "in_proj_weight")?;
+                let mut qkv = ca.row_blocks((3 * d, d), "in_proj_weight", &[d, 2 * d])?;
+                let kv_proj = qkv.pop().expect("two blocks");
+                let q_proj = qkv.pop().expect("two blocks");
                 let attn = CrossAttention {
-                    q_proj: Linear::new(w.narrow(0, 0, d)?.contiguous()?, None),
-                    kv_proj: Linear::new(w.narrow(0, d, 2 * d)?.contiguous()?, None),
-                    out_proj: linear(&ca.pp("out_proj"), d, d, "weight")?,
+                    q_proj,
+                    kv_proj,
+                    out_proj: ca.pp("out_proj").linear(d, d, "weight")?,
                     num_heads: cfg.num_heads,
                 };
                 let scale = if cfg.layer_scale {
@@ -150,7 +184,11 @@ impl Transformer {
                 } else {
                     None
                 };
-                Some((Norm::layer(&vb.pp("norm_cross"), d, 1e-5)?, attn, scale))
+                Some((
+                    Norm::layer(&vb.pp("norm_cross").vb(), d, 1e-5)?,
+                    attn,
+                    scale,
+                ))
             } else {
                 None
             };
@@ -182,15 +220,34 @@ impl Transformer {
                 None
             };
             layers.push(Layer {
-                norm1: Norm::new(&vb.pp("norm1"), cfg.norm, d)?,
+                norm1: Norm::new(vb.pp("norm1").vb(), cfg.norm, d)?,
                 self_attn,
                 cross,
-                norm2: Norm::new(&vb.pp("norm2"), cfg.norm, d)?,
+                norm2: Norm::new(vb.pp("norm2").vb(), cfg.norm, d)?,
                 gating,
                 layer_scale,
             });
         }
-        Ok(Transformer { cfg, layers })
+        let rope_table = match cfg.rope_max_period {
+            Some(max_period) => {
+                let head_dim = d / cfg.num_heads;
+                let (mut cos, mut sin) = (Vec::new(), Vec::new());
+                for step in 0..ROPE_TABLE_STEPS {
+                    let (c, s) = rope_angles(max_period, head_dim, step);
+                    cos.extend(c);
+                    sin.extend(s);
+                }
+                let table =
+                    rope_tensors(cos, sin, ROPE_TABLE_STEPS, source.device(), source.dtype())?;
+                Some(table)
+            }
+            None => None,
+        };
+        Ok(Transformer {
+            cfg,
+            layers,
+            rope_table,
+        })
     }
 
     /// A fresh streaming state. `cross_src` (`[1, S, dim]`) is the cross-attention source; its
@@ -229,31 +286,25 @@ impl Transformer {
         })
     }
 
-    fn rope(&self, step: usize, head_dim: usize, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let max_period = self.cfg.rope_max_period.unwrap_or(10_000.0);
-        // As `apply_rope`: freqs = exp(i * (-ln(max_period) * 2 / D)), angle = t * freq, in f32.
-        let scale = (-(max_period.ln()) * 2.0 / head_dim as f64) as f32;
-        let t = step as f32;
-        let (cos, sin): (Vec<f32>, Vec<f32>) = (0..head_dim / 2)
-            .map(|i| {
-                let angle = t * (i as f32 * scale).exp();
-                (angle.cos(), angle.sin())
-            })
-            .unzip();
-        let n = head_dim / 2;
-        let cos = Tensor::from_vec(cos, (1, n), x.device())?.to_dtype(x.dtype())?;
-        let sin = Tensor::from_vec(sin, (1, n), x.device())?.to_dtype(x.dtype())?;
-        Ok((cos, sin))
+    /// RoPE `cos` and `sin` (`[1, head_dim / 2]`) of one position: a view of the table, or
+    /// computed for a position past it.
+    fn rope(&self, step: usize, x: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
+        let (Some(max_period), Some((cos, sin))) = (self.cfg.rope_max_period, &self.rope_table)
+        else {
+            return Ok(None);
+        };
+        if step < ROPE_TABLE_STEPS {
+            return Ok(Some((cos.narrow(0, step, 1)?, sin.narrow(0, step, 1)?)));
+        }
+        let head_dim = self.cfg.dim / self.cfg.num_heads;
+        let (cos, sin) = rope_angles(max_period, head_dim, step);
+        rope_tensors(cos, sin, 1, x.device(), x.dtype()).map(Some)
     }
 
     /// Runs one step: `xs` is `[1, 1, dim]`.
     pub fn step(&self, state: &mut TransformerState, xs: &Tensor) -> Result<Tensor> {
         let set = self.cfg.set_for_step(state.step)?;
-        let head_dim = self.cfg.dim / self.cfg.num_heads;
-        let rope = match self.cfg.rope_max_period {
-            Some(_) => Some(self.rope(state.step, head_dim, xs)?),
-            None => None,
-        };
+        let rope = self.rope(state.step, xs)?;
         let mut x = xs.clone();
         for (i, layer) in self.layers.iter().enumerate() {
             // Self-attention.
