@@ -167,6 +167,8 @@ pub enum FileFormat {
     Safetensors,
     /// A SentencePiece model (a protobuf; checked non-empty here, parsed by the tokenizer).
     SentencePiece,
+    /// A GGUF file (a pre-quantized model): header and tensor extents checked.
+    Gguf,
     /// Anything else: no format check.
     Opaque,
 }
@@ -180,6 +182,8 @@ impl FileFormat {
             FileFormat::JsonObject
         } else if name.ends_with(".model") {
             FileFormat::SentencePiece
+        } else if name.ends_with(".gguf") {
+            FileFormat::Gguf
         } else {
             FileFormat::Opaque
         }
@@ -244,6 +248,7 @@ pub fn check_format(path: &Path, format: FileFormat) -> Result<()> {
             }
             Ok(())
         }
+        FileFormat::Gguf => crate::weights::quantize::check_gguf(path).map(|_| ()),
         FileFormat::Opaque => Ok(()),
     }
 }

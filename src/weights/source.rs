@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Result, Shape, Tensor};
+use candle_core::{D, DType, Device, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use candle_nn::var_builder::SimpleBackend;
 use candle_transformers::quantized_var_builder::VarBuilder as QVarBuilder;
@@ -26,10 +26,21 @@ impl Linear {
     }
 }
 
+/// Inputs of more rows than this go through a dense product with the weight dequantized for
+/// the call. candle's quantized CPU product handles one row at a time (right for a generation
+/// step, one row); a matrix product over hundreds of rows (the TTS cross-attention keys and
+/// values of a voice, 625 rows, once per conversation) is many times faster dense.
+const MAX_QUANTIZED_ROWS: usize = 8;
+
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
             Linear::Dense(l) => l.forward(xs),
+            Linear::Quantized(QMatMul::QTensor(q))
+                if xs.elem_count() / xs.dim(D::Minus1)? > MAX_QUANTIZED_ROWS =>
+            {
+                candle_nn::Linear::new(q.dequantize(xs.device())?, None).forward(xs)
+            }
             Linear::Quantized(q) => q.forward(xs),
         }
     }
