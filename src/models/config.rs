@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::progress::ProgressEvent;
+use super::progress::{ProgressCallback, ProgressEvent};
 
 /// The public TTS model (Delayed Streams Modeling, English and French).
 pub const DEFAULT_TTS_REPO: &str = "kyutai/tts-1.6b-en_fr";
@@ -78,9 +78,6 @@ impl ModelFile {
         }
     }
 }
-
-/// A callback that receives download progress events (for applications that draw their own UI).
-pub type ProgressCallback = Arc<dyn Fn(&ProgressEvent) + Send + Sync>;
 
 /// Which Kyutai models to use, where to cache them and how to reach the hub.
 ///
@@ -345,12 +342,12 @@ impl fmt::Debug for ResolvedSettings {
 }
 
 /// A source of environment variables (the process environment, or a map in tests).
-pub trait Env {
+pub(crate) trait Env {
     fn var(&self, name: &str) -> Option<String>;
 }
 
 /// The process environment.
-pub struct ProcessEnv;
+pub(crate) struct ProcessEnv;
 
 impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
@@ -376,7 +373,7 @@ fn is_true(value: &str) -> bool {
 
 impl KyutaiModelConfig {
     /// Fills what the config leaves unset from `env`, the way `huggingface_hub` does.
-    pub fn resolve(&self, env: &dyn Env) -> ResolvedSettings {
+    pub(crate) fn resolve(&self, env: &dyn Env) -> ResolvedSettings {
         let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("."));
         let hf_home = env.var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
             env.var("XDG_CACHE_HOME")
