@@ -38,6 +38,8 @@
 //!
 //! `ARCHITECTURE.md` in the repository explains the layers and how a request flows.
 
+#![warn(missing_docs)]
+
 mod codec;
 mod engine;
 mod error;
@@ -72,7 +74,7 @@ pub mod prelude {
     pub use crate::provider::Kyutai;
     pub use crate::voice::{
         AudioChunk, FluentVoice, Language, Speaker, SpeakerBuilder, SpeechSource, SttConversation,
-        SttConversationBuilder, SttEngine, TranscriptionSegment, TtsConversation,
+        SttConversationBuilder, SttEngine, Transcript, TranscriptionSegment, TtsConversation,
         TtsConversationBuilder, TtsEngine, VoiceError, VoiceId,
     };
 }

@@ -70,6 +70,14 @@ pub fn write_wav(
     format: WavFormat,
 ) -> Result<(), MoshiError> {
     let path = path.as_ref();
+    if sample_rate == 0 || channels == 0 || !samples.len().is_multiple_of(usize::from(channels)) {
+        return Err(MoshiError::InvalidInput(format!(
+            "cannot write {}: {} samples at {sample_rate} Hz in {channels} channel(s) is not audio \
+             (the rate and channel count must be positive, the samples whole frames)",
+            path.display(),
+            samples.len()
+        )));
+    }
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),

@@ -309,6 +309,34 @@ pub struct KyutaiTtsConversation {
     stream: BoxAudioStream,
 }
 
+impl KyutaiTtsConversation {
+    /// Synthesizes to the end and returns all the audio: 24 kHz mono samples in `[-1, 1]`,
+    /// ready for [`write_wav`](crate::audio::write_wav).
+    ///
+    /// ```no_run
+    /// use fluent_voice_kyutai::prelude::*;
+    ///
+    /// # async fn run() -> Result<(), VoiceError> {
+    /// let samples = Kyutai::tts()
+    ///     .with_speaker(Speaker::speaker("Narrator").speak("Hello.").build())
+    ///     .synthesize()
+    ///     .await?
+    ///     .collect_samples()
+    ///     .await?;
+    /// write_wav("hello.wav", &samples, 24_000, 1, WavFormat::Pcm16)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn collect_samples(self) -> Result<Vec<f32>, VoiceError> {
+        use futures::StreamExt;
+        let mut stream = self.stream;
+        let mut samples = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            samples.extend_from_slice(&chunk?.samples);
+        }
+        Ok(samples)
+    }
+}
+
 impl TtsConversation for KyutaiTtsConversation {
     type AudioStream = BoxAudioStream;
     fn into_stream(self) -> BoxAudioStream {

@@ -56,6 +56,7 @@ pub struct SynthesisSettings {
     pub temp: f64,
     /// Text temperature (0 = greedy).
     pub text_temp: f64,
+    /// Seed of the sampler (the same seed, the same audio).
     pub seed: u64,
 }
 
