@@ -29,13 +29,12 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, IndexOp, Tensor};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
-use fluent_voice_kyutai::models::{KyutaiModelConfig, ProgressMode};
-use fluent_voice_kyutai::stt::SttModel;
-use fluent_voice_kyutai::tts::TtsModel;
-use fluent_voice_kyutai::tts::sampling::argmax;
-use fluent_voice_kyutai::tts::synth::SynthesisSettings;
-use fluent_voice_kyutai::weights::{self, Scheme, TensorSource, derived};
-use fluent_voice_kyutai::{KyutaiModelManager, SttModelPaths, TtsModelPaths};
+use fluent_voice_kyutai::internals::models::repo_folder_name;
+use fluent_voice_kyutai::internals::tts::sampling::argmax;
+use fluent_voice_kyutai::internals::tts::synth::SynthesisSettings;
+use fluent_voice_kyutai::internals::weights::{self, Scheme, TensorSource, derived};
+use fluent_voice_kyutai::models::{KyutaiModelConfig, ProgressMode, Weights};
+use fluent_voice_kyutai::{KyutaiModelManager, SttModel, SttModelPaths, TtsModel, TtsModelPaths};
 use moshi::streaming::{StreamMask, StreamTensor};
 
 const VOICE: &str = "expresso/ex03-ex01_happy_001_channel1_334s.wav";
@@ -73,7 +72,7 @@ impl Setting {
     fn source(self, lm: &std::path::Path, repo_dir: &std::path::Path) -> TensorSource<'static> {
         match self {
             Setting::F32 => {
-                weights::lm_source(lm, weights::Weights::F32, &Device::Cpu, repo_dir)
+                weights::lm_source(lm, Weights::F32, &Device::Cpu, repo_dir)
                     .unwrap()
                     .0
             }
@@ -173,7 +172,7 @@ fn stt(c: &mut Criterion, hub: &str, settings: &[Setting], rows: &mut Vec<Row>) 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let manager = manager(hub);
     let paths: SttModelPaths = rt.block_on(manager.fetch_stt()).unwrap();
-    let repo_dir = manager.cache().repo_dir(&paths.repo);
+    let repo_dir = PathBuf::from(hub).join(repo_folder_name(&paths.repo));
     let audio = speech(hub, 8);
     let mut codes: Vec<Tensor> = Vec::new();
     let mut reference: Option<Trace> = None;
@@ -275,7 +274,7 @@ fn tts(c: &mut Criterion, hub: &str, settings: &[Setting], rows: &mut Vec<Row>) 
     let manager = manager(hub);
     let paths: TtsModelPaths = rt.block_on(manager.fetch_tts()).unwrap();
     let voice = rt.block_on(manager.fetch_voice(&paths, VOICE)).unwrap();
-    let repo_dir = manager.cache().repo_dir(&paths.repo);
+    let repo_dir = PathBuf::from(hub).join(repo_folder_name(&paths.repo));
     // Teacher-forced inputs, from the f32 run: per step the text token and 32 audio tokens.
     let mut inputs: Vec<Vec<i64>> = Vec::new();
     let mut reference: Option<(Trace, Trace)> = None;
@@ -400,7 +399,12 @@ fn tts(c: &mut Criterion, hub: &str, settings: &[Setting], rows: &mut Vec<Row>) 
         group.bench_function("mimi_decode", |b| b.iter(&mut decode));
         group.finish();
         let main_ms = median_ms(|| drop(main()), 7);
-        let dep_ms = median_ms(|| drop(depformer()), 7);
+        let dep_ms = median_ms(
+            || {
+                depformer();
+            },
+            7,
+        );
         let dec_ms = median_ms(|| drop(decode()), 7);
         rows.push(Row {
             model: "tts",

@@ -9,13 +9,16 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use fluent_voice_kyutai::stt::{SttModel, transcribe_blocking};
-use fluent_voice_kyutai::tts::TtsModel;
-use fluent_voice_kyutai::tts::synth::SynthesisSettings;
+use fluent_voice_kyutai::internals::models::repo_folder_name;
+use fluent_voice_kyutai::internals::stt::transcribe_blocking;
+use fluent_voice_kyutai::internals::tts::synth::SynthesisSettings;
+use fluent_voice_kyutai::internals::weights::derived::{self, DerivedState};
+use fluent_voice_kyutai::internals::weights::{self, LoadedFrom, Scheme};
+use fluent_voice_kyutai::models::Weights;
 use fluent_voice_kyutai::voice::SpeechSource;
-use fluent_voice_kyutai::weights::derived::{self, DerivedState};
-use fluent_voice_kyutai::weights::{self, LoadedFrom, Scheme, Weights};
-use fluent_voice_kyutai::{KyutaiModelManager, MoshiError, SttModelPaths, TtsModelPaths};
+use fluent_voice_kyutai::{
+    KyutaiModelManager, MoshiError, SttModel, SttModelPaths, TtsModel, TtsModelPaths,
+};
 use support::TestHub;
 
 const AUDIO: &str = "tests/fixtures/stt_parity/speech.wav";
@@ -28,11 +31,7 @@ struct Stt {
 
 impl Stt {
     fn repo_dir(&self) -> PathBuf {
-        self.cache
-            .path()
-            .join(fluent_voice_kyutai::models::cache::repo_folder_name(
-                support::STT,
-            ))
+        self.cache.path().join(repo_folder_name(support::STT))
     }
 
     /// The etag (sha256) of the LM blob: the key of its derived files.
@@ -78,6 +77,59 @@ fn tokens(model: &SttModel) -> Vec<u32> {
     t.text_tokens()
 }
 
+/// Text logits of every step of the parity fixture, the text token fed back being the greedy
+/// pick of `reference` (or of this run when there is none).
+fn teacher_forced(model: &SttModel, reference: Option<&[Vec<f32>]>) -> Vec<Vec<f32>> {
+    use candle_core::{IndexOp, Tensor};
+    use moshi::streaming::{StreamMask, StreamTensor};
+    let pcm: Vec<f32> = hound::WavReader::open(AUDIO)
+        .unwrap()
+        .samples::<i16>()
+        .map(|s| f32::from(s.unwrap()) / 32768.0)
+        .collect();
+    let mut mimi = model.mimi().clone();
+    let mut lm = model.lm().clone();
+    let mut text = lm.text_start_token();
+    let mut out: Vec<Vec<f32>> = Vec::new();
+    for frame in pcm.chunks_exact(1920) {
+        let x = Tensor::from_slice(frame, (1, 1, 1920), &Device::Cpu).unwrap();
+        let codes = mimi
+            .encode_step(&StreamTensor::from_tensor(x), &StreamMask::empty())
+            .unwrap();
+        let codes = codes.as_option().unwrap();
+        let audio: Vec<Option<Tensor>> = (0..codes.dim(1).unwrap())
+            .map(|q| Some(codes.i((.., q..q + 1, 0)).unwrap()))
+            .collect();
+        let text_ids = Tensor::new(&[[text]], &Device::Cpu).unwrap();
+        let (logits, _) = lm
+            .forward(Some(text_ids), audio, &StreamMask::empty())
+            .unwrap();
+        let logits = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let step = out.len();
+        text = argmax(reference.map_or(&logits, |r| &r[step])) as u32;
+        out.push(logits);
+    }
+    out
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best })
+}
+
+/// Mean cosine similarity of the logits and agreement of the greedy picks.
+fn compare(a: &[Vec<f32>], b: &[Vec<f32>]) -> (f64, f64) {
+    let mut cosine = 0.0;
+    let mut agree = 0;
+    for (x, y) in a.iter().zip(b) {
+        let dot: f64 = x.iter().zip(y).map(|(p, q)| f64::from(p * q)).sum();
+        let nx: f64 = x.iter().map(|p| f64::from(p * p)).sum::<f64>().sqrt();
+        let ny: f64 = y.iter().map(|q| f64::from(q * q)).sum::<f64>().sqrt();
+        cosine += dot / (nx * ny);
+        agree += usize::from(argmax(x) == argmax(y));
+    }
+    (cosine / a.len() as f64, agree as f64 / a.len() as f64)
+}
+
 fn mtime(path: &Path) -> std::time::SystemTime {
     std::fs::metadata(path).unwrap().modified().unwrap()
 }
@@ -87,7 +139,6 @@ async fn q8_is_derived_once_recorded_and_reused_and_agrees_with_f32() {
     let s = stt().await;
     let (f32_model, from) = load_stt(&s, Weights::F32);
     assert_eq!(from, LoadedFrom::Dense);
-    let reference = tokens(&f32_model);
 
     let (q8, from) = load_stt(&s, Weights::Q8);
     let path = s.derived(Scheme::Q8_0);
@@ -114,24 +165,27 @@ async fn q8_is_derived_once_recorded_and_reused_and_agrees_with_f32() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
-    // The tiny model's greedy tokens survive 8-bit weights.
-    let quantized = tokens(&q8);
-    let same = reference
-        .iter()
-        .zip(&quantized)
-        .filter(|(a, b)| a == b)
-        .count();
-    assert_eq!(reference.len(), quantized.len());
-    assert!(
-        same * 10 >= reference.len() * 9,
-        "q8 agrees with f32 on {same} of {} steps",
-        reference.len()
-    );
+    // Teacher-forced (both fed the f32 run's tokens and the same Mimi codes), the 8-bit model's
+    // logits stay close to f32's and mostly pick the same token. (Free-running, one different
+    // pick changes every later input, so whole transcripts are not compared.)
+    let reference = teacher_forced(&f32_model, None);
+    let quantized = teacher_forced(&q8, Some(&reference));
+    let (cosine, agreement) = compare(&reference, &quantized);
+    eprintln!("tiny STT q8: cosine {cosine:.5}, greedy agreement {agreement:.3}");
+    assert!(cosine > 0.999, "cosine {cosine}");
+    assert!(agreement >= 0.8, "agreement {agreement}");
+    assert!(!tokens(&q8).is_empty());
 
     // A second start reads the file as it is: not rebuilt.
     let before = mtime(&path);
     let (_, from) = load_stt(&s, Weights::Q8);
-    assert_eq!(from, LoadedFrom::Derived { path: path.clone(), built: false });
+    assert_eq!(
+        from,
+        LoadedFrom::Derived {
+            path: path.clone(),
+            built: false
+        }
+    );
     assert_eq!(mtime(&path), before);
 }
 
@@ -149,7 +203,10 @@ async fn q4_falls_back_to_q4_0_blocks_on_the_tiny_dimensions_and_runs() {
     assert_eq!(w.dtype(), candle_core::quantized::GgmlDType::Q4_0);
     let emb = q.get_no_shape("emb.0.weight").unwrap();
     assert_eq!(emb.dtype(), candle_core::quantized::GgmlDType::BF16);
-    assert_eq!(tokens(&model).len(), tokens(&load_stt(&s, Weights::F32).0).len());
+    assert_eq!(
+        tokens(&model).len(),
+        tokens(&load_stt(&s, Weights::F32).0).len()
+    );
 }
 
 #[tokio::test]
@@ -162,7 +219,13 @@ async fn a_damaged_derived_file_is_found_and_rebuilt() {
     // Truncated: its size no longer matches the record, so it is hashed, found wrong, rebuilt.
     std::fs::write(&path, &good[..good.len() / 2]).unwrap();
     let (_, from) = load_stt(&s, Weights::Q8);
-    assert_eq!(from, LoadedFrom::Derived { path: path.clone(), built: true });
+    assert_eq!(
+        from,
+        LoadedFrom::Derived {
+            path: path.clone(),
+            built: true
+        }
+    );
     assert_eq!(std::fs::read(&path).unwrap(), good, "rebuilt identically");
 
     // A flipped byte with size and time kept is invisible to a start (one stat), but
@@ -185,13 +248,28 @@ async fn a_damaged_derived_file_is_found_and_rebuilt() {
     assert_eq!(entries[0].state, DerivedState::Removed);
     assert!(!path.exists());
     let (_, from) = load_stt(&s, Weights::Q8);
-    assert_eq!(from, LoadedFrom::Derived { path: path.clone(), built: true });
-    assert_eq!(derived::scan(&s.repo_dir(), true)[0].state, DerivedState::Good);
+    assert_eq!(
+        from,
+        LoadedFrom::Derived {
+            path: path.clone(),
+            built: true
+        }
+    );
+    assert_eq!(
+        derived::scan(&s.repo_dir(), true)[0].state,
+        DerivedState::Good
+    );
 
     // A file without its record (a build killed between rename and record) is not trusted.
     std::fs::remove_file(format!("{}.json", path.display())).unwrap();
     let (_, from) = load_stt(&s, Weights::Q8);
-    assert_eq!(from, LoadedFrom::Derived { path: path.clone(), built: true });
+    assert_eq!(
+        from,
+        LoadedFrom::Derived {
+            path: path.clone(),
+            built: true
+        }
+    );
 
     // The source blob itself was never touched.
     let source = std::fs::read(&s.paths.lm_weights).unwrap();
@@ -214,8 +292,7 @@ async fn a_local_source_is_hashed_once_and_its_derived_file_kept_in_the_cache() 
     let local = dir.path().join("model.safetensors");
     std::fs::copy(&s.paths.lm_weights, &local).unwrap();
     let local_dir = s.cache.path().join("models--local");
-    let (_, from) =
-        weights::lm_source(&local, Weights::Q8, &Device::Cpu, &local_dir).unwrap();
+    let (_, from) = weights::lm_source(&local, Weights::Q8, &Device::Cpu, &local_dir).unwrap();
     let LoadedFrom::Derived { path, built: true } = from else {
         panic!("{from:?}")
     };
@@ -227,8 +304,7 @@ async fn a_local_source_is_hashed_once_and_its_derived_file_kept_in_the_cache() 
             .starts_with(&s.lm_sha256()),
         "keyed by the content's sha256"
     );
-    let (_, from) =
-        weights::lm_source(&local, Weights::Q8, &Device::Cpu, &local_dir).unwrap();
+    let (_, from) = weights::lm_source(&local, Weights::Q8, &Device::Cpu, &local_dir).unwrap();
     assert_eq!(from, LoadedFrom::Derived { path, built: false });
 }
 
@@ -253,10 +329,13 @@ async fn a_pre_quantized_gguf_loads_as_given_and_a_broken_one_is_refused_and_kep
     // Truncated: a clear error naming the file, and the user's file is left as it was.
     let bytes = std::fs::read(&gguf).unwrap();
     std::fs::write(&gguf, &bytes[..bytes.len() - 64]).unwrap();
-    let error = SttModel::load_weights(&paths, &Device::Cpu, Weights::Q8, &s.repo_dir())
-        .unwrap_err();
+    let error =
+        SttModel::load_weights(&paths, &Device::Cpu, Weights::Q8, &s.repo_dir()).unwrap_err();
     let text = error.to_string();
-    assert!(matches!(error, MoshiError::InvalidModelFile { .. }), "{text}");
+    assert!(
+        matches!(error, MoshiError::InvalidModelFile { .. }),
+        "{text}"
+    );
     assert!(text.contains("stt-q8.gguf"), "{text}");
     assert_eq!(std::fs::read(&gguf).unwrap().len(), bytes.len() - 64);
 }
@@ -264,8 +343,8 @@ async fn a_pre_quantized_gguf_loads_as_given_and_a_broken_one_is_refused_and_kep
 #[tokio::test]
 async fn bf16_on_the_cpu_is_a_clear_error() {
     let s = stt().await;
-    let error = SttModel::load_weights(&s.paths, &Device::Cpu, Weights::Bf16, &s.repo_dir())
-        .unwrap_err();
+    let error =
+        SttModel::load_weights(&s.paths, &Device::Cpu, Weights::Bf16, &s.repo_dir()).unwrap_err();
     let text = error.to_string();
     assert!(matches!(error, MoshiError::InvalidConfig(_)), "{text}");
     assert!(text.contains("bf16") && text.contains("q8"), "{text}");
@@ -303,9 +382,7 @@ fn speak(model: &TtsModel, voice: &Path) -> Vec<f32> {
 #[tokio::test]
 async fn the_tts_runs_at_q8_and_q4_with_every_large_linear_quantized() {
     let (_hub, cache, paths, voice) = tts().await;
-    let repo_dir = cache
-        .path()
-        .join(fluent_voice_kyutai::models::cache::repo_folder_name(support::TTS));
+    let repo_dir = cache.path().join(repo_folder_name(support::TTS));
     let reference = speak(
         &TtsModel::load_weights(&paths, &Device::Cpu, Weights::F32, &repo_dir).unwrap(),
         &voice,
@@ -327,17 +404,20 @@ async fn the_tts_runs_at_q8_and_q4_with_every_large_linear_quantized() {
         let path = repo_dir
             .join(derived::DERIVED_DIR)
             .join(derived::derived_name(sha, scheme));
-        let q = candle_transformers::quantized_var_builder::VarBuilder::from_gguf(
-            &path,
-            &Device::Cpu,
-        )
-        .unwrap();
+        let q =
+            candle_transformers::quantized_var_builder::VarBuilder::from_gguf(&path, &Device::Cpu)
+                .unwrap();
+        // Every large linear whose rows are whole blocks (the tiny feed-forward outputs, 176
+        // and 42 wide, are not: they stay as published).
         for name in [
             "transformer.layers.0.self_attn.in_proj_weight",
+            "transformer.layers.0.self_attn.out_proj.weight",
             "transformer.layers.0.cross_attention.in_proj_weight",
+            "transformer.layers.0.cross_attention.out_proj.weight",
             "transformer.layers.0.gating.linear_in.weight",
+            "depformer.layers.0.self_attn.in_proj_weight",
             "depformer.layers.0.self_attn.out_proj.weight",
-            "depformer.layers.0.gating.2.linear_out.weight",
+            "depformer.layers.0.gating.2.linear_in.weight",
             "depformer_in.1.weight",
             "linears.3.weight",
             "text_linear.weight",
@@ -352,7 +432,12 @@ async fn the_tts_runs_at_q8_and_q4_with_every_large_linear_quantized() {
                 "{setting}: {name} is {dtype:?}"
             );
         }
-        for name in ["emb.0.weight", "transformer.layers.0.norm1.alpha"] {
+        for name in [
+            "emb.0.weight",
+            "transformer.layers.0.norm1.alpha",
+            "transformer.layers.0.gating.linear_out.weight",
+            "depformer.layers.0.gating.2.linear_out.weight",
+        ] {
             let dtype = q.get_no_shape(name).unwrap().dtype();
             assert_eq!(dtype, candle_core::quantized::GgmlDType::BF16, "{name}");
         }

@@ -3,9 +3,8 @@
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use fluent_voice_kyutai::models::inventory;
-use fluent_voice_kyutai::models::{KyutaiModelConfig, ProgressEvent, ProgressMode};
-use fluent_voice_kyutai::{KyutaiModelManager, MoshiError};
+use fluent_voice_kyutai::models::{KyutaiModelConfig, ProgressEvent, ProgressMode, Weights};
+use fluent_voice_kyutai::{KyutaiEngine, MoshiError};
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +58,10 @@ enum Command {
         /// Download again even if the cache holds a verified copy.
         #[arg(long)]
         force: bool,
+        /// Also prepare these weights now (q8, q4: derive the quantized files), so that the
+        /// first `say` or `transcribe` starts fast.
+        #[arg(long, value_name = "f32|bf16|q8|q4", env = "KYUTAI_WEIGHTS")]
+        weights: Option<Weights>,
     },
     /// Transcribe an audio file (WAV, FLAC, MP3, OGG/Vorbis) with the STT model.
     Transcribe {
@@ -68,6 +71,10 @@ enum Command {
         /// SRT subtitles.
         #[arg(long, value_enum, default_value_t = transcribe::Format::Text)]
         format: transcribe::Format,
+        /// How the language model's weights are held: f32, q8 or q4 on the CPU (default q8;
+        /// quantized once at the first use and kept in the cache), bf16 or f16 on GPUs.
+        #[arg(long, value_name = "f32|bf16|q8|q4", env = "KYUTAI_WEIGHTS")]
+        weights: Option<Weights>,
     },
     /// Speak a text with the TTS model and write a 16-bit PCM mono WAV at 24000 Hz.
     Say {
@@ -92,6 +99,10 @@ enum Command {
         /// Classifier-free guidance coefficient (default 2.0).
         #[arg(long = "cfg-coef")]
         cfg_coef: Option<f32>,
+        /// How the language model's weights are held: f32, q8 or q4 on the CPU (default q8;
+        /// quantized once at the first use and kept in the cache), bf16 or f16 on GPUs.
+        #[arg(long, value_name = "f32|bf16|q8|q4", env = "KYUTAI_WEIGHTS")]
+        weights: Option<Weights>,
     },
     /// List what the cache holds; with --verify, re-hash every file.
     Cache {
@@ -149,7 +160,21 @@ async fn run(cli: Cli) -> Result<ExitCode, MoshiError> {
             stt,
             voices,
             force,
-        } => download(config.force_download(force), tts, stt, voices).await,
+            weights,
+        } => {
+            let config = match weights {
+                Some(w) => config.weights(w),
+                None => config,
+            };
+            download(
+                config.force_download(force),
+                tts,
+                stt,
+                voices,
+                weights.is_some(),
+            )
+            .await
+        }
         Command::Cache { verify } => cache(config, verify),
         Command::Say {
             text,
@@ -159,7 +184,12 @@ async fn run(cli: Cli) -> Result<ExitCode, MoshiError> {
             seed,
             temperature,
             cfg_coef,
+            weights,
         } => {
+            let config = match weights {
+                Some(w) => config.tts_weights(w),
+                None => config,
+            };
             let options = say::Options {
                 voice,
                 seed,
@@ -168,7 +198,17 @@ async fn run(cli: Cli) -> Result<ExitCode, MoshiError> {
             };
             say::run(config, text, file, output, options).await
         }
-        Command::Transcribe { audio, format } => transcribe::run(config, audio, format).await,
+        Command::Transcribe {
+            audio,
+            format,
+            weights,
+        } => {
+            let config = match weights {
+                Some(w) => config.stt_weights(w),
+                None => config,
+            };
+            transcribe::run(config, audio, format).await
+        }
     }
 }
 
@@ -177,6 +217,7 @@ async fn download(
     tts: bool,
     stt: bool,
     mut voices: Vec<String>,
+    prepare_weights: bool,
 ) -> Result<ExitCode, MoshiError> {
     let (want_tts, want_stt) = match (tts, stt) {
         (false, false) => (true, true),
@@ -186,9 +227,10 @@ async fn download(
     if want_tts && voices.is_empty() {
         voices.push(config.default_voice.clone());
     }
-    let manager = KyutaiModelManager::with_config(config.on_progress(say_when_waiting))?;
+    // Through the engine, so that preparing the weights reuses the files just fetched.
+    let engine = KyutaiEngine::with_config(config.on_progress(say_when_waiting)).await?;
     if want_stt {
-        let stt = manager.fetch_stt().await?;
+        let stt = engine.ensure_stt().await?;
         let files = [
             &stt.config,
             &stt.lm_weights,
@@ -202,9 +244,12 @@ async fn download(
             &files,
             stt.mimi_config.as_deref(),
         );
+        if prepare_weights && let Some(path) = engine.prepare_stt_weights().await? {
+            println!("     {}", path.display());
+        }
     }
     if want_tts {
-        let tts = manager.fetch_tts().await?;
+        let tts = engine.ensure_tts().await?;
         let files = [
             &tts.config,
             &tts.lm_weights,
@@ -218,8 +263,11 @@ async fn download(
             &files,
             tts.mimi_config.as_deref(),
         );
+        if prepare_weights && let Some(path) = engine.prepare_tts_weights().await? {
+            println!("     {}", path.display());
+        }
         for voice in &voices {
-            let path = manager.fetch_voice(&tts, voice).await?;
+            let path = engine.ensure_voice(voice).await?;
             println!("voice {voice}\n     {}", path.display());
         }
     }
@@ -251,10 +299,9 @@ fn print_model(
 }
 
 fn cache(config: KyutaiModelConfig, rehash: bool) -> Result<ExitCode, MoshiError> {
-    let manager = KyutaiModelManager::with_config(config)?;
-    let cache = manager.cache();
-    println!("cache {}", cache.root().display());
-    let files = inventory::scan(cache, rehash);
+    let manager = fluent_voice_kyutai::KyutaiModelManager::with_config(config)?;
+    println!("cache {}", manager.settings().cache_dir.display());
+    let files = manager.cached_files(rehash);
     let mut current = None;
     for file in &files {
         if current != Some((&file.repo, &file.commit)) {
@@ -268,10 +315,22 @@ fn cache(config: KyutaiModelConfig, rehash: bool) -> Result<ExitCode, MoshiError
         println!("  {:<12} {:>12}  {}", file.state.label(), size, file.file);
     }
     let bad = files.iter().filter(|f| f.state.is_bad()).count();
+    let discarded = files
+        .iter()
+        .filter(|f| f.state == fluent_voice_kyutai::models::FileState::Discarded)
+        .count();
+    if discarded > 0 {
+        eprintln!(
+            "error: {discarded} derived file(s) (quantized weights) were damaged and are removed; \
+             the next load that needs them builds them again"
+        );
+    }
     if bad > 0 {
         eprintln!(
             "error: {bad} cached file(s) are corrupt or missing; run `kyutai download` to fetch them again"
         );
+    }
+    if bad + discarded > 0 {
         return Ok(ExitCode::FAILURE);
     }
     if files.is_empty() {
@@ -287,7 +346,7 @@ mod transcribe {
     use std::process::ExitCode;
 
     use fluent_voice_kyutai::voice::{
-        SpeechSource, SttConversation, SttConversationBuilder, TranscriptionSegment,
+        SpeechSource, SttConversation, SttConversationBuilder, Transcript,
     };
     use fluent_voice_kyutai::{KyutaiEngine, KyutaiModelConfig, MoshiError};
     use futures::StreamExt;
@@ -309,92 +368,28 @@ mod transcribe {
             .stt()
             .with_source(SpeechSource::from_file(audio))
             .listen()
-            .await
-            .map_err(voice_to_moshi)?;
+            .await?;
         let duration = conversation.audio_duration();
         let mut stream = conversation.into_stream();
         let mut words = Vec::new();
         let mut out = std::io::stdout().lock();
         while let Some(word) = stream.next().await {
-            let word = word.map_err(voice_to_moshi)?;
+            let word = word?;
             if let Format::Text = format {
+                // Printed as recognised, so that a long file shows progress.
                 let sep = if words.is_empty() { "" } else { " " };
                 let _ = write!(out, "{sep}{}", word.text);
                 let _ = out.flush();
             }
             words.push(word);
         }
-        let duration_ms = duration.ms().unwrap_or(0);
+        let transcript = Transcript::from_words(words, duration.ms().unwrap_or(0));
         let _ = match format {
             Format::Text => writeln!(out),
-            Format::Json => writeln!(out, "{}", json(&words, duration_ms)),
-            Format::Srt => write!(out, "{}", srt(&words)),
+            Format::Json => writeln!(out, "{}", serde_json::json!(transcript)),
+            Format::Srt => write!(out, "{}", transcript.to_srt()),
         };
         Ok(ExitCode::SUCCESS)
-    }
-
-    fn voice_to_moshi(e: fluent_voice_kyutai::voice::VoiceError) -> MoshiError {
-        use fluent_voice_kyutai::voice::VoiceError;
-        match e {
-            VoiceError::InvalidInput(m) => MoshiError::InvalidInput(m),
-            VoiceError::Configuration(m) => MoshiError::InvalidConfig(m),
-            VoiceError::Unsupported(m) => MoshiError::Unsupported(m),
-            other => MoshiError::Inference {
-                message: other.to_string(),
-                source: None,
-            },
-        }
-    }
-
-    fn json(words: &[TranscriptionSegment], duration_ms: u64) -> serde_json::Value {
-        let text = words
-            .iter()
-            .map(|w| w.text.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        serde_json::json!({ "text": text, "words": words, "duration_ms": duration_ms })
-    }
-
-    /// Subtitles: cues of up to 8 words, cut at pauses over 700 ms or after 4 s.
-    fn srt(words: &[TranscriptionSegment]) -> String {
-        let mut cues: Vec<Vec<&TranscriptionSegment>> = Vec::new();
-        for w in words {
-            let start_new = match cues.last().and_then(|c| c.first().zip(c.last())) {
-                None => true,
-                Some((first, last)) => {
-                    cues.last().map_or(0, Vec::len) >= 8
-                        || w.start_ms.saturating_sub(last.end_ms) > 700
-                        || w.end_ms.saturating_sub(first.start_ms) > 4_000
-                }
-            };
-            if start_new {
-                cues.push(vec![w]);
-            } else if let Some(cue) = cues.last_mut() {
-                cue.push(w);
-            }
-        }
-        let stamp = |ms: u64| {
-            format!(
-                "{:02}:{:02}:{:02},{:03}",
-                ms / 3_600_000,
-                ms / 60_000 % 60,
-                ms / 1000 % 60,
-                ms % 1000
-            )
-        };
-        let mut out = String::new();
-        for (i, cue) in cues.iter().enumerate() {
-            let text: Vec<&str> = cue.iter().map(|w| w.text.as_str()).collect();
-            let (start, end) = (cue[0].start_ms, cue[cue.len() - 1].end_ms);
-            out.push_str(&format!(
-                "{}\n{} --> {}\n{}\n\n",
-                i + 1,
-                stamp(start),
-                stamp(end.max(start)),
-                text.join(" ")
-            ));
-        }
-        out
     }
 }
 
@@ -404,9 +399,8 @@ mod say {
     use std::path::PathBuf;
     use std::process::ExitCode;
 
-    use fluent_voice_kyutai::voice::{
-        Speaker, TtsConversation, TtsConversationBuilder, VoiceError,
-    };
+    use fluent_voice_kyutai::audio::{WavFormat, write_wav};
+    use fluent_voice_kyutai::voice::{Speaker, TtsConversation, TtsConversationBuilder};
     use fluent_voice_kyutai::{KyutaiEngine, KyutaiModelConfig, MoshiError};
     use futures::StreamExt;
 
@@ -443,18 +437,6 @@ mod say {
         }
     }
 
-    fn to_moshi(e: VoiceError) -> MoshiError {
-        match e {
-            VoiceError::InvalidInput(m) => MoshiError::InvalidInput(m),
-            VoiceError::Configuration(m) => MoshiError::InvalidConfig(m),
-            VoiceError::Unsupported(m) => MoshiError::Unsupported(m),
-            other => MoshiError::Inference {
-                message: other.to_string(),
-                source: None,
-            },
-        }
-    }
-
     pub async fn run(
         config: KyutaiModelConfig,
         text: Option<String>,
@@ -478,15 +460,15 @@ mod say {
         if let Some(c) = options.cfg_coef {
             builder = builder.cfg_coef(c);
         }
-        let mut stream = builder.synthesize().await.map_err(to_moshi)?.into_stream();
+        let mut stream = builder.synthesize().await?.into_stream();
         let mut samples = Vec::new();
-        let mut sample_rate = fluent_voice_kyutai::codec::SAMPLE_RATE;
+        let mut sample_rate = fluent_voice_kyutai::SAMPLE_RATE;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(to_moshi)?;
+            let chunk = chunk?;
             sample_rate = chunk.sample_rate;
             samples.extend_from_slice(chunk.samples());
         }
-        fluent_voice_kyutai::audio::write_wav(&output, &samples, sample_rate, 1, true)?;
+        write_wav(&output, &samples, sample_rate, 1, WavFormat::Pcm16)?;
         eprintln!(
             "wrote {} ({:.2} s of audio)",
             output.display(),

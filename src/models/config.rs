@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::progress::ProgressEvent;
+use super::progress::{ProgressCallback, ProgressEvent};
 
 /// The public TTS model (Delayed Streams Modeling, English and French).
 pub const DEFAULT_TTS_REPO: &str = "kyutai/tts-1.6b-en_fr";
@@ -36,12 +36,77 @@ pub enum Device {
     Metal(usize),
 }
 
-/// The floating-point type weights are converted to at load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DType {
+/// How a language model's weights are held and multiplied (`--weights`), per capability.
+///
+/// Generating a frame reads every weight of the language model once, so a frame's time follows
+/// the bytes of weights: 8-bit weights read about a quarter of f32's, 4-bit ones an eighth. Only
+/// the large linear layers are quantized; embeddings, norms and Mimi stay in full precision. The
+/// quantized file is derived from the published one at the first load and kept in the cache.
+///
+/// ```
+/// use fluent_voice_kyutai::models::Weights;
+/// assert_eq!("q8".parse::<Weights>().unwrap(), Weights::Q8);
+/// assert_eq!(Weights::Q4.to_string(), "q4");
+/// assert!("q3".parse::<Weights>().unwrap_err().contains("f32, f16, bf16, q8, q4"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Weights {
+    /// 32-bit floats: the reference's numbers, 4 bytes per weight.
     F32,
+    /// 16-bit floats (GPUs).
     F16,
-    BF16,
+    /// bfloat16, as published: the GPU default, as Kyutai runs its models (candle has no bf16
+    /// matrix product on the CPU).
+    Bf16,
+    /// 8-bit blocks (GGML `q8_0`: 32 weights share one scale), 8.5 bits per weight: the CPU
+    /// default.
+    Q8,
+    /// 4-bit k-quant blocks (GGML `q4k`), 4.5 bits per weight: the fastest, least exact.
+    Q4,
+}
+
+impl Weights {
+    /// The names accepted by [`FromStr`](std::str::FromStr) and `--weights`.
+    pub const NAMES: [&'static str; 5] = ["f32", "f16", "bf16", "q8", "q4"];
+
+    /// The default on a device: q8 on the CPU (logits within a cosine of 0.9997 of f32's at a
+    /// third of its time per frame; see the README), bf16 on GPUs.
+    pub fn default_for(device: Device) -> Weights {
+        match device {
+            Device::Cpu => Weights::Q8,
+            Device::Cuda(_) | Device::Metal(_) => Weights::Bf16,
+        }
+    }
+}
+
+impl fmt::Display for Weights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Weights::F32 => "f32",
+            Weights::F16 => "f16",
+            Weights::Bf16 => "bf16",
+            Weights::Q8 => "q8",
+            Weights::Q4 => "q4",
+        })
+    }
+}
+
+impl std::str::FromStr for Weights {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(Weights::F32),
+            "f16" => Ok(Weights::F16),
+            "bf16" => Ok(Weights::Bf16),
+            "q8" | "q8_0" => Ok(Weights::Q8),
+            "q4" | "q4k" | "q4_k" => Ok(Weights::Q4),
+            _ => Err(format!(
+                "unknown weights setting `{s}`: use one of {}",
+                Weights::NAMES.join(", ")
+            )),
+        }
+    }
 }
 
 /// How download progress is shown.
@@ -78,9 +143,6 @@ impl ModelFile {
         }
     }
 }
-
-/// A callback that receives download progress events (for applications that draw their own UI).
-pub type ProgressCallback = Arc<dyn Fn(&ProgressEvent) + Send + Sync>;
 
 /// Which Kyutai models to use, where to cache them and how to reach the hub.
 ///
@@ -122,8 +184,10 @@ pub struct KyutaiModelConfig {
     pub offline: Option<bool>,
     /// Where the models run.
     pub device: Device,
-    /// Weight dtype; unset: f32 on CPU, bf16 on GPUs.
-    pub dtype: Option<DType>,
+    /// How the TTS language model's weights are held; unset: [`Weights::default_for`] the device.
+    pub tts_weights: Option<Weights>,
+    /// How the STT language model's weights are held; unset: [`Weights::default_for`] the device.
+    pub stt_weights: Option<Weights>,
     /// Progress display.
     pub progress: ProgressMode,
     /// Receives progress events, whatever the display.
@@ -165,7 +229,8 @@ impl Default for KyutaiModelConfig {
             token: None,
             offline: None,
             device: Device::Cpu,
-            dtype: None,
+            tts_weights: None,
+            stt_weights: None,
             progress: ProgressMode::Auto,
             on_progress: None,
             verify_downloads: true,
@@ -185,66 +250,98 @@ impl Default for KyutaiModelConfig {
 
 /// Builder-style setters: each takes and returns `self`.
 impl KyutaiModelConfig {
+    /// The TTS model repository, `org/name` (default `kyutai/tts-1.6b-en_fr`).
     pub fn tts_repo(mut self, repo: impl Into<String>) -> Self {
         self.tts_repo = repo.into();
         self
     }
+    /// The branch, tag or 40-character commit of the TTS repository (default `main`).
     pub fn tts_revision(mut self, revision: impl Into<String>) -> Self {
         self.tts_revision = revision.into();
         self
     }
+    /// The STT model repository, `org/name` (default `kyutai/stt-1b-en_fr-candle`).
     pub fn stt_repo(mut self, repo: impl Into<String>) -> Self {
         self.stt_repo = repo.into();
         self
     }
+    /// The branch, tag or commit of the STT repository (default `main`).
     pub fn stt_revision(mut self, revision: impl Into<String>) -> Self {
         self.stt_revision = revision.into();
         self
     }
+    /// The voice repository (default `kyutai/tts-voices`).
     pub fn voices_repo(mut self, repo: impl Into<String>) -> Self {
         self.voices_repo = repo.into();
         self
     }
+    /// The branch, tag or commit of the voices repository (default `main`).
     pub fn voices_revision(mut self, revision: impl Into<String>) -> Self {
         self.voices_revision = revision.into();
         self
     }
+    /// The voice used when a speaker names none, by its path in the voices repository
+    /// without the model suffix (default `expresso/ex03-ex01_happy_001_channel1_334s.wav`).
     pub fn default_voice(mut self, voice: impl Into<String>) -> Self {
         self.default_voice = voice.into();
         self
     }
+    /// Downloads every file again, even when the cache holds a verified copy.
     pub fn force_download(mut self, force: bool) -> Self {
         self.force_download = force;
         self
     }
+    /// The hub cache directory (default: `HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+    /// `~/.cache/huggingface/hub`, as Python's `huggingface_hub` chooses it).
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
         self
     }
+    /// The hub to download from (default: `HF_ENDPOINT`, else `https://huggingface.co`): a
+    /// mirror, or a test hub.
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
         self
     }
+    /// The access token for gated or private repositories (default: `HF_TOKEN`, else the
+    /// token file). It is sent to the endpoint only, and never printed.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
     }
+    /// Never touches the network: files come from the cache or the call fails clearly (default:
+    /// `HF_HUB_OFFLINE`).
     pub fn offline(mut self, offline: bool) -> Self {
         self.offline = Some(offline);
         self
     }
+    /// Where the models run (default: the CPU; GPUs need the `cuda` or `metal` feature).
     pub fn device(mut self, device: Device) -> Self {
         self.device = device;
         self
     }
-    pub fn dtype(mut self, dtype: DType) -> Self {
-        self.dtype = Some(dtype);
+    /// How both language models' weights are held (default: q8 on the CPU, bf16 on GPUs).
+    pub fn weights(mut self, weights: Weights) -> Self {
+        self.tts_weights = Some(weights);
+        self.stt_weights = Some(weights);
         self
     }
+    /// How the TTS language model's weights are held.
+    pub fn tts_weights(mut self, weights: Weights) -> Self {
+        self.tts_weights = Some(weights);
+        self
+    }
+    /// How the STT language model's weights are held.
+    pub fn stt_weights(mut self, weights: Weights) -> Self {
+        self.stt_weights = Some(weights);
+        self
+    }
+    /// How download progress is shown (default: bars on a terminal).
     pub fn progress(mut self, mode: ProgressMode) -> Self {
         self.progress = mode;
         self
     }
+    /// Calls `callback` with every download progress event, whatever the display.
     pub fn on_progress(
         mut self,
         callback: impl Fn(&ProgressEvent) + Send + Sync + 'static,
@@ -252,26 +349,37 @@ impl KyutaiModelConfig {
         self.on_progress = Some(Arc::new(callback));
         self
     }
+    /// Whether each download's sha256 is checked against the hub's (default true; turning it off
+    /// is for benchmarks and trusted local mirrors).
     pub fn verify_downloads(mut self, verify: bool) -> Self {
         self.verify_downloads = verify;
         self
     }
+    /// How many times a request is tried before a network error is reported (default 5; at
+    /// least 1).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
         self
     }
+    /// The wait before the first retry, doubled for each later one (default 0.5 s); a
+    /// server's `Retry-After` takes precedence.
     pub fn retry_backoff(mut self, backoff: Duration) -> Self {
         self.retry_backoff = backoff;
         self
     }
+    /// How long opening a connection may take (default 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
+    /// How long a response may stay silent before the attempt is abandoned and resumed
+    /// (default 30 s).
     pub fn read_timeout(mut self, timeout: Duration) -> Self {
         self.read_timeout = timeout;
         self
     }
+    /// How long to wait on another process's download of the same file while it makes no
+    /// progress, before reporting it as stuck (default 300 s).
     pub fn lock_stale_after(mut self, timeout: Duration) -> Self {
         self.lock_stale_after = timeout;
         self
@@ -305,7 +413,8 @@ impl fmt::Debug for KyutaiModelConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("offline", &self.offline)
             .field("device", &self.device)
-            .field("dtype", &self.dtype)
+            .field("tts_weights", &self.tts_weights)
+            .field("stt_weights", &self.stt_weights)
             .field("progress", &self.progress)
             .field(
                 "on_progress",
@@ -325,10 +434,18 @@ impl fmt::Debug for KyutaiModelConfig {
 /// The settings in force once the environment has filled what the config left unset.
 #[derive(Clone)]
 pub struct ResolvedSettings {
+    /// The hub cache directory.
     pub cache_dir: PathBuf,
+    /// The hub endpoint, without a trailing slash.
     pub endpoint: String,
+    /// The access token, if any (never printed by `Debug`).
     pub token: Option<String>,
+    /// Whether the network is never touched.
     pub offline: bool,
+    /// Whether offline mode comes from `HF_HUB_OFFLINE` rather than the configuration (so that
+    /// an error can say which to change).
+    pub offline_from_env: bool,
+    /// Whether progress bars are drawn.
     pub show_bars: bool,
 }
 
@@ -339,18 +456,19 @@ impl fmt::Debug for ResolvedSettings {
             .field("endpoint", &self.endpoint)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("offline", &self.offline)
+            .field("offline_from_env", &self.offline_from_env)
             .field("show_bars", &self.show_bars)
             .finish()
     }
 }
 
 /// A source of environment variables (the process environment, or a map in tests).
-pub trait Env {
+pub(crate) trait Env {
     fn var(&self, name: &str) -> Option<String>;
 }
 
 /// The process environment.
-pub struct ProcessEnv;
+pub(crate) struct ProcessEnv;
 
 impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
@@ -376,7 +494,7 @@ fn is_true(value: &str) -> bool {
 
 impl KyutaiModelConfig {
     /// Fills what the config leaves unset from `env`, the way `huggingface_hub` does.
-    pub fn resolve(&self, env: &dyn Env) -> ResolvedSettings {
+    pub(crate) fn resolve(&self, env: &dyn Env) -> ResolvedSettings {
         let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("."));
         let hf_home = env.var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
             env.var("XDG_CACHE_HOME")
@@ -424,6 +542,7 @@ impl KyutaiModelConfig {
             endpoint,
             token,
             offline,
+            offline_from_env: offline && self.offline.is_none(),
             show_bars,
         }
     }

@@ -19,9 +19,13 @@ pub enum FileState {
     Corrupt,
     /// The snapshot entry points to a blob that is not there.
     MissingBlob,
+    /// A derived file (a quantized model) that no longer matched its record, or had none: it
+    /// was deleted, and the next load that needs it builds it again.
+    Discarded,
 }
 
 impl FileState {
+    /// How `kyutai cache` prints the state.
     pub fn label(self) -> &'static str {
         match self {
             FileState::Verified => "verified",
@@ -29,30 +33,42 @@ impl FileState {
             FileState::Good => "ok",
             FileState::Corrupt => "CORRUPT",
             FileState::MissingBlob => "MISSING BLOB",
+            FileState::Discarded => "DAMAGED, removed: rebuilt at the next load",
         }
     }
 
+    /// True for a file that must be downloaded again.
     pub fn is_bad(self) -> bool {
         matches!(self, FileState::Corrupt | FileState::MissingBlob)
     }
 }
 
-/// One file of one cached snapshot.
+/// One file of one cached snapshot ([`KyutaiModelManager::cached_files`](crate::KyutaiModelManager::cached_files)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedFile {
+    /// The repository, `org/name`.
     pub repo: String,
+    /// The snapshot's commit.
     pub commit: String,
+    /// The file's path in the repository.
     pub file: String,
+    /// The hash the blob is named by, when the snapshot entry links to a blob.
     pub etag: Option<String>,
+    /// The blob's size, when it exists.
     pub size: Option<u64>,
+    /// Where the blob is (or should be).
     pub blob: PathBuf,
+    /// Verified, corrupt, missing, ...
     pub state: FileState,
 }
 
-/// Lists every file of every snapshot; with `rehash`, hashes each blob against its etag.
-pub fn scan(cache: &HubCache, rehash: bool) -> Vec<CachedFile> {
+/// Lists every file of every snapshot, then each repository's derived files (listed with the
+/// commit `derived` and their path under the repository folder); with `rehash`, hashes each
+/// blob against its etag and each derived file against its record.
+pub(crate) fn scan(cache: &HubCache, rehash: bool) -> Vec<CachedFile> {
     let mut out = Vec::new();
     for repo in cache.repos() {
+        let derived = super::derived::scan(&cache.repo_dir(&repo), rehash);
         for (commit, files) in cache.snapshots(&repo) {
             for file in files {
                 let entry = cache.snapshot_path(&repo, &commit, &file);
@@ -100,6 +116,22 @@ pub fn scan(cache: &HubCache, rehash: bool) -> Vec<CachedFile> {
                     state,
                 });
             }
+        }
+        for entry in derived {
+            let name = entry.path.file_name().unwrap_or_default().to_string_lossy();
+            out.push(CachedFile {
+                repo: repo.clone(),
+                commit: "derived".into(),
+                file: format!("{}/{name}", super::derived::DERIVED_DIR),
+                etag: None,
+                size: Some(entry.size),
+                blob: entry.path.clone(),
+                state: match entry.state {
+                    super::derived::DerivedState::Recorded => FileState::Verified,
+                    super::derived::DerivedState::Good => FileState::Good,
+                    super::derived::DerivedState::Removed => FileState::Discarded,
+                },
+            });
         }
     }
     out

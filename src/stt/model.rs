@@ -16,8 +16,11 @@ use crate::weights::{TensorSource, Weights};
 /// A loaded speech-to-text model: language model, Mimi and tokenizer.
 ///
 /// Loading takes seconds for the public checkpoints, so an engine loads it once and hands out
-/// an `Arc`. Each conversation gets a [`Transcriber`] whose streaming state (KV caches, Mimi
+/// an `Arc`. Each conversation gets a transcriber whose streaming state (KV caches, Mimi
 /// buffers) is its own, while the weight tensors (reference-counted inside candle) are shared.
+///
+/// Applications get one from [`KyutaiEngine::stt_model`](crate::KyutaiEngine::stt_model), for
+/// example to load the model before the first request; its workings are the crate's own.
 pub struct SttModel {
     lm: LmModel,
     mimi: Mimi,
@@ -29,6 +32,7 @@ pub struct SttModel {
 impl SttModel {
     /// Loads the files of an STT repository on `device`, with the LM weights dense as `dtype`
     /// (Mimi stays f32).
+    #[doc(hidden)]
     pub fn load(
         paths: &SttModelPaths,
         device: &Device,
@@ -45,6 +49,7 @@ impl SttModel {
     /// Loads the files of an STT repository on `device`, the language model at the `weights`
     /// setting (see [`crate::weights::lm_source`]; `derived_dir` takes the quantized files of a
     /// language model outside the cache). Mimi stays f32.
+    #[doc(hidden)]
     pub fn load_weights(
         paths: &SttModelPaths,
         device: &Device,
@@ -61,6 +66,7 @@ impl SttModel {
 
     /// Loads the files of an STT repository on `device`, the language model from `source`
     /// (the LM file read dense, or a quantized file; see [`crate::weights`]).
+    #[doc(hidden)]
     pub fn load_source(
         paths: &SttModelPaths,
         device: &Device,
@@ -121,6 +127,7 @@ impl SttModel {
     }
 
     /// A model from parts already built (custom loading, benchmarks with random weights).
+    #[doc(hidden)]
     pub fn from_parts(
         config: SttConfig,
         lm: LmModel,
@@ -138,6 +145,7 @@ impl SttModel {
     }
 
     /// A fresh streaming transcriber sharing this model's weights.
+    #[doc(hidden)]
     pub fn transcriber(&self) -> Result<Transcriber, MoshiError> {
         let state = moshi::asr::State::new(
             1,
@@ -160,26 +168,31 @@ impl SttModel {
 
     /// The language model (clone it to run it: the clone has its own state and shares the
     /// weights).
+    #[doc(hidden)]
     pub fn lm(&self) -> &LmModel {
         &self.lm
     }
 
     /// The Mimi codec (clone it to run it, as for [`lm`](Self::lm)).
+    #[doc(hidden)]
     pub fn mimi(&self) -> &Mimi {
         &self.mimi
     }
 
     /// The model's tokenizer.
+    #[doc(hidden)]
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
 
     /// The model's `config.json`.
+    #[doc(hidden)]
     pub fn config(&self) -> &SttConfig {
         &self.config
     }
 
     /// The device the model runs on.
+    #[doc(hidden)]
     pub fn device(&self) -> &Device {
         &self.device
     }

@@ -12,6 +12,7 @@ use crate::weights::{Linear, TensorSource};
 
 /// The loaded weights, shared by every conversation.
 pub struct TtsLm {
+    /// The configuration the model was built from.
     pub cfg: TtsConfig,
     emb: Vec<Embedding>,
     text_emb: Embedding,
@@ -156,14 +157,17 @@ impl TtsLm {
         })
     }
 
+    /// The device the weights are on.
     pub fn device(&self) -> &Device {
         &self.device
     }
 
+    /// The weights' dtype.
     pub fn dtype(&self) -> DType {
         self.dtype
     }
 
+    /// The conditioners, when the model has any.
     pub fn conditions(&self) -> Option<&ConditionProvider> {
         self.conditions.as_ref()
     }

@@ -184,11 +184,7 @@ impl Transformer {
                 } else {
                     None
                 };
-                Some((
-                    Norm::layer(&vb.pp("norm_cross").vb(), d, 1e-5)?,
-                    attn,
-                    scale,
-                ))
+                Some((Norm::layer(vb.pp("norm_cross").vb(), d, 1e-5)?, attn, scale))
             } else {
                 None
             };

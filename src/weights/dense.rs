@@ -23,10 +23,13 @@ const CHUNK_BYTES: usize = 1 << 22;
 /// Where one tensor is in the file.
 #[derive(Debug, Clone)]
 pub struct TensorInfo {
+    /// The stored dtype.
     pub dtype: Dtype,
+    /// The shape, PyTorch order.
     pub shape: Vec<usize>,
     /// Absolute byte offset of the data in the file.
     pub offset: u64,
+    /// Length of the data in bytes.
     pub len: usize,
 }
 
@@ -69,6 +72,7 @@ impl SafetensorsFile {
         })
     }
 
+    /// The file.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -19,44 +19,14 @@ pub mod derived;
 pub mod quantize;
 pub mod source;
 
-use std::fmt;
-use std::str::FromStr;
-
 use candle_core::quantized::GgmlDType;
 
+pub use crate::models::Weights;
 pub use source::{Linear, TensorSource};
 
-/// The weights setting of one capability (`--weights`): how the language model's large linear
-/// layers are stored and computed. Embeddings, norms and Mimi stay in full precision whatever
-/// the setting.
-///
-/// ```
-/// use fluent_voice_kyutai::weights::Weights;
-/// assert_eq!("q8".parse::<Weights>().unwrap(), Weights::Q8);
-/// assert_eq!(Weights::Q4.to_string(), "q4");
-/// assert!("q3".parse::<Weights>().is_err());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Weights {
-    /// 32-bit floats: the reference's numbers, 4 bytes per weight.
-    F32,
-    /// 16-bit floats (GPUs).
-    F16,
-    /// bfloat16, as published (GPUs; candle has no bf16 matrix product on the CPU).
-    Bf16,
-    /// 8-bit blocks (GGML `q8_0`: 32 weights share one f16 scale), 8.5 bits per weight.
-    Q8,
-    /// 4-bit k-quant blocks (GGML `q4k`: 256 weights in 8 sub-blocks with 6-bit scales),
-    /// 4.5 bits per weight.
-    Q4,
-}
-
 impl Weights {
-    /// The names accepted by [`FromStr`] and `--weights`.
-    pub const NAMES: [&'static str; 5] = ["f32", "f16", "bf16", "q8", "q4"];
-
     /// The quantization scheme, for the quantized settings.
-    pub fn scheme(self) -> Option<Scheme> {
+    pub(crate) fn scheme(self) -> Option<Scheme> {
         match self {
             Weights::Q8 => Some(Scheme::Q8_0),
             Weights::Q4 => Some(Scheme::Q4K),
@@ -66,52 +36,11 @@ impl Weights {
 
     /// The dtype of dense weights (and of activations): the setting's own for dense settings,
     /// f32 for quantized ones (candle's quantized products take and give f32).
-    pub fn dtype(self) -> candle_core::DType {
+    pub(crate) fn dtype(self) -> candle_core::DType {
         match self {
             Weights::F16 => candle_core::DType::F16,
             Weights::Bf16 => candle_core::DType::BF16,
             Weights::F32 | Weights::Q8 | Weights::Q4 => candle_core::DType::F32,
-        }
-    }
-
-    /// The default for a device: q8 on the CPU (a quarter of f32's memory traffic, with logits
-    /// that agree with f32 to a cosine of 0.999: see the README), bf16 on GPUs (as Kyutai runs
-    /// them).
-    pub fn default_for(device: &candle_core::Device) -> Weights {
-        if device.is_cpu() {
-            Weights::Q8
-        } else {
-            Weights::Bf16
-        }
-    }
-}
-
-impl fmt::Display for Weights {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Weights::F32 => "f32",
-            Weights::F16 => "f16",
-            Weights::Bf16 => "bf16",
-            Weights::Q8 => "q8",
-            Weights::Q4 => "q4",
-        })
-    }
-}
-
-impl FromStr for Weights {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" => Ok(Weights::F32),
-            "f16" => Ok(Weights::F16),
-            "bf16" => Ok(Weights::Bf16),
-            "q8" | "q8_0" => Ok(Weights::Q8),
-            "q4" | "q4k" | "q4_k" => Ok(Weights::Q4),
-            _ => Err(format!(
-                "unknown weights setting `{s}`: use one of {}",
-                Weights::NAMES.join(", ")
-            )),
         }
     }
 }
@@ -129,6 +58,7 @@ pub enum Scheme {
 }
 
 impl Scheme {
+    /// The GGML block type of the scheme.
     pub fn ggml_dtype(self) -> GgmlDType {
         match self {
             Scheme::Q8_0 => GgmlDType::Q8_0,
@@ -162,9 +92,11 @@ impl Scheme {
 pub enum LoadedFrom {
     /// The published file, dense.
     Dense,
-    /// A derived quantized file from the cache (`built`: made by this load).
+    /// A derived quantized file from the cache.
     Derived {
+        /// The derived file.
         path: std::path::PathBuf,
+        /// True when this load built it (the first start with this setting).
         built: bool,
     },
     /// A GGUF file given as the model's weights (a pre-quantized model).
@@ -236,4 +168,22 @@ pub fn quantized_source(
             built: built.built,
         },
     ))
+}
+
+/// Derives the quantized file of the language model `path` for `weights` now, if the setting is
+/// quantized and the file is not a GGUF already; returns it.
+pub fn prepare(
+    path: &std::path::Path,
+    weights: Weights,
+    local_dir: &std::path::Path,
+) -> crate::Result<Option<std::path::PathBuf>> {
+    if path.extension().is_some_and(|e| e == "gguf") {
+        return Ok(None);
+    }
+    match weights.scheme() {
+        Some(scheme) => Ok(Some(
+            derived::ensure_quantized(path, scheme, local_dir)?.path,
+        )),
+        None => Ok(None),
+    }
 }

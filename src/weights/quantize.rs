@@ -22,9 +22,11 @@ use crate::error::{MoshiError, Result};
 /// so that files written by an older version are not mistaken for current ones.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// GGUF metadata keys written into derived files.
+/// GGUF metadata key of a derived file: the quantization scheme (`q8_0`, `q4k`).
 pub const META_SCHEME: &str = "kyutai.quantization";
+/// GGUF metadata key of a derived file: the sha256 of the file it was derived from.
 pub const META_SOURCE_SHA256: &str = "kyutai.source_sha256";
+/// GGUF metadata key of a derived file: [`FORMAT_VERSION`].
 pub const META_FORMAT: &str = "kyutai.format_version";
 
 /// The modules whose `weight` is a large linear layer of a Kyutai LM: attention output
@@ -44,7 +46,7 @@ const LINEAR_MODULES: [&str; 6] = [
 /// and demultiplexing projections), norms, conditioners and the 6-wide STT extra heads are not.
 ///
 /// ```
-/// use fluent_voice_kyutai::weights::quantize::is_large_linear;
+/// use fluent_voice_kyutai::internals::weights::quantize::is_large_linear;
 /// assert!(is_large_linear("transformer.layers.3.self_attn.in_proj_weight", &[6144, 2048]));
 /// assert!(is_large_linear("depformer.layers.0.gating.7.linear_in.weight", &[4096, 1024]));
 /// assert!(is_large_linear("linears.31.weight", &[2048, 1024]));
@@ -120,13 +122,16 @@ fn candle_err(context: &str, e: candle_core::Error) -> MoshiError {
 /// What [`quantize_file`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QuantizeSummary {
+    /// Tensors written.
     pub tensors: usize,
     /// Tensors quantized with the scheme asked for.
     pub quantized: usize,
     /// Large linear layers that fell back to another scheme or stayed dense (their rows are not
     /// a whole number of blocks).
     pub fallbacks: usize,
+    /// Weights in quantized tensors.
     pub quantized_params: u64,
+    /// Weights in tensors kept as published.
     pub dense_params: u64,
 }
 

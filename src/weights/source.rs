@@ -85,6 +85,7 @@ impl<'a> TensorSource<'a> {
         self.quantized.as_ref()
     }
 
+    /// The tensors under `prefix.` (as `VarBuilder::pp`).
     pub fn pp(&self, prefix: impl ToString) -> Self {
         let prefix = prefix.to_string();
         TensorSource {
@@ -98,6 +99,7 @@ impl<'a> TensorSource<'a> {
         &self.dense
     }
 
+    /// The device tensors are loaded on.
     pub fn device(&self) -> &Device {
         self.dense.device()
     }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use fluent_voice_kyutai::KyutaiModelConfig;
-use fluent_voice_kyutai::models::ProgressMode;
+use fluent_voice_kyutai::models::{ProgressMode, Weights};
 
 #[allow(unused_imports)]
 pub use hub::{Fault, FaultKind, LoggedRequest, TestHub};
@@ -71,7 +71,9 @@ pub fn kyutai_command(hub: &TestHub, cache: &Path, args: &[&str]) -> std::proces
         .env_remove("HF_HUB_OFFLINE")
         .env_remove("HF_HUB_DISABLE_PROGRESS_BARS")
         .env("HF_HOME", cache.join("hf-home"))
-        .env("NO_PROXY", "127.0.0.1,localhost");
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        // The tiny models' references are f32 runs; tests of other weights pass `--weights`.
+        .env("KYUTAI_WEIGHTS", "f32");
     command
 }
 
@@ -93,6 +95,8 @@ pub fn config(hub: &TestHub, cache: &Path) -> KyutaiModelConfig {
         .retry_backoff(Duration::from_millis(10))
         .read_timeout(Duration::from_secs(5))
         .connect_timeout(Duration::from_secs(2))
+        // The tiny models' references are f32 runs; tests of other weights set their own.
+        .weights(Weights::F32)
 }
 
 /// The number of GETs for paths ending in `suffix` that transferred body bytes.
