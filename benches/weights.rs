@@ -15,7 +15,8 @@
 //!
 //! Models are loaded one after the other (never two at once). For each setting:
 //! - the load time;
-//! - criterion groups `stt/<setting>` (`mimi_encode`, `lm_step`: one 80 ms frame each) and
+//! - criterion groups `stt/<setting>` (`mimi_encode`, `lm_step`: one 80 ms frame each; and the
+//!   whole transcriber on an 8 s clip, Mimi on its own thread, per step: `pipelined_frame`) and
 //!   `tts/<setting>` (`main_transformer`, `depformer` (32 codebooks), `mimi_decode`), and the
 //!   time to the first audio chunk of a TTS conversation;
 //! - fidelity against f32, teacher-forced: every setting is fed the same inputs (the f32 run's
@@ -120,11 +121,34 @@ struct Row {
     model: &'static str,
     setting: &'static str,
     load_s: f64,
-    stages: Vec<(&'static str, f64)>,
+    stages: Vec<(&'static str, Stage)>,
     fidelity: Option<(f64, f64, f64)>,
 }
 
-fn median_ms(mut f: impl FnMut(), runs: usize) -> f64 {
+/// Seconds of CPU time this process has used (all threads), from `/proc/self/stat` (Linux;
+/// 0 elsewhere). Unlike wall time, it does not grow when other processes take the cores.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Median wall time and mean CPU time (all threads) of `runs` calls, in milliseconds.
+fn measure(mut f: impl FnMut(), runs: usize) -> Stage {
+    let cpu = cpu_seconds();
     let mut times: Vec<f64> = (0..runs)
         .map(|_| {
             let t = Instant::now();
@@ -132,8 +156,28 @@ fn median_ms(mut f: impl FnMut(), runs: usize) -> f64 {
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
+    let cpu_ms = (cpu_seconds() - cpu) * 1e3 / runs as f64;
     times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    Stage {
+        wall_ms: times[times.len() / 2],
+        cpu_ms,
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Stage {
+    wall_ms: f64,
+    cpu_ms: f64,
+}
+
+impl std::ops::Add for Stage {
+    type Output = Stage;
+    fn add(self, o: Stage) -> Stage {
+        Stage {
+            wall_ms: self.wall_ms + o.wall_ms,
+            cpu_ms: self.cpu_ms + o.cpu_ms,
+        }
+    }
 }
 
 fn env_list(name: &str, default: &str) -> Vec<String> {
@@ -253,8 +297,21 @@ fn stt(c: &mut Criterion, hub: &str, settings: &[Setting], rows: &mut Vec<Row>) 
         };
         group.bench_function("lm_step", |b| b.iter(&mut step));
         group.finish();
-        let encode_ms = median_ms(|| drop(encode()), 15);
-        let step_ms = median_ms(&mut step, 15);
+        let encode_ms = measure(|| drop(encode()), 15);
+        let step_ms = measure(&mut step, 15);
+        // The whole pipeline on the clip (Mimi on its own thread, one frame ahead of the
+        // language model), per model step.
+        let started = (Instant::now(), cpu_seconds());
+        let mut transcriber = model.transcriber().unwrap();
+        for chunk in audio.chunks(1920) {
+            transcriber.push(chunk).unwrap();
+        }
+        transcriber.finish().unwrap();
+        let steps = transcriber.steps() as f64;
+        let pipeline = Stage {
+            wall_ms: started.0.elapsed().as_secs_f64() * 1e3 / steps,
+            cpu_ms: (cpu_seconds() - started.1) * 1e3 / steps,
+        };
         rows.push(Row {
             model: "stt",
             setting: name,
@@ -263,6 +320,7 @@ fn stt(c: &mut Criterion, hub: &str, settings: &[Setting], rows: &mut Vec<Row>) 
                 ("mimi_encode", encode_ms),
                 ("transformer", step_ms),
                 ("frame", encode_ms + step_ms),
+                ("pipelined_frame", pipeline),
             ],
             fidelity,
         });
@@ -352,6 +410,7 @@ fn tts(c: &mut Criterion, hub: &str, settings: &[Setting], rows: &mut Vec<Row>) 
             seed: 1,
         };
         let started = Instant::now();
+        let started_cpu = cpu_seconds();
         let mut first_ms = None;
         model
             .synthesize_segment(
@@ -365,6 +424,7 @@ fn tts(c: &mut Criterion, hub: &str, settings: &[Setting], rows: &mut Vec<Row>) 
             )
             .unwrap();
         let first_ms = first_ms.expect("some audio");
+        let first_cpu_ms = (cpu_seconds() - started_cpu) * 1e3;
 
         let name = setting.name();
         let mut group = c.benchmark_group(format!("tts/{name}"));
@@ -398,14 +458,14 @@ fn tts(c: &mut Criterion, hub: &str, settings: &[Setting], rows: &mut Vec<Row>) 
         };
         group.bench_function("mimi_decode", |b| b.iter(&mut decode));
         group.finish();
-        let main_ms = median_ms(|| drop(main()), 7);
-        let dep_ms = median_ms(
+        let main_ms = measure(|| drop(main()), 7);
+        let dep_ms = measure(
             || {
                 depformer();
             },
             7,
         );
-        let dec_ms = median_ms(|| drop(decode()), 7);
+        let dec_ms = measure(|| drop(decode()), 7);
         rows.push(Row {
             model: "tts",
             setting: name,
@@ -415,7 +475,13 @@ fn tts(c: &mut Criterion, hub: &str, settings: &[Setting], rows: &mut Vec<Row>) 
                 ("depformer", dep_ms),
                 ("mimi_decode", dec_ms),
                 ("frame", main_ms + dep_ms + dec_ms),
-                ("first_audio", first_ms),
+                (
+                    "first_audio",
+                    Stage {
+                        wall_ms: first_ms,
+                        cpu_ms: first_cpu_ms,
+                    },
+                ),
             ],
             fidelity,
         });
@@ -423,21 +489,25 @@ fn tts(c: &mut Criterion, hub: &str, settings: &[Setting], rows: &mut Vec<Row>) 
 }
 
 fn print_summary(rows: &[Row]) {
-    println!("\nweights summary (load average {})", load_average());
+    println!(
+        "\nweights summary (load average {}); per stage: median wall time, then mean CPU time \
+         of all threads, and the wall time as a multiple of f32's",
+        load_average()
+    );
     let f32_stage = |model: &str, stage: &str| -> Option<f64> {
         rows.iter()
             .find(|r| r.model == model && r.setting == "f32")
-            .and_then(|r| r.stages.iter().find(|s| s.0 == stage).map(|s| s.1))
+            .and_then(|r| r.stages.iter().find(|s| s.0 == stage).map(|s| s.1.wall_ms))
     };
     for row in rows {
         let mut line = format!(
             "{} {:<5} load {:>6.1} s",
             row.model, row.setting, row.load_s
         );
-        for (stage, ms) in &row.stages {
-            line += &format!("  {stage} {ms:.1} ms");
+        for (stage, t) in &row.stages {
+            line += &format!("  {stage} {:.1} ms (cpu {:.1})", t.wall_ms, t.cpu_ms);
             if let Some(base) = f32_stage(row.model, stage) {
-                line += &format!(" ({:.2}x f32)", ms / base);
+                line += &format!(" {:.2}x", t.wall_ms / base);
             }
         }
         if let Some((mean, min, agree)) = row.fidelity {

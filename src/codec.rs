@@ -9,7 +9,9 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_nn::var_builder::SimpleBackend;
 use moshi::mimi::{Config, Mimi};
 use serde_json::Value;
 
@@ -77,7 +79,8 @@ pub fn load_mimi(
         None => Config::v0_1(Some(num_codebooks)),
     };
     // Read tensor by tensor (no mapping left resident beside the tensors).
-    let vb = crate::weights::dense::var_builder(weights, dtype, device)?;
+    let file = crate::weights::dense::SafetensorsFile::open(weights)?;
+    let vb = VarBuilder::from_backend(Box::new(TransposedLinears(file)), dtype, device.clone());
     Mimi::new(config, vb).map_err(|e| {
         MoshiError::invalid_file(
             weights,
@@ -176,6 +179,45 @@ fn check_neutral(value: Option<&Value>, key: &str, neutral: &[Value]) -> Result<
                 .join(" or ")
         )),
         _ => Ok(()),
+    }
+}
+
+/// Serves Mimi's tensors, its transformers' linear weights stored transposed: `[in, out]` in
+/// memory, seen as the usual `[out, in]`. Mimi's transformers multiply two rows per 80 ms
+/// frame, and for so few rows candle's matrix product (the `gemm` crate) copies ("packs") a
+/// weight stored `[out, in]` at every product, but reads one stored `[in, out]` in place: the
+/// products are 2 to 6 times faster, with bit-identical results for two rows or more (one row
+/// takes another path, where the usual layout is the faster).
+struct TransposedLinears(crate::weights::dense::SafetensorsFile);
+
+impl SimpleBackend for TransposedLinears {
+    fn get(
+        &self,
+        shape: candle_core::Shape,
+        name: &str,
+        hints: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = self.0.get(shape, name, hints, dtype, dev)?;
+        if tensor.rank() != 2 || !name.contains("transformer.layers.") {
+            return Ok(tensor);
+        }
+        if tensor.dtype() != DType::F32 || !dev.is_cpu() {
+            return tensor.t()?.contiguous()?.t();
+        }
+        let (rows, cols) = tensor.dims2()?;
+        let values = tensor.flatten_all()?.to_vec1::<f32>()?;
+        let transposed = crate::weights::dense::transpose(&values, rows, cols);
+        Tensor::from_vec(transposed, (cols, rows), dev)?.t()
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0.get_unchecked(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.contains_tensor(name)
     }
 }
 

@@ -171,6 +171,30 @@ async fn the_model_loads_once_and_concurrent_conversations_share_it() {
     assert_eq!(support::downloads_of(&s.hub, "model.safetensors"), 1);
 }
 
+/// Mimi encoding on its own thread (the CPU default, one frame ahead of the language model)
+/// gives the words and every text token of encoding inline, pushed in chunks of any size.
+#[tokio::test]
+async fn threaded_mimi_encoding_gives_the_inline_tokens() {
+    let s = talkative().await;
+    let model = s.engine.stt_model().await.unwrap();
+    let audio = speech();
+    let run = |threaded: bool, chunk: usize| {
+        let mut t = model.transcriber_encoding(threaded).unwrap();
+        t.record_text_tokens();
+        let mut words = Vec::new();
+        for part in audio.chunks(chunk) {
+            words.extend(t.push(part).unwrap());
+        }
+        words.extend(t.finish().unwrap());
+        (t.text_tokens(), words, t.steps())
+    };
+    let inline = run(false, 1920);
+    assert!(!inline.1.is_empty());
+    for chunk in [1920, 700, 48_000] {
+        assert_eq!(run(true, chunk), inline, "chunks of {chunk}");
+    }
+}
+
 /// 8 kHz telephone audio and 6-channel audio are converted, not refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telephone_and_surround_audio_are_transcribed() {

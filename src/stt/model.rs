@@ -147,6 +147,13 @@ impl SttModel {
     /// A fresh streaming transcriber sharing this model's weights.
     #[doc(hidden)]
     pub fn transcriber(&self) -> Result<Transcriber, MoshiError> {
+        self.transcriber_encoding(self.device.is_cpu())
+    }
+
+    /// A transcriber whose Mimi encoding runs on its own thread (`threaded`, the CPU default)
+    /// or inline (the GPU default); both give the same words.
+    #[doc(hidden)]
+    pub fn transcriber_encoding(&self, threaded: bool) -> Result<Transcriber, MoshiError> {
         let state = moshi::asr::State::new(
             1,
             self.config.delay_steps(),
@@ -160,6 +167,8 @@ impl SttModel {
         })?;
         Ok(Transcriber::new(
             state,
+            self.mimi.clone(),
+            threaded,
             self.tokenizer.clone(),
             &self.config,
             self.device.clone(),
