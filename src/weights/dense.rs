@@ -90,14 +90,21 @@ impl SafetensorsFile {
             Dtype::BF16 => 2,
             other => candle_core::bail!("{name}: cannot read {other:?} as f32"),
         };
+        thread_local! {
+            /// Each thread's read buffer, reused from chunk to chunk: a fresh one per chunk
+            /// would be a fresh mapping to fault in and zero every time.
+            static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         let mut out = vec![0f32; info.len / elem];
         let per_chunk = CHUNK_BYTES / elem;
         out.par_chunks_mut(per_chunk).enumerate().try_for_each(
             |(i, dst)| -> candle_core::Result<()> {
-                let mut buf = vec![0u8; dst.len() * elem];
-                read_at(&self.file, &mut buf, info.offset + (i * CHUNK_BYTES) as u64)?;
-                convert(info.dtype, &buf, dst);
-                Ok(())
+                BUFFER.with_borrow_mut(|buf| -> candle_core::Result<()> {
+                    buf.resize(dst.len() * elem, 0);
+                    read_at(&self.file, buf, info.offset + (i * CHUNK_BYTES) as u64)?;
+                    convert(info.dtype, buf, dst);
+                    Ok(())
+                })
             },
         )?;
         Ok(out)

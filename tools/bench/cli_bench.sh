@@ -22,21 +22,24 @@ HUB=$ROOT/hub
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-# Runs "$@" REPEAT times; prints the fastest wall time and its peak RSS in MB.
+# Runs "$@" REPEAT times; prints the fastest wall time, its CPU time (user + system, all
+# threads: unlike wall time, not inflated when other processes take the cores) and its peak RSS
+# in MB.
 timed() {
-    local best="" rss=""
+    local best="" cpu="" rss=""
     for _ in $(seq "$REPEAT"); do
-        /usr/bin/time -f '%e %M' -o "$out/time" "$@" >"$out/stdout" 2>"$out/stderr" || {
+        /usr/bin/time -f '%e %U %S %M' -o "$out/time" "$@" >"$out/stdout" 2>"$out/stderr" || {
             cat "$out/stderr" >&2
             return 1
         }
-        read -r wall kb <"$out/time"
+        read -r wall user sys kb <"$out/time"
         if [ -z "$best" ] || awk "BEGIN{exit !($wall < $best)}"; then
             best=$wall
+            cpu=$(awk "BEGIN{print $user + $sys}")
             rss=$((kb / 1024))
         fi
     done
-    echo "$best $rss"
+    echo "$best $cpu $rss"
 }
 
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); binary $KYUTAI"
@@ -47,11 +50,11 @@ for setting in "$@"; do
         # Steps: the audio plus the model's 0.5 s delay and 1 s of tail, per 80 ms frame.
         declare -A secs=([short]=4 [long]=16)
         for len in short long; do
-            read -r t rss < <(timed "$KYUTAI" --offline -q --cache-dir "$HUB" transcribe \
+            read -r t c rss < <(timed "$KYUTAI" --offline -q --cache-dir "$HUB" transcribe \
                 "${weights[@]}" "$ROOT/audio/speech_${secs[$len]}s.wav")
             steps=$(awk "BEGIN{print int((${secs[$len]} + 1.5) * 12.5)}")
-            echo "stt $setting ${secs[$len]}s: ${t}s wall, $steps steps, peak ${rss} MB"
-            eval "t_$len=$t; s_$len=$steps; rss_$len=$rss"
+            echo "stt $setting ${secs[$len]}s: ${t}s wall, ${c}s cpu, $steps steps, peak ${rss} MB"
+            eval "t_$len=$t; c_$len=$c; s_$len=$steps; rss_$len=$rss"
         done
     else
         short="Hello there, this is a short test."
@@ -60,18 +63,21 @@ while, with several sentences, so that many frames are generated. The difference
 between this text and the short one gives the cost of one frame."
         for len in short long; do
             text=${!len}
-            read -r t rss < <(timed "$KYUTAI" --offline -q --cache-dir "$HUB" say \
+            read -r t c rss < <(timed "$KYUTAI" --offline -q --cache-dir "$HUB" say \
                 "${weights[@]}" --seed 1 -o "$out/say.wav" "$text")
             audio=$(sed -n 's/.*(\([0-9.]*\) s of audio).*/\1/p' "$out/stderr")
             # Steps: the audio's frames plus the 16-step audio delay, 2 dropped frames and the
             # final padding (4).
             steps=$(awk "BEGIN{print int($audio * 12.5 + 22)}")
-            echo "tts $setting $len: ${t}s wall, ${audio}s audio, ~$steps steps, peak ${rss} MB"
-            eval "t_$len=$t; s_$len=$steps; rss_$len=$rss"
+            echo "tts $setting $len: ${t}s wall, ${c}s cpu, ${audio}s audio, ~$steps steps," \
+                "peak ${rss} MB"
+            eval "t_$len=$t; c_$len=$c; s_$len=$steps; rss_$len=$rss"
         done
     fi
     awk -v m="$model" -v w="$setting" -v ts="$t_short" -v tl="$t_long" -v ss="$s_short" \
-        -v sl="$s_long" -v r="$rss_long" 'BEGIN{
+        -v sl="$s_long" -v r="$rss_long" -v cs="$c_short" -v cl="$c_long" 'BEGIN{
         f = (tl - ts) / (sl - ss); l = ts - ss * f;
-        printf "%s %s: %.0f ms per frame, load %.1f s, peak %d MB\n", m, w, f * 1000, l, r }'
+        cf = (cl - cs) / (sl - ss); cload = cs - ss * cf;
+        printf "%s %s: %.0f ms per frame (cpu %.0f ms), load %.1f s (cpu %.1f s), peak %d MB\n",
+            m, w, f * 1000, cf * 1000, l, cload, r }'
 done
