@@ -72,6 +72,9 @@ pub struct Generator<'a> {
     offset: usize,
     /// Every step's text tokens.
     pub text_log: Vec<TextStep>,
+    /// Whether all the text has been given ([`Generator::new`]), or more may come
+    /// ([`Generator::streaming`]).
+    input_complete: bool,
 }
 
 const UNGENERATED: i64 = -2;
@@ -145,7 +148,39 @@ impl<'a> Generator<'a> {
             delay_steps,
             offset: 0,
             text_log: Vec::new(),
+            input_complete: true,
         })
+    }
+
+    /// A generation whose text arrives while it runs: give words with
+    /// [`push_entries`](Self::push_entries), say when there are no more with
+    /// [`close_input`](Self::close_input), and step only while [`ready`](Self::ready).
+    pub fn streaming(
+        lm: &'a TtsLm,
+        conditions: &Conditions,
+        delay_steps: usize,
+        settings: GenerationSettings,
+    ) -> Result<Self> {
+        let mut generator = Self::new(lm, Vec::new(), conditions, delay_steps, settings)?;
+        generator.input_complete = false;
+        Ok(generator)
+    }
+
+    /// Adds words to say, and `extra_steps` to the step cap (their share of the bound).
+    pub fn push_entries(&mut self, entries: impl IntoIterator<Item = Entry>, extra_steps: usize) {
+        self.state.entries.extend(entries);
+        self.settings.max_steps += extra_steps;
+    }
+
+    /// No more words will come: the generation may finish.
+    pub fn close_input(&mut self) {
+        self.input_complete = true;
+    }
+
+    /// Whether a step may run now: always once the input is complete, else when the words the
+    /// next step may need are here ([`State::ready`]).
+    pub fn ready(&self) -> bool {
+        self.input_complete || self.state.ready(self.machine.second_stream_ahead)
     }
 
     /// Steps run so far.
