@@ -44,6 +44,7 @@ pub struct Transcriber {
     pending: Option<(String, f64)>,
     trace: Option<RefCell<Vec<u32>>>,
     end_of_turn: EndOfTurn,
+    progress: bool,
 }
 
 impl Transcriber {
@@ -70,12 +71,18 @@ impl Transcriber {
             pending: None,
             trace: None,
             end_of_turn: EndOfTurn::new(EndOfTurnSettings::default()),
+            progress: false,
         }
     }
 
     /// Uses `settings` for the end-of-turn rule.
     pub(crate) fn set_end_of_turn(&mut self, settings: EndOfTurnSettings) {
         self.end_of_turn = EndOfTurn::new(settings);
+    }
+
+    /// Reports [`TranscriptEvent::Progress`] after every step when `enabled`.
+    pub(crate) fn report_progress(&mut self, enabled: bool) {
+        self.progress = enabled;
     }
 
     /// Records the text token the model picks at every step (see
@@ -226,7 +233,19 @@ impl Transcriber {
                 }
             }
         }
+        if let Some(time_ms) = self.settled_ms().filter(|_| self.progress) {
+            events.push(TranscriptEvent::Progress { time_ms });
+        }
         Ok(())
+    }
+
+    /// How much of the caller's audio is transcribed: heard, less the model's delay (the
+    /// `moshi` crate decides a step's text `delay_steps` steps after hearing it), within the
+    /// audio pushed; `None` while not even its start is.
+    fn settled_ms(&self) -> Option<u64> {
+        let steps = self.state.model_step_idx() as f64 - self.delay_steps as f64;
+        let ms = steps * 1000.0 / FRAME_RATE - self.prefix_seconds * 1000.0;
+        (ms >= 0.0).then(|| (ms.floor() as u64).min(self.duration_ms()))
     }
 
     /// A finished word, as an event (and as speech, for the end-of-turn rule).
