@@ -209,36 +209,46 @@ async fn a_stream_gives_the_library_words_steps_and_echoes_its_marker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_marker_waits_for_the_audio_before_it_and_the_model_delay() {
-    let server = server(ServerConfig::default()).await;
+    let limits = fluent_voice_kyutai::server::Limits {
+        idle_timeout: Duration::from_secs(30),
+        ..fast_limits()
+    };
+    let server = TestServer::start(
+        ServerConfig::default()
+            .endpoints(true, false)
+            .api_key(KEY)
+            .limits(limits),
+        publish_stt,
+    )
+    .await;
     let mut ws = server.connect(PATH, Some(KEY)).await.unwrap();
     assert_eq!(next(&mut ws, LONG, false).await.unwrap().kind(), "Ready");
-    // A marker before any audio, then 1 s of audio and another marker: neither can come back
-    // before the model has heard the audio and its delay (0.5 s) after it.
+    // The markers that come back within `wait` (the stream stays open meanwhile).
+    async fn markers(ws: &mut Ws, wait: Duration) -> Vec<i64> {
+        let mut ids = Vec::new();
+        while let Some(got) = next(ws, wait, false).await {
+            match got {
+                Got::Msg(m) if m["type"] == "Marker" => ids.push(m["id"].as_i64().unwrap()),
+                Got::Msg(_) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        ids
+    }
+    // A marker before any audio, then 1 s of audio and another marker. The first comes back
+    // once the model has heard its delay (6 steps, 0.48 s) past the start; the second, placed
+    // after the 12 whole frames (0.96 s) received before it, only 0.48 s of audio after it.
     send(&mut ws, marker(1)).await;
     send(&mut ws, audio(&speech()[..24_000])).await;
     send(&mut ws, marker(2)).await;
-    let mut got = Vec::new();
-    while let Some(m) = next(&mut ws, Duration::from_millis(1500), false).await {
-        got.push(m.kind());
-    }
-    assert!(!got.contains(&"Marker".to_string()), "{got:?}");
-    // 0.4 s more is not enough for marker 2 (at 0.96 s, heard with a 0.5 s delay) ...
-    send(&mut ws, audio(&vec![0.0; 9_600])).await;
-    let mut markers = Vec::new();
-    while let Some(Got::Msg(m)) = next(&mut ws, Duration::from_millis(1500), false).await {
-        if m["type"] == "Marker" {
-            markers.push(m["id"].as_i64().unwrap());
-        }
-    }
-    assert_eq!(markers, [1], "marker 1 is due, 2 is not");
-    // ... 0.16 s more is.
-    send(&mut ws, audio(&vec![0.0; 3_840])).await;
-    while let Some(Got::Msg(m)) = next(&mut ws, Duration::from_millis(1500), false).await {
-        if m["type"] == "Marker" {
-            markers.push(m["id"].as_i64().unwrap());
-        }
-    }
-    assert_eq!(markers, [1, 2]);
+    assert_eq!(markers(&mut ws, Duration::from_millis(700)).await, [1]);
+    send(&mut ws, audio(&vec![0.0; 7_680])).await; // 0.32 s: not yet
+    assert_eq!(
+        markers(&mut ws, Duration::from_millis(700)).await,
+        [] as [i64; 0]
+    );
+    send(&mut ws, audio(&vec![0.0; 3_840])).await; // 0.16 s more: now
+    assert_eq!(markers(&mut ws, Duration::from_millis(700)).await, [2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -251,7 +251,7 @@ async fn bad_input_gets_an_error_and_a_close_and_harms_no_other_stream() {
         ),
         (
             "text after the end",
-            vec![eos(), server_support::text("more")],
+            vec![Message::text(TEXT), eos(), server_support::text("more")],
             "after Eos",
             1008,
         ),
