@@ -157,6 +157,17 @@ pub enum MoshiError {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// The configured GPU cannot be used: this build lacks the cargo feature for it, or the
+    /// machine lacks the driver or the device. Its own variant so that an application can
+    /// fall back to `Device::Cpu`.
+    #[error("the {device} device cannot be used: {reason}")]
+    DeviceUnavailable {
+        device: String,
+        reason: String,
+        #[source]
+        source: Option<SharedSource>,
+    },
+
     /// A capability that this build of the crate cannot run yet.
     #[error("{0}")]
     Unsupported(String),

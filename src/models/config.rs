@@ -36,6 +36,50 @@ pub enum Device {
     Metal(usize),
 }
 
+impl fmt::Display for Device {
+    /// The form [`Device::from_str`](std::str::FromStr) reads: `cpu`, `cuda:0`, `metal:0`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(ordinal) => write!(f, "cuda:{ordinal}"),
+            Device::Metal(ordinal) => write!(f, "metal:{ordinal}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+
+    /// Reads `cpu`, `cuda`, `cuda:N`, `metal` or `metal:N` (N: the GPU's ordinal, default 0),
+    /// as the CLI's `--device` takes it.
+    ///
+    /// ```
+    /// use fluent_voice_kyutai::models::Device;
+    /// assert_eq!("cuda".parse(), Ok(Device::Cuda(0)));
+    /// assert_eq!("cuda:1".parse(), Ok(Device::Cuda(1)));
+    /// assert_eq!("CPU".parse(), Ok(Device::Cpu));
+    /// assert!("gpu".parse::<Device>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Device, String> {
+        let s = s.trim().to_ascii_lowercase();
+        let (kind, ordinal) = match s.split_once(':') {
+            Some((kind, n)) => match n.parse::<usize>() {
+                Ok(n) => (kind, Some(n)),
+                Err(_) => return Err(format!("`{n}` is not a GPU number in `{s}`")),
+            },
+            None => (s.as_str(), None),
+        };
+        match (kind, ordinal) {
+            ("cpu", None) => Ok(Device::Cpu),
+            ("cuda", n) => Ok(Device::Cuda(n.unwrap_or(0))),
+            ("metal", n) => Ok(Device::Metal(n.unwrap_or(0))),
+            _ => Err(format!(
+                "unknown device `{s}`: use cpu, cuda, cuda:N, metal or metal:N"
+            )),
+        }
+    }
+}
+
 /// The floating-point type weights are converted to at load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {
