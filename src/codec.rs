@@ -51,10 +51,11 @@ pub fn candle_device(device: crate::models::Device) -> Result<Device, MoshiError
         D::Cuda(ordinal) => Device::new_cuda(ordinal).map_err(|e| {
             unavailable(
                 format!(
-                    "the NVIDIA CUDA driver could not start GPU {ordinal} ({e}); install the \
+                    "the NVIDIA CUDA driver could not start GPU {ordinal} ({}); install the \
                      NVIDIA driver, at least as new as the CUDA toolkit of this build (R580 for \
                      the CUDA 13.0 of tools/setup-cuda.sh), check that `nvidia-smi` lists the \
-                     GPU, or use the CPU (`--device cpu`)"
+                     GPU, or use the CPU (`--device cpu`)",
+                    message(&e)
                 ),
                 Some(e),
             )
@@ -64,10 +65,22 @@ pub fn candle_device(device: crate::models::Device) -> Result<Device, MoshiError
         }
         D::Metal(ordinal) => Device::new_metal(ordinal).map_err(|e| {
             unavailable(
-                format!("Metal could not start GPU {ordinal} ({e}); use the CPU (`--device cpu`)"),
+                format!(
+                    "Metal could not start GPU {ordinal} ({}); use the CPU (`--device cpu`)",
+                    message(&e)
+                ),
                 Some(e),
             )
         }),
+    }
+}
+
+/// A candle error's message without the backtrace candle appends when `RUST_BACKTRACE` is set,
+/// so that the error stays one line.
+fn message(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => message(inner),
+        e => e.to_string(),
     }
 }
 
