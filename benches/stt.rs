@@ -174,17 +174,16 @@ fn rtf_1b(c: &mut Criterion) {
     }
     let (device, dtype, target) = device::bench_target();
     let config = config_1b();
-    let vb = candle_nn::VarBuilder::from_backend(Box::new(device::Random), dtype, device.clone());
+    let recorded = device::Recording::default();
+    let vb = if device::load_timing() {
+        candle_nn::VarBuilder::from_backend(Box::new(recorded.clone()), dtype, device.clone())
+    } else {
+        candle_nn::VarBuilder::from_backend(Box::new(device::Random), dtype, device.clone())
+    };
     let setup = Instant::now();
     let lm = moshi::lm::LmModel::new(
         &config.lm_config(),
-        moshi::nn::MaybeQuantizedVarBuilder::Real(vb.clone()),
-    )
-    .unwrap();
-    // Mimi runs in f32 whatever the LM's dtype, as in the library.
-    let mimi = moshi::mimi::Mimi::new(
-        moshi::mimi::Config::v0_1(Some(config.n_q)),
-        vb.set_dtype(DType::F32),
+        moshi::nn::MaybeQuantizedVarBuilder::Real(vb),
     )
     .unwrap();
     device.synchronize().unwrap();
@@ -192,6 +191,29 @@ fn rtf_1b(c: &mut Criterion) {
         "stt_rtf_1b: random 1B-shaped model built on {target} in {:.1?}",
         setup.elapsed()
     );
+    if device::load_timing() {
+        device::time_load("stt_rtf_1b LM", &recorded, &target, |path| {
+            // What `SttModel::load` does with the LM file.
+            // SAFETY: a temporary file nobody else writes.
+            let vb = unsafe {
+                candle_nn::VarBuilder::from_mmaped_safetensors(&[path], dtype, &device).unwrap()
+            };
+            let lm = moshi::lm::LmModel::new(
+                &config.lm_config(),
+                moshi::nn::MaybeQuantizedVarBuilder::Real(vb),
+            )
+            .unwrap();
+            device.synchronize().unwrap();
+            lm
+        });
+        recorded.0.lock().unwrap().clear();
+    }
+    // Mimi runs in f32 whatever the LM's dtype, as in the library.
+    let mimi = moshi::mimi::Mimi::new(
+        moshi::mimi::Config::v0_1(Some(config.n_q)),
+        candle_nn::VarBuilder::from_backend(Box::new(device::Random), DType::F32, device.clone()),
+    )
+    .unwrap();
     let tokenizer = Tokenizer::from_file("tests/fixtures/tiny_spm.model").unwrap();
     let model = SttModel::from_parts(config, lm, mimi, tokenizer, device);
     // 1 s of audio: with the model's padding, 26 steps.

@@ -28,7 +28,7 @@ use moshi::streaming::{StreamMask, StreamTensor};
 
 #[path = "support/device.rs"]
 mod device;
-use device::{Random, bench_target};
+use device::{Random, Recording, bench_target, load_timing, time_load};
 
 fn published_config() -> serde_json::Value {
     let layers: usize = std::env::var("KYUTAI_BENCH_LAYERS")
@@ -83,20 +83,30 @@ fn entries(words: usize) -> Vec<Entry> {
 fn bench(c: &mut Criterion) {
     let (device, dtype, target) = bench_target();
     let cfg = TtsConfig::from_json(published_config().to_string().as_bytes()).unwrap();
-    let vb = VarBuilder::from_backend(Box::new(Random), dtype, device.clone());
+    let recorded = Recording::default();
+    let vb = if load_timing() {
+        VarBuilder::from_backend(Box::new(recorded.clone()), dtype, device.clone())
+    } else {
+        VarBuilder::from_backend(Box::new(Random), dtype, device.clone())
+    };
     let t = Instant::now();
-    let lm = TtsLm::new(cfg, &vb).unwrap();
+    let lm = TtsLm::new(cfg.clone(), &vb).unwrap();
     device.synchronize().unwrap();
     eprintln!(
         "random 1.6B-shaped model built on {target} in {:.1?}",
         t.elapsed()
     );
+    if load_timing() {
+        time_load("tts LM", &recorded, &target, |path| {
+            let lm = TtsLm::load(cfg.clone(), path, &device, dtype).unwrap();
+            device.synchronize().unwrap();
+            lm
+        });
+        recorded.0.lock().unwrap().clear();
+    }
     // Mimi runs in f32 whatever the LM's dtype, as in the library.
-    let mut mimi = moshi::mimi::Mimi::new(
-        moshi::mimi::Config::v0_1(Some(32)),
-        vb.clone().set_dtype(DType::F32),
-    )
-    .unwrap();
+    let mimi_vb = VarBuilder::from_backend(Box::new(Random), DType::F32, device.clone());
+    let mut mimi = moshi::mimi::Mimi::new(moshi::mimi::Config::v0_1(Some(32)), mimi_vb).unwrap();
     let mut conditions = Conditions::default();
     conditions
         .values

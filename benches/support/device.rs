@@ -2,8 +2,12 @@
 //!
 //! `KYUTAI_BENCH_DEVICE` (`cpu`, `cuda`, `cuda:N`, `metal`; default `cpu`) and
 //! `KYUTAI_BENCH_DTYPE` (`f32` or `bf16`; default `f32`) choose the device and the LM's dtype;
-//! Mimi always runs in f32, as in the library. `tools/gpu-check.sh` sets both.
+//! Mimi always runs in f32, as in the library. `KYUTAI_BENCH_LOAD=1` also times loading the LM
+//! from a file ([`time_load`]). `tools/gpu-check.sh` sets all three.
 #![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::{Init, var_builder::SimpleBackend};
@@ -53,4 +57,68 @@ impl SimpleBackend for Random {
     fn contains_tensor(&self, _: &str) -> bool {
         true
     }
+}
+
+/// [`Random`], keeping every tensor it hands out, so that a benchmark can write the model to a
+/// safetensors file and time loading it back (see [`time_load`]).
+#[derive(Clone, Default)]
+pub struct Recording(pub Arc<Mutex<HashMap<String, Tensor>>>);
+
+impl SimpleBackend for Recording {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        init: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = Random.get(s, name, init, dtype, dev)?;
+        self.0.lock().unwrap().insert(name.to_string(), t.clone());
+        Ok(t)
+    }
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        Random.get_unchecked(name, dtype, dev)
+    }
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// True when `KYUTAI_BENCH_LOAD=1`: the benchmark also writes its model to a file and times
+/// loading it (minutes and gigabytes of disk on a CPU machine, so off by default).
+pub fn load_timing() -> bool {
+    std::env::var_os("KYUTAI_BENCH_LOAD").is_some()
+}
+
+/// Writes the recorded weights to a bf16 safetensors file (the published LM files are bf16),
+/// then times `load` on it, the file being in the page cache as on a warm start. Prints and
+/// returns the seconds.
+pub fn time_load<T>(
+    what: &str,
+    recorded: &Recording,
+    target: &str,
+    load: impl FnOnce(&std::path::Path) -> T,
+) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let tensors: HashMap<String, Tensor> = recorded
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_dtype(DType::BF16).unwrap()))
+        .collect();
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    drop(tensors);
+    let bytes = std::fs::metadata(&path).unwrap().len();
+    let start = std::time::Instant::now();
+    let model = load(&path);
+    let seconds = start.elapsed().as_secs_f64();
+    drop(model);
+    eprintln!(
+        "{what}: load of a {:.2} GB bf16 safetensors file on {target}: {seconds:.2} s",
+        bytes as f64 / 1e9
+    );
+    seconds
 }
