@@ -5,6 +5,8 @@
 #
 #   tools/setup-cuda.sh [PREFIX]        # default: ~/.cache/fluent-voice-kyutai/cuda-13.0
 #   source PREFIX/env.sh                # then: cargo build --release --features cuda
+#   tools/setup-cuda.sh --compiler-only [PREFIX]   # enough for `cargo check --features cuda`
+#       (no cuBLAS/cuRAND/NVRTC: 0.3 GB, not 1.2; default PREFIX ...-compiler)
 #
 # Why CUDA 13.0 and these exact wheels:
 # - candle 0.9.2 uses cudarc 0.19, which supports CUDA 11.4 to 13.4 and reads the version from
@@ -26,21 +28,33 @@
 #   the stub folder is never put on LD_LIBRARY_PATH.
 set -euo pipefail
 
-PREFIX="${1:-${CUDA_PREFIX:-${XDG_CACHE_HOME:-$HOME/.cache}/fluent-voice-kyutai/cuda-13.0}}"
+COMPILER_ONLY=false
+if [ "${1:-}" = "--compiler-only" ]; then
+    COMPILER_ONLY=true
+    shift
+fi
+NAME=cuda-13.0
+$COMPILER_ONLY && NAME=cuda-13.0-compiler
+PREFIX="${1:-${CUDA_PREFIX:-${XDG_CACHE_HOME:-$HOME/.cache}/fluent-voice-kyutai/$NAME}}"
 PYTHON="${PYTHON:-python3}"
 
-# What candle's build needs: the compiler (nvcc, nvvm, crt), headers (runtime, cccl) and the
-# libraries cudarc links (cudart, cublas + cublasLt, curand, nvrtc).
+# What candle's kernels need to compile: the compiler (nvcc, nvvm, crt) and headers (runtime,
+# cccl); `cargo check` needs no more. Linking adds the libraries cudarc links (cudart is in the
+# runtime wheel; cublas + cublasLt, curand, nvrtc).
 WHEELS=(
     nvidia-cuda-nvcc==13.0.88
     nvidia-nvvm==13.0.88
     nvidia-cuda-crt==13.0.88
     nvidia-cuda-runtime==13.0.96
     nvidia-cuda-cccl==13.0.85
-    nvidia-cuda-nvrtc==13.0.88
-    nvidia-curand==10.4.0.35
-    nvidia-cublas==13.1.0.3
 )
+if ! $COMPILER_ONLY; then
+    WHEELS+=(
+        nvidia-cuda-nvrtc==13.0.88
+        nvidia-curand==10.4.0.35
+        nvidia-cublas==13.1.0.3
+    )
+fi
 
 say() { echo "setup-cuda: $*" >&2; }
 
@@ -56,7 +70,9 @@ STAMP="$PREFIX/installed.txt"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "${WHEELS[*]}" ] && [ -x "$CUDA_ROOT/bin/nvcc" ]; then
     say "toolkit already installed in $PREFIX"
 else
-    say "installing CUDA 13.0 wheels into $PREFIX/pkgs (about 1.2 GB)"
+    say "installing CUDA 13.0 wheels into $PREFIX/pkgs ($(
+        $COMPILER_ONLY && echo "compiler only, about 0.3 GB" || echo "about 1.2 GB"
+    ))"
     rm -rf "$PREFIX/pkgs" "$STAMP"
     # --target: a prefix of its own, never the interpreter's site-packages.
     PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check \
@@ -105,4 +121,8 @@ EOF
 
 say "nvcc $release ready; the environment to use (also in $PREFIX/env.sh):"
 cat "$PREFIX/env.sh"
-say "then: source $PREFIX/env.sh && cargo build --release --features cuda"
+if $COMPILER_ONLY; then
+    say "then: source $PREFIX/env.sh && cargo check --features cuda"
+else
+    say "then: source $PREFIX/env.sh && cargo build --release --features cuda"
+fi
