@@ -12,8 +12,9 @@
 #      kernels may round differently from the CPU's, so a difference there is reported, not a
 #      failure of the check);
 #   3. the real-size random-weight benchmarks, in f32 and bf16: STT 1B (`benches/stt.rs`, ms per
-#      80 ms frame), TTS 1.6B (`benches/tts_step.rs`: time to first audio, ms per frame, model
-#      build time), and a batched benchmark if one exists (a bench whose name has `batch`).
+#      80 ms frame), TTS 1.6B (`benches/tts_step.rs`: time to first audio, ms per frame), both
+#      with the time to load the LM from a bf16 safetensors file (`KYUTAI_BENCH_LOAD=1`), and a
+#      batched benchmark if one exists (a bench whose name has `batch`).
 # Everything goes to the results file, with a summary of the key lines at its end. The exit
 # status is non-zero if the build or step 1 failed.
 set -uo pipefail
@@ -69,7 +70,7 @@ step "token-exact parity on the GPU, f32 (informative)" env KYUTAI_TEST_DEVICE="
     -- --nocapture --test-threads 1 || true
 
 for dtype in f32 bf16; do
-    export KYUTAI_BENCH_DEVICE="$GPU" KYUTAI_BENCH_DTYPE="$dtype"
+    export KYUTAI_BENCH_DEVICE="$GPU" KYUTAI_BENCH_DTYPE="$dtype" KYUTAI_BENCH_LOAD=1
     step "STT 1B benchmark, $dtype" env STT_BENCH_1B=1 \
         cargo bench --locked --features cuda --bench stt -- stt_rtf_1b || true
     step "TTS 1.6B benchmark, $dtype" \
@@ -79,12 +80,12 @@ for dtype in f32 bf16; do
             cargo bench --locked --features cuda --bench "$bench" || true
     done
 done
-unset KYUTAI_BENCH_DEVICE KYUTAI_BENCH_DTYPE
+unset KYUTAI_BENCH_DEVICE KYUTAI_BENCH_DTYPE KYUTAI_BENCH_LOAD
 
 {
     echo ""
     echo "=== summary"
-    grep -E '^(=== .*exit|test result|TTS |STT |stt_rtf_1b|random 1\.6B|time to first audio|real-time factor)' "$RESULTS" |
+    grep -E '^(=== .*exit|test result|TTS |STT |stt_rtf_1b|tts LM|random 1\.6B|time to first audio|real-time factor)' "$RESULTS" |
         grep -v '=== summary'
 } >>"$RESULTS.summary"
 cat "$RESULTS.summary" >>"$RESULTS"
