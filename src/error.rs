@@ -211,35 +211,107 @@ impl MoshiError {
             reason: reason.into(),
         }
     }
-
-    /// True for errors that another attempt may cure without any change by the user
-    /// (network failures, corrupt transfers).
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            MoshiError::Network { .. }
-                | MoshiError::IntegrityMismatch { .. }
-                | MoshiError::SizeMismatch { .. }
-        )
-    }
 }
 
 /// Shorthand used across the crate.
 pub type Result<T, E = MoshiError> = std::result::Result<T, E>;
 
-impl From<MoshiError> for VoiceError {
-    fn from(error: MoshiError) -> Self {
-        match &error {
-            MoshiError::InvalidInput(message) => VoiceError::InvalidInput(message.clone()),
-            MoshiError::InvalidConfig(message) => VoiceError::Configuration(message.clone()),
-            MoshiError::Unsupported(message) => VoiceError::Unsupported(message.clone()),
-            MoshiError::Inference { message, .. } => VoiceError::Other {
-                message: format!("inference failed: {message}"),
-                source: Some(Box::new(error.clone())),
+/// The stage a [`MoshiError`] happened in, which decides the [`VoiceError`] variant of a
+/// failure while running a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Synthesis,
+    Transcription,
+}
+
+impl MoshiError {
+    /// The [`VoiceError`] for this error, in the category it belongs to, with this error as its
+    /// [`source`](std::error::Error::source) (so [`VoiceError::moshi`] finds it again).
+    pub(crate) fn into_voice(self, stage: Option<Stage>) -> VoiceError {
+        let message = self.to_string();
+        let source: Option<crate::voice::BoxError> = Some(Box::new(self.clone()));
+        match &self {
+            MoshiError::RepoNotFound { .. }
+            | MoshiError::RevisionNotFound { .. }
+            | MoshiError::FileNotFound { .. }
+            | MoshiError::VoiceNotFound { .. } => VoiceError::NotFound { message, source },
+            MoshiError::OfflineNotCached { .. } => VoiceError::Offline { message, source },
+            MoshiError::Network { .. } | MoshiError::UnexpectedStatus { .. } => {
+                VoiceError::Network { message, source }
+            }
+            MoshiError::InvalidInput(reason) => VoiceError::InvalidInput(reason.clone()),
+            MoshiError::InvalidConfig(reason) => VoiceError::Configuration(reason.clone()),
+            MoshiError::Unsupported(reason) => VoiceError::Unsupported(reason.clone()),
+            // Inside a `std::io::Error`, so that the surface's `Io` variant keeps the kind.
+            MoshiError::Io { source: io, .. } => {
+                VoiceError::Io(std::io::Error::new(io.kind(), self.clone()))
+            }
+            MoshiError::Inference { .. } => match stage {
+                Some(Stage::Synthesis) => VoiceError::Synthesis { message, source },
+                Some(Stage::Transcription) => VoiceError::Transcription { message, source },
+                None => VoiceError::Other { message, source },
             },
-            _ => VoiceError::ModelUnavailable {
-                message: error.to_string(),
-                source: Some(Box::new(error)),
+            MoshiError::AuthenticationRequired { .. }
+            | MoshiError::IntegrityMismatch { .. }
+            | MoshiError::SizeMismatch { .. }
+            | MoshiError::DiskFull { .. }
+            | MoshiError::DownloadLockStale { .. }
+            | MoshiError::InvalidModelFile { .. }
+            | MoshiError::DeviceUnavailable { .. } => {
+                VoiceError::ModelUnavailable { message, source }
+            }
+        }
+    }
+}
+
+impl From<MoshiError> for VoiceError {
+    /// Keeps the category; failures while running a model become [`VoiceError::Other`] here
+    /// (the conversations themselves report them as synthesis or transcription failures).
+    fn from(error: MoshiError) -> Self {
+        error.into_voice(None)
+    }
+}
+
+impl VoiceError {
+    /// The [`MoshiError`] behind this error, when it came from this crate's engine: the precise
+    /// cause (which repository, file, voice, byte count), to match on.
+    ///
+    /// ```
+    /// use fluent_voice_kyutai::MoshiError;
+    /// use fluent_voice_kyutai::voice::VoiceError;
+    ///
+    /// let error = VoiceError::from(MoshiError::InvalidInput("empty text".into()));
+    /// assert!(matches!(error.moshi(), None | Some(MoshiError::InvalidInput(_))));
+    /// let error = VoiceError::from(MoshiError::DiskFull {
+    ///     dir: "/cache".into(),
+    ///     needed: 10,
+    ///     available: 1,
+    /// });
+    /// assert!(matches!(error.moshi(), Some(MoshiError::DiskFull { needed: 10, .. })));
+    /// ```
+    pub fn moshi(&self) -> Option<&MoshiError> {
+        let source: &(dyn std::error::Error + 'static) = match self {
+            VoiceError::Io(io) => io.get_ref()?,
+            other => std::error::Error::source(other)?,
+        };
+        source.downcast_ref::<MoshiError>()
+    }
+}
+
+impl From<VoiceError> for MoshiError {
+    /// The [`MoshiError`] behind a [`VoiceError`] when there is one (so that a round trip
+    /// through the fluent-voice surface loses nothing), else the same category.
+    fn from(error: VoiceError) -> Self {
+        if let Some(moshi) = error.moshi() {
+            return moshi.clone();
+        }
+        match error {
+            VoiceError::InvalidInput(message) => MoshiError::InvalidInput(message),
+            VoiceError::Configuration(message) => MoshiError::InvalidConfig(message),
+            VoiceError::Unsupported(message) => MoshiError::Unsupported(message),
+            other => MoshiError::Inference {
+                message: other.to_string(),
+                source: Some(Arc::new(other)),
             },
         }
     }

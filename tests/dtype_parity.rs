@@ -25,12 +25,12 @@ mod support;
 
 use candle_core::{DType, Device, Tensor};
 use fluent_voice_kyutai::KyutaiEngine;
+use fluent_voice_kyutai::SttModel;
+use fluent_voice_kyutai::internals::tts::TtsConfig;
+use fluent_voice_kyutai::internals::tts::conditioners::Conditions;
+use fluent_voice_kyutai::internals::tts::lm::TtsLm;
+use fluent_voice_kyutai::internals::tts::sampling::argmax;
 use fluent_voice_kyutai::models::DType as WeightDType;
-use fluent_voice_kyutai::stt::SttModel;
-use fluent_voice_kyutai::tts::TtsConfig;
-use fluent_voice_kyutai::tts::conditioners::Conditions;
-use fluent_voice_kyutai::tts::lm::TtsLm;
-use fluent_voice_kyutai::tts::sampling::argmax;
 use fluent_voice_kyutai::voice::SpeechSource;
 use support::*;
 
@@ -44,7 +44,7 @@ const MIN_STT_TOKEN_AGREEMENT: f64 = 0.95;
 /// everywhere, f32 too on a GPU (on the CPU it is the reference itself).
 fn cases() -> (Device, String, Vec<DType>) {
     let name = test_device().to_string();
-    let device = fluent_voice_kyutai::codec::candle_device(test_device()).unwrap();
+    let device = fluent_voice_kyutai::internals::candle_device(test_device()).unwrap();
     let dtypes = if device.is_cpu() {
         vec![DType::BF16]
     } else {
@@ -193,7 +193,7 @@ async fn tts_logits_follow_cpu_f32_within_tolerance() {
 /// generation and Mimi (f32) decoding, to audio as long as the f32 run's.
 #[tokio::test]
 async fn tts_synthesizes_in_bf16_through_the_engine() {
-    use fluent_voice_kyutai::tts::synth::SynthesisSettings;
+    use fluent_voice_kyutai::internals::tts::synth::SynthesisSettings;
 
     let hub = TestHub::start();
     publish_defaults(&hub);
@@ -247,7 +247,7 @@ async fn stt_tokens(hub: &TestHub, dtype: Option<WeightDType>, device: bool) -> 
     let model: std::sync::Arc<SttModel> = engine.stt_model().await.unwrap();
     let mut transcriber = model.transcriber().unwrap();
     transcriber.record_text_tokens();
-    fluent_voice_kyutai::stt::transcribe_blocking(
+    fluent_voice_kyutai::internals::stt::transcribe_blocking(
         SpeechSource::from_file("tests/fixtures/stt_parity/speech.wav"),
         &mut transcriber,
         |_| true,

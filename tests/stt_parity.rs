@@ -9,7 +9,7 @@ mod stt_tiny;
 mod support;
 
 use fluent_voice_kyutai::KyutaiEngine;
-use fluent_voice_kyutai::stt::SttModel;
+use fluent_voice_kyutai::SttModel;
 use fluent_voice_kyutai::voice::{
     SpeechSource, SttConversation, SttConversationBuilder, TranscriptionSegment,
 };
@@ -94,7 +94,7 @@ async fn text_tokens_match_python_step_by_step() {
     let mut transcriber = model.transcriber().unwrap();
     transcriber.record_text_tokens();
     let mut words = Vec::new();
-    fluent_voice_kyutai::stt::transcribe_blocking(
+    fluent_voice_kyutai::internals::stt::transcribe_blocking(
         SpeechSource::from_file(AUDIO),
         &mut transcriber,
         |w| {

@@ -242,8 +242,19 @@ async fn bad_input_fails_clearly_at_listen_or_in_the_stream() {
         }
     };
 
-    let msg = invalid(listen(SpeechSource::from_file(dir.path().join("missing.wav"))).await);
-    assert!(msg.contains("does not exist"), "{msg}");
+    // A wrong path is an I/O error of kind NotFound, not "invalid input": the caller can tell
+    // it from a file that is not audio without reading the message.
+    match listen(SpeechSource::from_file(dir.path().join("missing.wav"))).await {
+        VoiceError::Io(io) => {
+            assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+            assert!(io.to_string().contains("missing.wav"), "{io}");
+        }
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+
+    // PCM that is not numbers is refused, not transcribed as silence.
+    let msg = invalid(listen(SpeechSource::from_pcm(vec![f32::NAN; 24_000], 24_000, 1)).await);
+    assert!(msg.contains("not a finite number"), "{msg}");
 
     let empty = dir.path().join("empty.wav");
     std::fs::write(&empty, b"").unwrap();
@@ -294,7 +305,7 @@ async fn the_silence_prefix_is_fed_and_taken_off_the_timings() {
     let model = s.engine.stt_model().await.unwrap();
     let mut transcriber = model.transcriber().unwrap();
     let mut words = Vec::new();
-    fluent_voice_kyutai::stt::transcribe_blocking(
+    fluent_voice_kyutai::internals::stt::transcribe_blocking(
         SpeechSource::from_file(AUDIO),
         &mut transcriber,
         |w| {

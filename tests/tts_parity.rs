@@ -11,10 +11,10 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use fluent_voice_kyutai::KyutaiEngine;
-use fluent_voice_kyutai::tts::TtsConfig;
-use fluent_voice_kyutai::tts::conditioners::Conditions;
-use fluent_voice_kyutai::tts::generate::{GenerationSettings, Generator};
-use fluent_voice_kyutai::tts::lm::TtsLm;
+use fluent_voice_kyutai::internals::tts::TtsConfig;
+use fluent_voice_kyutai::internals::tts::conditioners::Conditions;
+use fluent_voice_kyutai::internals::tts::generate::{GenerationSettings, Generator};
+use fluent_voice_kyutai::internals::tts::lm::TtsLm;
 use support::*;
 use tts_reference::{assert_same_frame_rms, assert_same_tokens, entries, run_to_end};
 
@@ -101,7 +101,7 @@ fn read_f32(path: &Path) -> Vec<f32> {
 
 #[tokio::test]
 async fn entries_and_waveform_match_the_reference() {
-    use fluent_voice_kyutai::tts::synth::SynthesisSettings;
+    use fluent_voice_kyutai::internals::tts::synth::SynthesisSettings;
 
     let hub = TestHub::start();
     publish_defaults(&hub);

@@ -24,7 +24,7 @@ pub fn bench_target() -> (Device, DType, String) {
         Ok(other) => panic!("KYUTAI_BENCH_DTYPE: `{other}` is not f32 or bf16"),
     };
     let label = format!("{device} {}", dtype.as_str());
-    let device = fluent_voice_kyutai::codec::candle_device(device).unwrap();
+    let device = fluent_voice_kyutai::internals::candle_device(device).unwrap();
     (device, dtype, label)
 }
 

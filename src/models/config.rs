@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::progress::ProgressEvent;
+use super::progress::{ProgressCallback, ProgressEvent};
 
 /// The public TTS model (Delayed Streams Modeling, English and French).
 pub const DEFAULT_TTS_REPO: &str = "kyutai/tts-1.6b-en_fr";
@@ -34,6 +34,21 @@ pub enum Device {
     Cuda(usize),
     /// An Apple GPU (needs the `metal` feature).
     Metal(usize),
+}
+
+impl Device {
+    /// Whether this build, on this machine, can run models on this device: `Ok` for the CPU and
+    /// for a GPU that starts, else the [`MoshiError::DeviceUnavailable`](crate::MoshiError) that
+    /// says why (no cargo feature, no driver, no device). Cheap next to loading a model, so an
+    /// application can ask first and fall back to [`Device::Cpu`].
+    ///
+    /// ```
+    /// use fluent_voice_kyutai::models::Device;
+    /// assert!(Device::Cpu.check().is_ok());
+    /// ```
+    pub fn check(self) -> crate::Result<()> {
+        crate::codec::candle_device(self).map(|_| ())
+    }
 }
 
 impl fmt::Display for Device {
@@ -122,9 +137,6 @@ impl ModelFile {
         }
     }
 }
-
-/// A callback that receives download progress events (for applications that draw their own UI).
-pub type ProgressCallback = Arc<dyn Fn(&ProgressEvent) + Send + Sync>;
 
 /// Which Kyutai models to use, where to cache them and how to reach the hub.
 ///
@@ -389,12 +401,12 @@ impl fmt::Debug for ResolvedSettings {
 }
 
 /// A source of environment variables (the process environment, or a map in tests).
-pub trait Env {
+pub(crate) trait Env {
     fn var(&self, name: &str) -> Option<String>;
 }
 
 /// The process environment.
-pub struct ProcessEnv;
+pub(crate) struct ProcessEnv;
 
 impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
@@ -420,7 +432,7 @@ fn is_true(value: &str) -> bool {
 
 impl KyutaiModelConfig {
     /// Fills what the config leaves unset from `env`, the way `huggingface_hub` does.
-    pub fn resolve(&self, env: &dyn Env) -> ResolvedSettings {
+    pub(crate) fn resolve(&self, env: &dyn Env) -> ResolvedSettings {
         let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("."));
         let hf_home = env.var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
             env.var("XDG_CACHE_HOME")

@@ -16,13 +16,14 @@ use parking_lot::Mutex;
 
 use super::cache::{HubCache, is_commit_hash};
 use super::config::{KyutaiModelConfig, ModelFile, ProcessEnv, ResolvedSettings};
-use super::hub::{HubClient, RemoteFile};
+use super::hub::{HubClient, RemoteFile, Transfer};
 use super::lock;
 use super::paths::{KyutaiModelPaths, SttModelPaths, TtsModelPaths};
 use super::progress::Progress;
 use super::repo_config::{FileLocation, ModelId, RepoConfig, check_repo_id, check_repo_path};
 use super::verify::{self, FileFormat, StreamingHash};
 use crate::error::{MoshiError, Result};
+use crate::runtime::blocking;
 
 /// A file that is present and verified in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,19 +93,23 @@ impl KyutaiModelManager {
         &self.settings
     }
 
-    pub fn cache(&self) -> &HubCache {
-        &self.cache
+    /// Every file of every snapshot in the cache, repository by repository; with `rehash`,
+    /// each blob is hashed again and compared with the hash the hub announced (slow: it reads
+    /// every byte), otherwise files are reported as recorded.
+    pub fn cached_files(&self, rehash: bool) -> Vec<super::inventory::CachedFile> {
+        super::inventory::scan(&self.cache, rehash)
     }
 
     /// Fetches everything: the TTS model, the STT model and the default voice.
     pub async fn download_models(&self) -> Result<KyutaiModelPaths> {
-        let paths = KyutaiModelPaths::new(&self.settings.cache_dir);
         let (tts, stt) = futures::try_join!(self.fetch_tts(), self.fetch_stt())?;
         let voice = self.fetch_voice(&tts, &self.config.default_voice).await?;
-        paths.add_voice(&self.config.default_voice, voice);
-        paths.set_tts(tts);
-        paths.set_stt(stt);
-        Ok(paths)
+        Ok(KyutaiModelPaths {
+            cache_dir: self.settings.cache_dir.clone(),
+            tts: Some(tts),
+            stt: Some(stt),
+            voices: [(self.config.default_voice.clone(), voice)].into(),
+        })
     }
 
     /// Fetches the TTS model's files (config.json first: it names the others).
@@ -249,7 +254,7 @@ impl KyutaiModelManager {
     }
 
     /// Fetches a file from wherever `location` says.
-    pub async fn fetch_location(
+    pub(crate) async fn fetch_location(
         &self,
         repo: &str,
         revision: &str,
@@ -279,7 +284,7 @@ impl KyutaiModelManager {
     }
 
     /// The file name of a voice: `<voice>.<sig>@<epoch>.safetensors`.
-    pub fn voice_file_name(voice: &str, model_id: Option<&ModelId>) -> Result<String> {
+    pub(crate) fn voice_file_name(voice: &str, model_id: Option<&ModelId>) -> Result<String> {
         if voice.ends_with(".safetensors") {
             check_repo_path(voice)?;
             return Ok(voice.to_string());
@@ -343,7 +348,7 @@ impl KyutaiModelManager {
         if !self.config.force_download
             && let Some(commit) = self.known_commit(repo, revision)
         {
-            if let Some(hit) = self.verified_cache_hit(repo, &commit, file, format)? {
+            if let Some(hit) = self.verified_cache_hit(repo, &commit, file, format).await? {
                 return Ok(Located::Present(hit));
             }
             if self.settings.offline && self.cache.is_known_missing(repo, &commit, file) {
@@ -367,6 +372,7 @@ impl KyutaiModelManager {
             Err(error @ MoshiError::Network { .. }) => {
                 return self
                     .cache_fallback(repo, revision, file, format, error)
+                    .await
                     .map(Located::Present);
             }
             Err(error @ MoshiError::FileNotFound { .. }) => {
@@ -405,7 +411,7 @@ impl KyutaiModelManager {
 
     /// When the hub cannot be reached, a verified cached copy of the last resolved commit is
     /// used (as `huggingface_hub` does), with a warning; otherwise the network error stands.
-    fn cache_fallback(
+    async fn cache_fallback(
         &self,
         repo: &str,
         revision: &str,
@@ -417,7 +423,7 @@ impl KyutaiModelManager {
             return Err(error);
         }
         if let Some(commit) = self.cache.resolve_revision(repo, revision)
-            && let Some(hit) = self.verified_cache_hit(repo, &commit, file, format)?
+            && let Some(hit) = self.verified_cache_hit(repo, &commit, file, format).await?
         {
             log::warn!("{error}; using the cached copy of `{file}` from `{repo}`");
             return Ok(hit);
@@ -427,7 +433,7 @@ impl KyutaiModelManager {
 
     /// A cached copy of the file at `commit` whose blob is verified (by record, or hashed now
     /// when another client put it there).
-    fn verified_cache_hit(
+    async fn verified_cache_hit(
         &self,
         repo: &str,
         commit: &str,
@@ -442,7 +448,10 @@ impl KyutaiModelManager {
             return Ok(None);
         };
         let blob = self.cache.blob_path(repo, &etag);
-        if !self.ensure_blob_verified(repo, &etag, &blob, format)? {
+        if !self
+            .ensure_blob_verified(repo, &etag, &blob, format)
+            .await?
+        {
             return Ok(None);
         }
         self.progress.cache_hit(repo, file);
@@ -455,36 +464,44 @@ impl KyutaiModelManager {
 
     /// True when the blob is verified: recorded as such at its current size and mtime, or
     /// hashed now and found equal to its etag. A blob that fails is deleted.
-    fn ensure_blob_verified(
+    ///
+    /// Hashing reads the whole blob (gigabytes for weights that another client downloaded), so
+    /// it runs on a blocking thread: the files of a model, located concurrently, are hashed in
+    /// parallel, and the async runtime's workers stay free.
+    async fn ensure_blob_verified(
         &self,
         repo: &str,
         etag: &str,
         blob: &Path,
         format: FileFormat,
     ) -> Result<bool> {
-        if !blob.is_file() {
-            return Ok(false);
-        }
         let record = self.cache.verified_record_path(repo, etag);
-        if verify::is_recorded_verified(&record, blob, etag) {
-            return Ok(true);
-        }
-        let mismatch = verify::check_blob(blob, etag)
-            .map_err(|e| MoshiError::io("could not read", blob, e))?;
-        if let Some(actual) = mismatch {
-            log::warn!(
-                "cached blob {} is corrupt (sha {actual}); removing it",
-                blob.display()
-            );
-            let _ = std::fs::remove_file(blob);
-            return Ok(false);
-        }
-        if verify::check_format(blob, format).is_err() {
-            let _ = std::fs::remove_file(blob);
-            return Ok(false);
-        }
-        verify::record_verified(&record, blob, etag)?;
-        Ok(true)
+        let (etag, blob) = (etag.to_string(), blob.to_path_buf());
+        blocking("verifying a cached file", move || {
+            if !blob.is_file() {
+                return Ok(false);
+            }
+            if verify::is_recorded_verified(&record, &blob, &etag) {
+                return Ok(true);
+            }
+            let mismatch = verify::check_blob(&blob, &etag)
+                .map_err(|e| MoshiError::io("could not read", &blob, e))?;
+            if let Some(actual) = mismatch {
+                log::warn!(
+                    "cached blob {} is corrupt (sha {actual}); removing it",
+                    blob.display()
+                );
+                let _ = std::fs::remove_file(&blob);
+                return Ok(false);
+            }
+            if verify::check_format(&blob, format).is_err() {
+                let _ = std::fs::remove_file(&blob);
+                return Ok(false);
+            }
+            verify::record_verified(&record, &blob, &etag)?;
+            Ok(true)
+        })
+        .await
     }
 
     /// Step 2 and 3 for one file whose remote metadata is known.
@@ -496,23 +513,7 @@ impl KyutaiModelManager {
         format: FileFormat,
     ) -> Result<FetchedFile> {
         let blob = self.cache.blob_path(repo, &remote.etag);
-        let reuse = |manager: &Self| -> Result<Option<FetchedFile>> {
-            if manager.config.force_download
-                || !manager.ensure_blob_verified(repo, &remote.etag, &blob, format)?
-            {
-                return Ok(None);
-            }
-            let path = manager
-                .cache
-                .link_snapshot(repo, &remote.commit, file, &remote.etag)?;
-            manager.progress.cache_hit(repo, file);
-            Ok(Some(FetchedFile {
-                path,
-                commit: remote.commit.clone(),
-                from_cache: true,
-            }))
-        };
-        if let Some(hit) = reuse(self)? {
+        if let Some(hit) = self.reuse_blob(repo, file, remote, &blob, format).await? {
             return Ok(hit);
         }
         self.cache.write_cachedir_tag()?;
@@ -526,7 +527,7 @@ impl KyutaiModelManager {
         let _lock =
             lock::acquire(&lock_path, staleness, || self.progress.waiting(repo, file)).await?;
         // Another process (or task) may have finished it while we waited.
-        if let Some(hit) = reuse(self)? {
+        if let Some(hit) = self.reuse_blob(repo, file, remote, &blob, format).await? {
             return Ok(hit);
         }
         // A corrupt transfer is worth one more try from scratch; a second one is reported.
@@ -554,6 +555,33 @@ impl KyutaiModelManager {
         })
     }
 
+    /// The file, linked from a verified blob already in the cache (no transfer), if there is one.
+    async fn reuse_blob(
+        &self,
+        repo: &str,
+        file: &str,
+        remote: &RemoteFile,
+        blob: &Path,
+        format: FileFormat,
+    ) -> Result<Option<FetchedFile>> {
+        if self.config.force_download
+            || !self
+                .ensure_blob_verified(repo, &remote.etag, blob, format)
+                .await?
+        {
+            return Ok(None);
+        }
+        let path = self
+            .cache
+            .link_snapshot(repo, &remote.commit, file, &remote.etag)?;
+        self.progress.cache_hit(repo, file);
+        Ok(Some(FetchedFile {
+            path,
+            commit: remote.commit.clone(),
+            from_cache: true,
+        }))
+    }
+
     /// Downloads the blob into `<etag>.incomplete` (resuming what is there), checks size, hash
     /// and format, then renames it into place. Nothing unverified is ever left under the blob name.
     async fn download_blob(
@@ -576,24 +604,28 @@ impl KyutaiModelManager {
         self.check_disk_space(&partial, remote.size - have)?;
         let mut hash = StreamingHash::for_etag(&remote.etag, remote.size, self.hub.verifies());
         if have > 0 {
-            verify::hash_prefix(&partial, have, &mut hash)
-                .map_err(|e| MoshiError::io("could not read", &partial, e))?;
+            // The bytes a killed download left behind are hashed again before resuming (off the
+            // async threads: they may be gigabytes).
+            let path = partial.clone();
+            hash = blocking("hashing a partial download", move || {
+                verify::hash_prefix(&path, have, &mut hash)
+                    .map_err(|e| MoshiError::io("could not read", &path, e))?;
+                Ok(hash)
+            })
+            .await?;
         }
         let mut progress = self.progress.start(repo, file, remote.size, have);
         let url = self.hub.file_url(repo, &remote.commit, file);
-        let downloaded = self
-            .hub
-            .download(
-                repo,
-                file,
-                &url,
-                &remote.etag,
-                remote.size,
-                &partial,
-                hash,
-                &mut progress,
-            )
-            .await;
+        let transfer = Transfer {
+            repo,
+            revision: &remote.commit,
+            file,
+            url: &url,
+            etag: &remote.etag,
+            size: remote.size,
+            partial: &partial,
+        };
+        let downloaded = self.hub.download(&transfer, hash, &mut progress).await;
         let hash = match downloaded {
             Ok(hash) => hash,
             // A full disk: the partial file is deleted, so that the space it took is given back

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::config::ProgressCallback;
+/// A callback that receives download progress events (for applications that draw their own UI).
+pub type ProgressCallback = Arc<dyn Fn(&ProgressEvent) + Send + Sync>;
 
 /// What a progress callback receives.
 #[derive(Debug, Clone, PartialEq, Eq)]

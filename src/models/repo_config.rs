@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::config::ModelFile;
@@ -98,10 +99,29 @@ pub fn check_repo_id(repo: &str) -> Result<()> {
 }
 
 /// The `model_id` of a TTS config: voice files are named `<voice>.<sig>@<epoch>.safetensors`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The reference formats both parts into the file name as Python formats them, so each may be
+/// written as a string or a number (`"epoch": 240` and `"epoch": "240"` name the same file).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct ModelId {
+    /// The training run's signature, e.g. `1e68beda`.
+    #[serde(deserialize_with = "string_or_number")]
     pub sig: String,
+    /// The checkpoint's epoch, e.g. `240`.
+    #[serde(deserialize_with = "string_or_number")]
     pub epoch: String,
+}
+
+fn string_or_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a string or a number, found {other}"
+        ))),
+    }
 }
 
 /// A parsed config.json.
@@ -166,18 +186,12 @@ impl RepoConfig {
         let Some(value) = self.raw.get("model_id") else {
             return Ok(None);
         };
-        let field = |name: &str| match value.get(name) {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        };
-        match (field("sig"), field("epoch")) {
-            (Some(sig), Some(epoch)) => Ok(Some(ModelId { sig, epoch })),
-            _ => Err(MoshiError::invalid_file(
+        ModelId::deserialize(value).map(Some).map_err(|e| {
+            MoshiError::invalid_file(
                 &self.path,
-                "`model_id` should be an object with `sig` and `epoch`",
-            )),
-        }
+                format!("`model_id` should be an object with `sig` and `epoch` ({e})"),
+            )
+        })
     }
 }
 

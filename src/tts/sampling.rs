@@ -32,7 +32,7 @@ impl Sampler {
     /// Picks a token: greedy for `temperature <= 0`, else top-`top_k` sampling.
     ///
     /// ```
-    /// use fluent_voice_kyutai::tts::Sampler;
+    /// use fluent_voice_kyutai::internals::tts::sampling::Sampler;
     /// let mut sampler = Sampler::new(7);
     /// assert_eq!(sampler.sample(&[0.1, 3.0, 0.2], 0.0, 10), 1);
     /// // With top_k = 1, sampling is greedy whatever the temperature.

@@ -42,8 +42,40 @@ pub enum VoiceError {
     #[error("The voice configuration is invalid: {0}")]
     Configuration(String),
 
-    /// A model could not be obtained or loaded (not downloaded, offline, corrupt, wrong
-    /// format). Retrying may help once the cause (network, disk, credentials) is fixed.
+    /// Something named does not exist: a model repository, a file in it, a voice.
+    /// Check the name; retrying will not help.
+    #[error("Not found: {message}")]
+    NotFound {
+        /// What was looked for, and where.
+        message: String,
+        /// The underlying failure, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// Offline mode is on and what is needed is not available locally.
+    #[error("Offline and not available locally: {message}")]
+    Offline {
+        /// What is missing, and how to make it available.
+        message: String,
+        /// The underlying failure, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The network failed (after retries), or a server answered in a way that cannot be used.
+    /// Retrying later may help.
+    #[error("A network operation failed: {message}")]
+    Network {
+        /// What failed.
+        message: String,
+        /// The underlying failure, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A model could not be obtained or loaded for another reason (corrupt, wrong format, no
+    /// access, no disk space). Retrying may help once the cause is fixed.
     #[error("The speech model is not available: {message}")]
     ModelUnavailable {
         /// What is missing and, where known, what to do about it.

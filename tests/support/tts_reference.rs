@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use fluent_voice_kyutai::tts::generate::Generator;
-use fluent_voice_kyutai::tts::state_machine::Entry;
+use fluent_voice_kyutai::internals::tts::generate::Generator;
+use fluent_voice_kyutai::internals::tts::state_machine::Entry;
 use serde_json::Value;
 
 /// `tests/fixtures/<dir>/<name>.json`.
