@@ -48,7 +48,8 @@ if [ -z "${CUDA_COMPUTE_CAP:-}" ] || [ "${CUDA_COMPUTE_CAP}" = 80 ]; then
     cap="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d '.[:space:]')"
     export CUDA_COMPUTE_CAP="${cap:-80}"
 fi
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target-cuda}"
+# Its own target folder: the feature rebuilds candle.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/cuda}"
 
 log "fluent-voice-kyutai GPU check, $(date -u '+%Y-%m-%d %H:%M UTC')"
 log "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
