@@ -52,6 +52,8 @@ struct EngineInner {
     tts_model: SharedInit<Arc<TtsModel>, MoshiError>,
     stt_model: SharedInit<Arc<SttModel>, MoshiError>,
     voices: Mutex<HashMap<String, Arc<SharedInit<PathBuf, MoshiError>>>>,
+    /// The voices repository's list of voices, asked for once.
+    voice_list: SharedInit<Vec<String>, MoshiError>,
 }
 
 impl KyutaiEngine {
@@ -82,6 +84,7 @@ impl KyutaiEngine {
                 tts_model: SharedInit::new(),
                 stt_model: SharedInit::new(),
                 voices: Mutex::new(HashMap::new()),
+                voice_list: SharedInit::new(),
             }),
         })
     }
@@ -194,6 +197,32 @@ impl KyutaiEngine {
             })
             .await?;
         Ok(path.clone())
+    }
+
+    /// The voices the TTS model can speak with, by the names [`Speaker`](crate::voice::Speaker)
+    /// takes (`with_voice("expresso/ex03-ex01_happy_001_channel1_334s.wav")`), sorted: the
+    /// voices repository's file list, asked for once per engine (offline: the voices in the
+    /// cache).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), fluent_voice_kyutai::MoshiError> {
+    /// let engine = fluent_voice_kyutai::KyutaiEngine::new().await?;
+    /// for voice in engine.voices().await? {
+    ///     println!("{voice}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn voices(&self) -> Result<Vec<String>> {
+        let tts = self.ensure_tts().await?.clone();
+        let inner = self.inner.clone();
+        let voices = self
+            .inner
+            .voice_list
+            .get_or_try_init(move || {
+                on_tokio(async move { inner.manager.list_voices(&tts).await }).boxed()
+            })
+            .await?;
+        Ok(voices.clone())
     }
 
     /// The voice used when a speaker names none.

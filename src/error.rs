@@ -14,22 +14,35 @@ use crate::voice::VoiceError;
 pub type SharedSource = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong while fetching, verifying, loading or running Kyutai models.
+///
+/// `Debug` prints the message and its causes, so that `fn main() -> Result<(), MoshiError>`
+/// shows the advice rather than the fields; match on the variants for the details.
 #[non_exhaustive]
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Clone, thiserror::Error)]
 pub enum MoshiError {
     /// The hub answered that the repository does not exist (or is private and hidden).
     #[error(
         "the model repository `{repo}` was not found on {endpoint}; check its name (for example \
          `kyutai/tts-1.6b-en_fr`), or if it is private, set HF_TOKEN"
     )]
-    RepoNotFound { repo: String, endpoint: String },
+    RepoNotFound {
+        /// The repository, `org/name`.
+        repo: String,
+        /// The hub that was asked.
+        endpoint: String,
+    },
 
     /// The repository exists but the revision (branch, tag or commit) does not.
     #[error(
         "the revision `{revision}` does not exist in `{repo}`; use a branch name such as `main` \
          or a full 40-character commit hash"
     )]
-    RevisionNotFound { repo: String, revision: String },
+    RevisionNotFound {
+        /// The repository, `org/name`.
+        repo: String,
+        /// The branch, tag or commit asked for.
+        revision: String,
+    },
 
     /// The repository exists but does not hold this file at this revision.
     #[error(
@@ -37,8 +50,11 @@ pub enum MoshiError {
          the repository's config.json, or the override you configured"
     )]
     FileNotFound {
+        /// The repository, `org/name`.
         repo: String,
+        /// The branch, tag or commit.
         revision: String,
+        /// The file's path in the repository.
         file: String,
     },
 
@@ -49,29 +65,41 @@ pub enum MoshiError {
          `expresso/ex03-ex01_happy_001_channel1_334s.wav`"
     )]
     VoiceNotFound {
+        /// The voice name as given.
         voice: String,
+        /// The repository, `org/name`.
         repo: String,
+        /// The file's path in the repository.
         file: String,
     },
 
     /// 401 or 403: the repository is gated or private.
     #[error("access to `{repo}` was refused (HTTP {status}): {advice}")]
     AuthenticationRequired {
+        /// The repository, `org/name`.
         repo: String,
+        /// The HTTP status.
         status: u16,
+        /// What to do (accept the licence, set a token, check the token).
         advice: String,
     },
 
     /// Offline mode is on and the cache does not hold the file.
     #[error(
         "offline mode is on and `{file}` of `{repo}` (revision `{revision}`) is not in the cache \
-         at {cache_dir}; run `kyutai download` while online, or unset HF_HUB_OFFLINE"
+         at {cache_dir}; {advice}"
     )]
     OfflineNotCached {
+        /// The repository, `org/name`.
         repo: String,
+        /// The branch, tag or commit.
         revision: String,
+        /// The file's path in the repository.
         file: String,
+        /// The cache that was searched.
         cache_dir: PathBuf,
+        /// What to do, for the way offline mode was turned on.
+        advice: String,
     },
 
     /// The network failed, even after retries.
@@ -80,9 +108,13 @@ pub enum MoshiError {
          connection and the endpoint (HF_ENDPOINT), then run again (finished files are kept)"
     )]
     Network {
+        /// The address asked.
         url: String,
+        /// How many attempts were made.
         attempts: u32,
+        /// What went wrong, in words.
         reason: String,
+        /// The underlying failure, if any.
         #[source]
         source: Option<SharedSource>,
     },
@@ -90,8 +122,11 @@ pub enum MoshiError {
     /// The hub answered with a status this client does not expect.
     #[error("the hub answered HTTP {status} for {url}: {message}")]
     UnexpectedStatus {
+        /// The address asked.
         url: String,
+        /// The HTTP status.
         status: u16,
+        /// What happened, in words.
         message: String,
     },
 
@@ -101,9 +136,13 @@ pub enum MoshiError {
          {actual}; the file was discarded, run again to download it anew"
     )]
     IntegrityMismatch {
+        /// The repository, `org/name`.
         repo: String,
+        /// The file's path in the repository.
         file: String,
+        /// The sha256 the hub announced.
         expected: String,
+        /// The sha256 of the bytes received.
         actual: String,
     },
 
@@ -113,9 +152,13 @@ pub enum MoshiError {
          {expected}; the file was discarded, run again to download it anew"
     )]
     SizeMismatch {
+        /// The repository, `org/name`.
         repo: String,
+        /// The file's path in the repository.
         file: String,
+        /// The size the hub announced, in bytes.
         expected: u64,
+        /// The size received, in bytes.
         actual: u64,
     },
 
@@ -125,8 +168,11 @@ pub enum MoshiError {
          space or choose another cache directory (--cache-dir or HF_HUB_CACHE)"
     )]
     DiskFull {
+        /// The directory that is full.
         dir: PathBuf,
+        /// Bytes needed.
         needed: u64,
+        /// Bytes available.
         available: u64,
     },
 
@@ -137,9 +183,13 @@ pub enum MoshiError {
          running, delete that lock file and run again"
     )]
     DownloadLockStale {
+        /// The repository, `org/name`.
         repo: String,
+        /// The file's path in the repository.
         file: String,
+        /// The lock file.
         lock: PathBuf,
+        /// How long was waited without progress.
         waited_secs: u64,
     },
 
@@ -147,9 +197,14 @@ pub enum MoshiError {
     #[error(
         "the model file {path} is invalid: {reason}; delete it or run `kyutai download --force`"
     )]
-    InvalidModelFile { path: PathBuf, reason: String },
+    InvalidModelFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 
-    /// The configuration given to this crate is inconsistent.
+    /// The configuration given to this crate is inconsistent (the message says what to change).
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
 
@@ -175,7 +230,9 @@ pub enum MoshiError {
     /// Running the model failed.
     #[error("inference failed: {message}")]
     Inference {
+        /// What happened, in words.
         message: String,
+        /// The underlying failure, if any.
         #[source]
         source: Option<SharedSource>,
     },
@@ -183,8 +240,11 @@ pub enum MoshiError {
     /// A filesystem operation failed.
     #[error("{action} {path}: {source}")]
     Io {
+        /// What was being done (a verb phrase).
         action: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: Arc<std::io::Error>,
     },
@@ -192,11 +252,7 @@ pub enum MoshiError {
 
 impl MoshiError {
     /// An I/O error on `path`; `action` reads as a verb phrase, e.g. "could not create".
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         MoshiError::Io {
             action,
             path: path.into(),
@@ -210,6 +266,12 @@ impl MoshiError {
             path: path.into(),
             reason: reason.into(),
         }
+    }
+}
+
+impl std::fmt::Debug for MoshiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::voice::error::write_with_causes(self, f)
     }
 }
 
@@ -269,6 +331,20 @@ impl From<MoshiError> for VoiceError {
     /// (the conversations themselves report them as synthesis or transcription failures).
     fn from(error: MoshiError) -> Self {
         error.into_voice(None)
+    }
+}
+
+impl From<crate::ConfigureError> for MoshiError {
+    /// A configuration that [`Kyutai::configure`](crate::Kyutai::configure) refused: an
+    /// [`InvalidConfig`](MoshiError::InvalidConfig) that says why.
+    fn from(error: crate::ConfigureError) -> Self {
+        MoshiError::InvalidConfig(error.to_string())
+    }
+}
+
+impl From<crate::ConfigureError> for VoiceError {
+    fn from(error: crate::ConfigureError) -> Self {
+        VoiceError::Configuration(error.to_string())
     }
 }
 

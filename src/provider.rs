@@ -34,6 +34,7 @@ pub struct ConfigureError {
 }
 
 impl ConfigureError {
+    /// Why the configuration was refused.
     pub fn kind(&self) -> ConfigureErrorKind {
         self.kind
     }

@@ -250,6 +250,77 @@ impl HubClient {
         }))
     }
 
+    /// Every file path of a repository at `revision`, from the tree API
+    /// (`/api/models/{repo}/tree/{revision}?recursive=true`), following the `Link: rel="next"`
+    /// pages as `huggingface_hub`'s `list_repo_tree` does. Pages are followed on the endpoint's
+    /// own host only, so the token never goes elsewhere.
+    pub(crate) async fn list_files(&self, repo: &str, revision: &str) -> Result<Vec<String>> {
+        let mut url = Some(format!(
+            "{}/api/models/{repo}/tree/{}?recursive=true",
+            self.endpoint,
+            utf8_percent_encode(revision, SEGMENT)
+        ));
+        let mut files = Vec::new();
+        while let Some(page) = url.take() {
+            if !page.starts_with(&format!("{}/", self.endpoint)) {
+                return Err(MoshiError::UnexpectedStatus {
+                    url: page,
+                    status: 200,
+                    message: "the next page of the file list is on another host".into(),
+                });
+            }
+            let mut ask = (self, repo, revision, page.as_str());
+            let (entries, next) = self
+                .with_retries(&page, &mut ask, |&mut (hub, repo, revision, url)| {
+                    hub.tree_page(repo, revision, url).boxed()
+                })
+                .await?;
+            files.extend(entries);
+            url = next;
+        }
+        Ok(files)
+    }
+
+    /// One page of the tree API: the file paths on it, and the next page's URL.
+    async fn tree_page(
+        &self,
+        repo: &str,
+        revision: &str,
+        url: &str,
+    ) -> std::result::Result<(Vec<String>, Option<String>), Failure> {
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            #[serde(rename = "type")]
+            kind: String,
+            path: String,
+        }
+        let response = self
+            .metadata_http
+            .get(url)
+            .headers(self.auth_headers())
+            .send()
+            .await
+            .map_err(|e| request_failure(&e))?;
+        if !response.status().is_success() {
+            return Err(self.status_failure(repo, revision, "", url, &response));
+        }
+        let next = header(response.headers(), "link").and_then(|link| next_link(&link));
+        let body = response.bytes().await.map_err(|e| request_failure(&e))?;
+        let entries: Vec<Entry> = serde_json::from_slice(&body).map_err(|e| {
+            Failure::Fatal(MoshiError::UnexpectedStatus {
+                url: url.into(),
+                status: 200,
+                message: format!("the file list is not the Hub's JSON ({e})"),
+            })
+        })?;
+        let files = entries
+            .into_iter()
+            .filter(|e| e.kind == "file")
+            .map(|e| e.path)
+            .collect();
+        Ok((files, next))
+    }
+
     /// Turns an error status into a fatal error or a transient failure.
     fn status_failure(
         &self,
@@ -530,6 +601,18 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name)?.to_str().ok().map(str::to_string)
 }
 
+/// The `rel="next"` URL of a `Link` header (`<url>; rel="next", <url>; rel="prev"`).
+fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        let is_next = params
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"");
+        let url = url.trim().strip_prefix('<')?.strip_suffix('>')?;
+        is_next.then(|| url.to_string())
+    })
+}
+
 /// `"abc"`, `W/"abc"` -> `abc`.
 fn normalize_etag(raw: &str) -> String {
     raw.trim()
@@ -585,6 +668,19 @@ mod tests {
             ),
             "http://127.0.0.1:1/kyutai/tts-voices/resolve/refs%2Fpr%2F1/expresso/a%20b%40240.safetensors"
         );
+    }
+
+    #[test]
+    fn the_next_page_is_read_from_the_link_header() {
+        assert_eq!(
+            next_link("<https://hub/api/x?cursor=2>; rel=\"next\""),
+            Some("https://hub/api/x?cursor=2".into())
+        );
+        assert_eq!(
+            next_link("<https://a>; rel=\"prev\", <https://b>; rel=\"next\""),
+            Some("https://b".into())
+        );
+        assert_eq!(next_link("<https://a>; rel=\"prev\""), None);
     }
 
     #[test]

@@ -84,6 +84,7 @@ impl KyutaiModelManager {
         })
     }
 
+    /// The configuration, as given.
     pub fn config(&self) -> &KyutaiModelConfig {
         &self.config
     }
@@ -325,6 +326,42 @@ impl KyutaiModelManager {
         Ok(fetched.path)
     }
 
+    /// The voices of the voices repository that the TTS model `tts` can speak with, by the names
+    /// [`fetch_voice`](Self::fetch_voice) takes (`expresso/ex03-ex01_happy_001_channel1_334s.wav`),
+    /// sorted. Online, from the repository's file list; offline, the voices in the cache.
+    ///
+    /// A model with a `model_id` takes voice embeddings (`<name>.<sig>@<epoch>.safetensors`);
+    /// one without takes the voices' audio (`.wav` files).
+    pub async fn list_voices(&self, tts: &TtsModelPaths) -> Result<Vec<String>> {
+        let repo = &self.config.voices_repo;
+        let revision = &self.config.voices_revision;
+        let files = if self.settings.offline {
+            let commit = self.cache.resolve_revision(repo, revision);
+            self.cache
+                .snapshots(repo)
+                .into_iter()
+                .filter(|(c, _)| commit.as_deref().is_none_or(|commit| commit == c))
+                .flat_map(|(_, files)| files)
+                .collect()
+        } else {
+            self.hub.list_files(repo, revision).await?
+        };
+        let mut voices: Vec<String> = match &tts.model_id {
+            Some(id) => {
+                let suffix = format!(".{}@{}.safetensors", id.sig, id.epoch);
+                files
+                    .iter()
+                    .filter_map(|f| f.strip_suffix(&suffix))
+                    .map(str::to_string)
+                    .collect()
+            }
+            None => files.into_iter().filter(|f| f.ends_with(".wav")).collect(),
+        };
+        voices.sort();
+        voices.dedup();
+        Ok(voices)
+    }
+
     /// Makes one file of a repository present and verified in the cache.
     pub async fn fetch_file(&self, repo: &str, revision: &str, file: &str) -> Result<FetchedFile> {
         match self.locate(repo, revision, file).await? {
@@ -365,6 +402,7 @@ impl KyutaiModelManager {
                 revision: revision.into(),
                 file: file.into(),
                 cache_dir: self.settings.cache_dir.clone(),
+                advice: self.offline_advice(),
             });
         }
         let remote = match self.hub.file_metadata(repo, revision, file).await {
@@ -389,6 +427,20 @@ impl KyutaiModelManager {
         );
         self.cache.write_ref(repo, revision, &remote.commit)?;
         Ok(Located::Remote { remote, format })
+    }
+
+    /// What to do about a file missing offline, for the way offline mode was turned on.
+    fn offline_advice(&self) -> String {
+        let fetch_first = "or fetch the models once while online (`KyutaiModelManager::download_models`, \
+                           or `kyutai download` on the command line)";
+        if self.settings.offline_from_env {
+            format!("HF_HUB_OFFLINE is set: unset it to download the file, {fetch_first}")
+        } else {
+            format!(
+                "the configuration turns offline mode on (`KyutaiModelConfig::offline(true)`, or \
+                 `--offline` on the command line): turn it off to download the file, {fetch_first}"
+            )
+        }
     }
 
     /// The commit `revision` stands for, when known without asking the hub.
@@ -475,15 +527,16 @@ impl KyutaiModelManager {
         blob: &Path,
         format: FileFormat,
     ) -> Result<bool> {
+        if !blob.is_file() {
+            return Ok(false);
+        }
+        // The warm path: a stat and a small read, fine on any thread.
         let record = self.cache.verified_record_path(repo, etag);
+        if verify::is_recorded_verified(&record, blob, etag) {
+            return Ok(true);
+        }
         let (etag, blob) = (etag.to_string(), blob.to_path_buf());
         blocking("verifying a cached file", move || {
-            if !blob.is_file() {
-                return Ok(false);
-            }
-            if verify::is_recorded_verified(&record, &blob, &etag) {
-                return Ok(true);
-            }
             let mismatch = verify::check_blob(&blob, &etag)
                 .map_err(|e| MoshiError::io("could not read", &blob, e))?;
             if let Some(actual) = mismatch {

@@ -12,11 +12,17 @@ use super::repo_config::ModelId;
 /// The files of a TTS model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TtsModelPaths {
+    /// The repository, `org/name`.
     pub repo: String,
+    /// The commit the files belong to.
     pub commit: String,
+    /// `config.json`.
     pub config: PathBuf,
+    /// The language model's weights (`moshi_name`).
     pub lm_weights: PathBuf,
+    /// Mimi's weights (`mimi_name`).
     pub mimi_weights: PathBuf,
+    /// The SentencePiece tokenizer (`tokenizer_name`).
     pub tokenizer: PathBuf,
     /// The Mimi configuration file, when the repository names one (`mimi_config_name`).
     pub mimi_config: Option<PathBuf>,
@@ -27,12 +33,19 @@ pub struct TtsModelPaths {
 /// The files of an STT model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SttModelPaths {
+    /// The repository, `org/name`.
     pub repo: String,
+    /// The commit the files belong to.
     pub commit: String,
+    /// `config.json`.
     pub config: PathBuf,
+    /// The language model's weights (`moshi_name`, default `model.safetensors`).
     pub lm_weights: PathBuf,
+    /// Mimi's weights (`mimi_name`).
     pub mimi_weights: PathBuf,
+    /// The SentencePiece tokenizer (`tokenizer_name`).
     pub tokenizer: PathBuf,
+    /// The Mimi configuration file, when the repository names one (`mimi_config_name`).
     pub mimi_config: Option<PathBuf>,
 }
 

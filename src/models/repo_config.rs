@@ -21,7 +21,12 @@ pub enum FileLocation {
     /// A path inside the model's own repository.
     InRepo(String),
     /// `hf://org/name/path`: a file of another repository (its `main` revision).
-    OtherRepo { repo: String, path: String },
+    OtherRepo {
+        /// The other repository, `org/name`.
+        repo: String,
+        /// The file's path in it.
+        path: String,
+    },
     /// `file:///abs/path`: a local file, used as is.
     Local(PathBuf),
 }
@@ -132,6 +137,7 @@ pub struct RepoConfig {
 }
 
 impl RepoConfig {
+    /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = read_json_file(path)?;
         Self::from_bytes(path, &bytes)

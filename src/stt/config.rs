@@ -8,18 +8,27 @@ use crate::lm_config::{Gating, LmConfigJson, NormKind};
 /// An STT model's `config.json`, checked for what the `moshi` crate's `LmModel` runs.
 #[derive(Debug, Clone)]
 pub struct SttConfig {
+    /// Width of the transformer.
     pub dim: usize,
+    /// Attention heads.
     pub num_heads: usize,
+    /// Layers.
     pub num_layers: usize,
+    /// Attention context, in steps.
     pub context: usize,
+    /// RoPE maximum period.
     pub max_period: f64,
+    /// Audio tokens per codebook.
     pub card: usize,
+    /// Text tokens.
     pub text_card: usize,
+    /// Audio codebooks read.
     pub n_q: usize,
     /// The gated feed-forward's hidden width, as the reference computes it.
     pub gating_hidden: usize,
     /// The semantic voice-activity heads (`extra_heads_num_heads` of width `extra_heads_dim`).
     pub extra_heads: Option<(usize, usize)>,
+    /// How the audio is padded around the speech.
     pub stt_config: StreamingSettings,
 }
 

@@ -67,7 +67,9 @@ impl Head {
 /// condition of CFG) and voice embeddings (`[dim, frames]` each, up to [`MAX_SPEAKERS`]).
 #[derive(Debug, Clone, Default)]
 pub struct Conditions {
+    /// The value of each LUT conditioner, by name (`None`: absent).
     pub values: BTreeMap<String, Option<String>>,
+    /// Voice embeddings, `[dim, frames]` each, one per speaker slot.
     pub voices: Vec<Tensor>,
     /// Every condition dropped (`dropout_all_conditions`): LUT values absent and voice slots
     /// masked, but of the voices' length, as the reference's null condition of direct CFG.
@@ -126,6 +128,7 @@ fn sin_embedding(len: usize, dim: usize, device: &Device) -> Result<Tensor> {
 }
 
 impl ConditionProvider {
+    /// Loads the conditioners of `configs` (weights under `condition_provider.conditioners`).
     pub fn new(
         configs: &BTreeMap<String, ConditionerConfig>,
         fuser: &FuserConfig,

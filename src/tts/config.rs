@@ -56,35 +56,61 @@ pub struct FuserConfig {
 /// The TTS model configuration, as published in `config.json`.
 #[derive(Debug, Clone)]
 pub struct TtsConfig {
+    /// Audio tokens per codebook (`card`; one more is the padding token).
     pub card: usize,
+    /// Audio codebooks the model reads (`n_q`).
     pub n_q: usize,
+    /// Audio codebooks the depformer generates (`dep_q`, equal to `n_q` here).
     pub dep_q: usize,
     /// One delay per stream, text first (`n_q + 1` entries).
     pub delays: Vec<usize>,
+    /// Width of the main transformer.
     pub dim: usize,
+    /// Text tokens (`text_card`; one more is the start token).
     pub text_card: usize,
+    /// The text padding token.
     pub existing_text_padding_id: u32,
+    /// Attention heads of the main transformer.
     pub num_heads: usize,
+    /// Layers of the main transformer.
     pub num_layers: usize,
+    /// Feed-forward width as a multiple of `dim`.
     pub hidden_scale: f64,
+    /// Initial layer scale, when the layers have one.
     pub layer_scale: Option<f64>,
+    /// Attention context of the main transformer, in steps.
     pub context: usize,
+    /// RoPE maximum period.
     pub max_period: f64,
+    /// Activation of the gated feed-forward blocks.
     pub gating: Gating,
+    /// Normalisation layers.
     pub norm: NormKind,
+    /// Width of the depformer.
     pub depformer_dim: usize,
+    /// Attention heads of the depformer.
     pub depformer_num_heads: usize,
+    /// Layers of the depformer.
     pub depformer_num_layers: usize,
+    /// Feed-forward width of the depformer.
     pub depformer_dim_feedforward: usize,
+    /// One input projection per depformer weight set (else one shared).
     pub depformer_multi_linear: bool,
+    /// Depformer weights per codebook (through the schedule).
     pub depformer_weights_per_step: bool,
     /// Codebook index -> weight set (identity when the config has no schedule).
     pub depformer_schedule: Vec<usize>,
+    /// Rank of the depformer's factored embeddings, when factored.
     pub depformer_low_rank_embeddings: Option<usize>,
+    /// Whether the text embedding carries a second, demultiplexed stream.
     pub demux_second_stream: bool,
+    /// Text tokens the text head predicts.
     pub text_card_out: usize,
+    /// Whether the main transformer cross-attends to conditions (voices).
     pub cross_attention: bool,
+    /// The conditioners, by name.
     pub conditioners: BTreeMap<String, ConditionerConfig>,
+    /// How conditions reach the model.
     pub fuser: Option<FuserConfig>,
     /// `tts_config.audio_delay`, seconds.
     pub audio_delay: f64,
@@ -92,10 +118,13 @@ pub struct TtsConfig {
     pub second_stream_ahead: usize,
     /// `model_id`: voices are named `<voice>.<sig>@<epoch>.safetensors`.
     pub model_id: ModelId,
-    /// `lm_gen_config`: default temperatures.
+    /// `lm_gen_config`: default audio temperature.
     pub temp: f64,
+    /// Default text temperature.
     pub text_temp: f64,
+    /// Default top-k of the audio tokens.
     pub top_k: usize,
+    /// Default top-k of the text tokens.
     pub top_k_text: usize,
 }
 

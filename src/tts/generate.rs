@@ -17,10 +17,15 @@ use super::state_machine::{Entry, State, StateMachine, TokenIds};
 /// Sampling settings of one generation.
 #[derive(Debug, Clone, Copy)]
 pub struct GenerationSettings {
+    /// Audio temperature (0 = greedy).
     pub temp: f64,
+    /// Text temperature (0 = greedy).
     pub text_temp: f64,
+    /// Audio tokens sampled from.
     pub top_k: usize,
+    /// Text tokens sampled from.
     pub top_k_text: usize,
+    /// Seed of the sampler.
     pub seed: u64,
     /// Steps kept after the last word (`final_padding`).
     pub final_padding: usize,
@@ -31,7 +36,9 @@ pub struct GenerationSettings {
 /// One step's record, for tests and debugging: the sampled text token and the one fed back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TextStep {
+    /// The token the model sampled.
     pub sampled: i64,
+    /// The token the state machine fed back.
     pub fed: i64,
 }
 
@@ -51,6 +58,7 @@ pub struct Generator<'a> {
     /// this many steps (plus each codebook's delay).
     cfg_masked_until: Option<usize>,
     machine: StateMachine,
+    /// The text state machine's state.
     pub state: State,
     sampler: Sampler,
     settings: GenerationSettings,
@@ -62,12 +70,17 @@ pub struct Generator<'a> {
     /// Frames between text and audio (`delay_steps`).
     pub delay_steps: usize,
     offset: usize,
+    /// Every step's text tokens.
     pub text_log: Vec<TextStep>,
+    /// Whether all the text has been given ([`Generator::new`]), or more may come
+    /// ([`Generator::streaming`]).
+    input_complete: bool,
 }
 
 const UNGENERATED: i64 = -2;
 
 impl<'a> Generator<'a> {
+    /// A generation of `entries` with `conditions`, `delay_steps` frames between text and audio.
     pub fn new(
         lm: &'a TtsLm,
         entries: Vec<Entry>,
@@ -135,7 +148,39 @@ impl<'a> Generator<'a> {
             delay_steps,
             offset: 0,
             text_log: Vec::new(),
+            input_complete: true,
         })
+    }
+
+    /// A generation whose text arrives while it runs: give words with
+    /// [`push_entries`](Self::push_entries), say when there are no more with
+    /// [`close_input`](Self::close_input), and step only while [`ready`](Self::ready).
+    pub fn streaming(
+        lm: &'a TtsLm,
+        conditions: &Conditions,
+        delay_steps: usize,
+        settings: GenerationSettings,
+    ) -> Result<Self> {
+        let mut generator = Self::new(lm, Vec::new(), conditions, delay_steps, settings)?;
+        generator.input_complete = false;
+        Ok(generator)
+    }
+
+    /// Adds words to say, and `extra_steps` to the step cap (their share of the bound).
+    pub fn push_entries(&mut self, entries: impl IntoIterator<Item = Entry>, extra_steps: usize) {
+        self.state.entries.extend(entries);
+        self.settings.max_steps += extra_steps;
+    }
+
+    /// No more words will come: the generation may finish.
+    pub fn close_input(&mut self) {
+        self.input_complete = true;
+    }
+
+    /// Whether a step may run now: always once the input is complete, else when the words the
+    /// next step may need are here ([`State::ready`]).
+    pub fn ready(&self) -> bool {
+        self.input_complete || self.state.ready(self.machine.second_stream_ahead)
     }
 
     /// Steps run so far.

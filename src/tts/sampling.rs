@@ -23,6 +23,7 @@ pub fn argmax(logits: &[f32]) -> usize {
 }
 
 impl Sampler {
+    /// A sampler whose draws are fixed by `seed`.
     pub fn new(seed: u64) -> Sampler {
         Sampler {
             rng: StdRng::seed_from_u64(seed),

@@ -34,7 +34,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// let err = VoiceError::InvalidInput("The text to speak is empty.".into());
 /// assert!(err.to_string().starts_with("The input was rejected"));
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum VoiceError {
     /// The caller's configuration cannot work (a bad option value, conflicting settings,
@@ -128,6 +128,40 @@ pub enum VoiceError {
         #[source]
         source: Option<BoxError>,
     },
+}
+
+/// The message and its causes, so that `fn main() -> Result<(), VoiceError>` prints something a
+/// person can act on.
+impl std::fmt::Debug for VoiceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write_with_causes(self, f)
+    }
+}
+
+/// `error`'s message, then its chain of causes, one per line (as `anyhow` prints them).
+pub(crate) fn write_with_causes(
+    error: &dyn StdError,
+    f: &mut std::fmt::Formatter<'_>,
+) -> std::fmt::Result {
+    let mut shown = error.to_string();
+    f.write_str(&shown)?;
+    let mut heading = false;
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let text = error.to_string();
+        // A cause whose words the message already holds (an engine error wrapped by the
+        // surface) is not repeated.
+        if !shown.contains(&text) {
+            if !heading {
+                f.write_str("\n\nCaused by:")?;
+                heading = true;
+            }
+            write!(f, "\n    {text}")?;
+        }
+        shown = text;
+        cause = error.source();
+    }
+    Ok(())
 }
 
 impl VoiceError {
