@@ -217,8 +217,11 @@ pub enum MoshiError {
     /// fall back to `Device::Cpu`.
     #[error("the {device} device cannot be used: {reason}")]
     DeviceUnavailable {
+        /// The device, as `--device` names it (`cuda:0`).
         device: String,
+        /// Why it cannot be used and what to do, in words.
         reason: String,
+        /// The GPU back end's error, if it got that far.
         #[source]
         source: Option<SharedSource>,
     },
