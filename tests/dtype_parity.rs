@@ -245,7 +245,9 @@ async fn stt_tokens(hub: &TestHub, dtype: Option<WeightDType>, device: bool) -> 
     }
     let engine = KyutaiEngine::with_config(config).await.unwrap();
     let model: std::sync::Arc<SttModel> = engine.stt_model().await.unwrap();
-    let mut transcriber = model.transcriber().unwrap();
+    let mut transcriber = model
+        .transcriber(fluent_voice_kyutai::models::WhenBusy::Wait)
+        .unwrap();
     transcriber.record_text_tokens();
     fluent_voice_kyutai::internals::stt::transcribe_blocking(
         SpeechSource::from_file("tests/fixtures/stt_parity/speech.wav"),
