@@ -11,7 +11,7 @@
 //! published `kyutai/stt-1b-en_fr-candle` dimensions with random weights (CPU f32, about 5 GB
 //! plus 200 MB of attention cache per conversation, minutes to set up).
 //!
-//! `cargo bench --bench batch`
+//! `cargo bench --bench batch` (`BATCH_BENCH_MAX=8` to stop at 8 conversations)
 
 use std::time::{Duration, Instant};
 
@@ -81,7 +81,12 @@ fn batched_steps(c: &mut Criterion) {
         candle_nn::VarBuilder::from_varmap(&mimi_map, DType::F32, &Device::Cpu),
     )
     .unwrap();
-    let sizes = [1usize, 2, 4, 8, 16];
+    // `BATCH_BENCH_MAX` caps N (memory: each 1B conversation keeps about 200 MB of cache).
+    let max: usize = std::env::var("BATCH_BENCH_MAX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let sizes: Vec<usize> = [1usize, 2, 4, 8, 16].into_iter().filter(|&n| n <= max).collect();
     let codes = |batch: usize| {
         let tokens: Vec<u32> = (0..batch * config.n_q)
             .map(|i| (i % config.card) as u32)
