@@ -14,7 +14,8 @@
 #   3. the real-size random-weight benchmarks, in f32 and bf16: STT 1B (`benches/stt.rs`, ms per
 #      80 ms frame), TTS 1.6B (`benches/tts_step.rs`: time to first audio, ms per frame), both
 #      with the time to load the LM from a bf16 safetensors file (`KYUTAI_BENCH_LOAD=1`), and a
-#      batched benchmark if one exists (a bench whose name has `batch`).
+#      batched benchmark (a bench whose name has `batch`) once it reads KYUTAI_BENCH_DEVICE;
+#      `benches/batch.rs` does not yet, so it is reported as skipped.
 # Everything goes to the results file, with a summary of the key lines at its end. The exit
 # status is non-zero if the build or step 1 failed.
 set -uo pipefail
@@ -77,7 +78,12 @@ for dtype in f32 bf16; do
     step "TTS 1.6B benchmark, $dtype" \
         cargo bench --locked --features cuda --bench tts_step || true
     for bench in $(sed -n 's/^name = "\(.*batch.*\)"$/\1/p' Cargo.toml); do
-        step "batched benchmark $bench, $dtype" \
+        # Only a bench that runs where it is told (benches/support/device.rs) measures the GPU.
+        if ! grep -q 'bench_target' "benches/$bench.rs"; then
+            log "=== batched benchmark $bench: skipped, it runs on the CPU only (no bench_target)"
+            continue
+        fi
+        step "batched benchmark $bench, $dtype" env BATCH_BENCH_1B=1 \
             cargo bench --locked --features cuda --bench "$bench" || true
     done
 done
