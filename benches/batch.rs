@@ -86,7 +86,10 @@ fn batched_steps(c: &mut Criterion) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(16);
-    let sizes: Vec<usize> = [1usize, 2, 4, 8, 16].into_iter().filter(|&n| n <= max).collect();
+    let sizes: Vec<usize> = [1usize, 2, 4, 8, 16]
+        .into_iter()
+        .filter(|&n| n <= max)
+        .collect();
     let codes = |batch: usize| {
         let tokens: Vec<u32> = (0..batch * config.n_q)
             .map(|i| (i % config.card) as u32)
