@@ -91,7 +91,9 @@ async fn text_tokens_match_python_step_by_step() {
     let cache = tempfile::tempdir().unwrap();
     let engine = engine(&hub, cache.path()).await;
     let model: std::sync::Arc<SttModel> = engine.stt_model().await.unwrap();
-    let mut transcriber = model.transcriber().unwrap();
+    let mut transcriber = model
+        .transcriber(fluent_voice_kyutai::models::WhenBusy::Wait)
+        .unwrap();
     transcriber.record_text_tokens();
     let mut words = Vec::new();
     fluent_voice_kyutai::internals::stt::transcribe_blocking(

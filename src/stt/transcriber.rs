@@ -4,8 +4,10 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use moshi::asr::{AsrMsg, State};
+use moshi::asr::AsrMsg;
+use moshi::mimi::Mimi;
 
+use super::batch::Slot;
 use super::config::{FRAME_RATE, SttConfig};
 use super::end_of_turn::{EndOfTurn, EndOfTurnSettings};
 use crate::codec::SAMPLE_RATE;
@@ -30,9 +32,14 @@ const TAIL_SECONDS: f64 = 1.0;
 /// ends at the next one (or when the next word starts, or at the end of the audio), minus the
 /// model's text delay and the silence prefix, clamped to the audio.
 pub struct Transcriber {
-    state: State,
-    tokenizer: Arc<Tokenizer>,
+    /// This stream's item of the model's batch.
+    slot: Slot,
+    /// This stream's audio encoder.
+    mimi: Mimi,
     device: Device,
+    /// Steps this stream has run.
+    steps: usize,
+    tokenizer: Arc<Tokenizer>,
     frame: Vec<f32>,
     prefix_samples: usize,
     delay_steps: usize,
@@ -49,7 +56,8 @@ pub struct Transcriber {
 
 impl Transcriber {
     pub(crate) fn new(
-        state: State,
+        slot: Slot,
+        mimi: Mimi,
         tokenizer: Arc<Tokenizer>,
         config: &SttConfig,
         device: Device,
@@ -57,9 +65,11 @@ impl Transcriber {
         let rate = f64::from(SAMPLE_RATE);
         let settings = config.stt_config;
         Transcriber {
-            state,
-            tokenizer,
+            slot,
+            mimi,
             device,
+            steps: 0,
+            tokenizer,
             frame: Vec::with_capacity(FRAME_SAMPLES),
             prefix_samples: (settings.audio_silence_prefix_seconds * rate).round() as usize,
             delay_steps: config.delay_steps(),
@@ -107,7 +117,7 @@ impl Transcriber {
 
     /// Model steps run so far.
     pub fn steps(&self) -> usize {
-        self.state.model_step_idx()
+        self.steps
     }
 
     /// Feeds 24 kHz mono samples; returns what was decided so far.
@@ -182,7 +192,8 @@ impl Transcriber {
         Ok(())
     }
 
-    /// One model step on the 1920 samples in `self.frame`.
+    /// One model step on the 1920 samples in `self.frame`: Mimi's codes, then the language
+    /// model in the model's batch.
     fn step(&mut self, events: &mut Vec<TranscriptEvent>) -> Result<(), MoshiError> {
         let inference = |e: candle_core::Error| MoshiError::Inference {
             message: e.to_string(),
@@ -190,15 +201,23 @@ impl Transcriber {
         };
         let pcm = Tensor::from_slice(&self.frame, (1, 1, FRAME_SAMPLES), &self.device)
             .map_err(inference)?;
-        let trace = self.trace.as_ref();
-        let msgs = self
-            .state
-            .step_pcm(pcm, None, &().into(), |items, _, _| {
-                if let Some(trace) = trace.filter(|_| !items[0].is_first_step()) {
-                    trace.borrow_mut().push(items[0].text_token());
-                }
-            })
+        let codes = self
+            .mimi
+            .encode_step(&pcm.into(), &moshi::StreamMask::empty())
             .map_err(inference)?;
+        let Some(codes) = codes.as_option() else {
+            return Ok(()); // Mimi holds the audio until it has a whole frame of codes.
+        };
+        let codes = codes
+            .flatten_all()
+            .and_then(|c| c.to_vec1::<u32>())
+            .map_err(inference)?;
+        let step = self.slot.step(codes)?;
+        self.steps += 1;
+        if let (Some(trace), Some(token)) = (&self.trace, step.previous_text_token) {
+            trace.borrow_mut().push(token);
+        }
+        let msgs = step.msgs;
         for msg in msgs {
             match msg {
                 AsrMsg::Word {
@@ -259,14 +278,14 @@ impl Transcriber {
     /// How much of the caller's audio the model has heard: the steps run, less the silence
     /// prefix, within the audio pushed.
     fn heard_ms(&self) -> u64 {
-        let steps_ms = self.state.model_step_idx() as f64 * 1000.0 / FRAME_RATE;
+        let steps_ms = self.steps as f64 * 1000.0 / FRAME_RATE;
         let heard = (steps_ms - self.prefix_seconds * 1000.0).max(0.0).round() as u64;
         heard.min(self.duration_ms())
     }
 
     /// The time the model has reached, in seconds of the padded stream.
     fn now(&self) -> f64 {
-        self.state.model_step_idx().saturating_sub(self.delay_steps) as f64 / FRAME_RATE
+        self.steps.saturating_sub(self.delay_steps) as f64 / FRAME_RATE
     }
 
     fn segment(&self, text: String, start: f64, end: f64) -> Option<TranscriptionSegment> {
