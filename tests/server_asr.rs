@@ -421,7 +421,15 @@ async fn idle_and_unresponsive_clients_are_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_concurrent_streams_each_get_their_solo_result() {
-    let server = server(ServerConfig::default().batch_size(16)).await;
+    let server = TestServer::start(
+        ServerConfig::default()
+            .endpoints(true, false)
+            .batch_size(16)
+            .api_key(KEY)
+            .limits(relaxed_limits()),
+        publish_stt,
+    )
+    .await;
     let speech = speech();
     // Sixteen different inputs: the speech cut at different lengths, then silence.
     let inputs: Vec<Vec<f32>> = (0..16)

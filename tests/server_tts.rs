@@ -28,7 +28,7 @@ async fn server(batch_size: usize) -> TestServer {
             .endpoints(false, true)
             .batch_size(batch_size)
             .api_key(KEY)
-            .limits(fast_limits()),
+            .limits(relaxed_limits()),
         |hub| {
             publish_defaults(hub);
         },

@@ -656,6 +656,8 @@ mod serve {
         config.asr &= !options.no_asr;
         config.tts &= !options.no_tts;
         config.validate()?;
+        // Every stream the ASR endpoint admits gets a slot in the engine's batched step.
+        models = models.batch_size(config.batch_size);
 
         if config.lazy {
             log::info!(target: "kyutai::server", "models are loaded on first use (--lazy)");

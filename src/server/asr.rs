@@ -18,7 +18,6 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::messages::{AsrIn, AsrOut, decode};
-use super::slots::Slot;
 use super::socket::{Conn, End, Framing, Incoming, code, ping_clock};
 use super::{AppState, Client};
 use crate::voice::{SpeechSource, SttConversationBuilder, TranscriptEvent};
@@ -41,16 +40,18 @@ pub(crate) async fn serve_socket(state: Arc<AppState>, ws: WebSocket, client: Cl
         .asr
         .as_ref()
         .expect("the route exists only when served");
-    let end = match slots.try_acquire() {
+    // Held until the log line is written: a shutdown waits for every slot to be free.
+    let slot = slots.try_acquire();
+    let end = match &slot {
         None => End::Refused(
             code::TRY_AGAIN,
             "no free channels".into(),
             "no_free_channels",
         ),
-        Some(slot) => {
+        Some(_) => {
             let open = state.metrics.open.with_label_values(&[ENDPOINT]);
             open.inc();
-            let end = Stream::new(&state, slot).run(&mut conn).await;
+            let end = Stream::new(&state).run(&mut conn).await;
             open.dec();
             end
         }
@@ -71,12 +72,13 @@ pub(crate) async fn serve_socket(state: Arc<AppState>, ws: WebSocket, client: Cl
     }
     conn.finish(&end, |message| AsrOut::Error { message }).await;
     client.log(ENDPOINT, started, &end);
+    drop(slot);
+    conn.await_close().await;
 }
 
 /// One stream's state between the socket and its conversation.
 struct Stream<'a> {
     state: &'a AppState,
-    _slot: Slot,
     /// Samples received from the client.
     received: u64,
     /// Markers waiting for the transcript to reach them: (audio position in ms, id).
@@ -91,10 +93,9 @@ struct Stream<'a> {
 }
 
 impl<'a> Stream<'a> {
-    fn new(state: &'a AppState, slot: Slot) -> Stream<'a> {
+    fn new(state: &'a AppState) -> Stream<'a> {
         Stream {
             state,
-            _slot: slot,
             received: 0,
             markers: VecDeque::new(),
             steps: 0,

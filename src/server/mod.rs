@@ -84,6 +84,15 @@ impl Server {
     /// `config.lazy`), and binds the address.
     pub async fn bind(config: ServerConfig, engine: KyutaiEngine) -> Result<Server, MoshiError> {
         config.validate()?;
+        let engine_batch = engine.manager().config().batch_size;
+        if config.asr && engine_batch < config.batch_size {
+            log::warn!(
+                target: "kyutai::server",
+                "the engine's STT batch ({engine_batch}) is smaller than the server's \
+                 ({}): streams beyond it wait for a slot of the batched step",
+                config.batch_size
+            );
+        }
         if !config.lazy {
             if config.asr {
                 engine.stt_model().await?;

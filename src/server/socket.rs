@@ -84,6 +84,8 @@ pub(crate) struct Conn {
     framing: Framing,
     last_seen: Instant,
     last_data: Instant,
+    /// A close frame was sent.
+    closing: bool,
 }
 
 /// The ping clock of one stream (kept outside [`Conn`], so that a stream's loop can wait on
@@ -105,6 +107,7 @@ impl Conn {
             framing,
             last_seen: Instant::now(),
             last_data: Instant::now(),
+            closing: false,
         }
     }
 
@@ -210,9 +213,12 @@ impl Conn {
     }
 
     /// Ends the stream: an `Error` message first when it failed (built by `error` from the
-    /// text), then a close frame with the matching code, then waits briefly for the client's
-    /// close so that it sees a clean close.
-    pub(crate) async fn finish<T: Serialize>(mut self, end: &End, error: impl FnOnce(String) -> T) {
+    /// text), then a close frame with the matching code.
+    pub(crate) async fn finish<T: Serialize>(
+        &mut self,
+        end: &End,
+        error: impl FnOnce(String) -> T,
+    ) {
         let (code, reason) = match end {
             End::Done => (code::NORMAL, String::new()),
             End::ClientClosed => (code::NORMAL, String::new()),
@@ -231,17 +237,24 @@ impl Conn {
             code,
             reason: truncate(&reason, 120).into(),
         };
-        if self.ws.send(Message::Close(Some(frame))).await.is_ok() {
-            let wait = std::time::Duration::from_secs(2);
-            let _ = tokio::time::timeout(wait, async {
-                while let Some(Ok(message)) = self.ws.recv().await {
-                    if matches!(message, Message::Close(_)) {
-                        break;
-                    }
-                }
-            })
-            .await;
+        let _ = self.ws.send(Message::Close(Some(frame))).await;
+        self.closing = true;
+    }
+
+    /// After [`finish`](Self::finish): waits briefly for the client's close, so that it sees a
+    /// clean close rather than a reset.
+    pub(crate) async fn await_close(mut self) {
+        if !self.closing {
+            return;
         }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            while let Some(Ok(message)) = self.ws.recv().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
 

@@ -145,7 +145,10 @@ pub(crate) async fn serve_socket(
         .tts
         .as_ref()
         .expect("the route exists only when served");
-    let end = if matches!(request.format, Format::OggOpus | Format::OggOpusMessagePack) {
+    let opus = matches!(request.format, Format::OggOpus | Format::OggOpusMessagePack);
+    // Held until the log line is written: a shutdown waits for every slot to be free.
+    let slot = if opus { None } else { slots.try_acquire() };
+    let end = if opus {
         End::Refused(
             code::UNSUPPORTED,
             "the OggOpus formats are not available in this server (no Opus encoder in this \
@@ -154,16 +157,16 @@ pub(crate) async fn serve_socket(
             "unsupported",
         )
     } else {
-        match slots.try_acquire() {
+        match &slot {
             None => End::Refused(
                 code::TRY_AGAIN,
                 "no free channels".into(),
                 "no_free_channels",
             ),
-            Some(slot) => {
+            Some(_) => {
                 let open = state.metrics.open.with_label_values(&[ENDPOINT]);
                 open.inc();
-                let end = Stream::new(&state, slot, request).run(&mut conn).await;
+                let end = Stream::new(&state, request).run(&mut conn).await;
                 open.dec();
                 end
             }
@@ -184,12 +187,13 @@ pub(crate) async fn serve_socket(
     }
     conn.finish(&end, |message| TtsOut::Error { message }).await;
     client.log(ENDPOINT, started, &end);
+    drop(slot);
+    conn.await_close().await;
 }
 
 /// One stream's state between the socket and its conversation.
 struct Stream<'a> {
     state: &'a AppState,
-    _slot: Slot,
     request: Request,
     /// The text's way in; `None` once the client sent `Eos`.
     text: Option<TextSender>,
@@ -203,10 +207,9 @@ struct Stream<'a> {
 }
 
 impl<'a> Stream<'a> {
-    fn new(state: &'a AppState, slot: Slot, request: Request) -> Stream<'a> {
+    fn new(state: &'a AppState, request: Request) -> Stream<'a> {
         Stream {
             state,
-            _slot: slot,
             request,
             text: None,
             text_bytes: 0,

@@ -262,7 +262,7 @@ impl Transcriber {
     /// `moshi` crate decides a step's text `delay_steps` steps after hearing it), within the
     /// audio pushed; `None` while not even its start is.
     fn settled_ms(&self) -> Option<u64> {
-        let steps = self.state.model_step_idx() as f64 - self.delay_steps as f64;
+        let steps = self.steps as f64 - self.delay_steps as f64;
         let ms = steps * 1000.0 / FRAME_RATE - self.prefix_seconds * 1000.0;
         (ms >= 0.0).then(|| (ms.floor() as u64).min(self.duration_ms()))
     }

@@ -40,6 +40,16 @@ pub fn fast_limits() -> Limits {
     }
 }
 
+/// Limits for many streams on a loaded machine: pings still fast, but a client busy for a
+/// second is not taken for a dead one.
+pub fn relaxed_limits() -> Limits {
+    Limits {
+        pong_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(30),
+        ..fast_limits()
+    }
+}
+
 impl TestServer {
     /// Starts a hub with `publish`'s repos and a server with `config` on a free port.
     pub async fn start(config_: ServerConfig, publish: impl FnOnce(&TestHub)) -> TestServer {
