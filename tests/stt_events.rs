@@ -241,8 +241,8 @@ async fn progress_events_say_how_far_the_transcript_is_settled() {
             _ => None,
         })
         .collect();
-    // One per step once the delay (0.5 s: 6 steps) is past: 38 steps in all, 32 of them.
-    assert_eq!(progress.len(), 32);
+    // One per step from the one that completes the delay (6 steps): steps 6 to 38, 33.
+    assert_eq!(progress.len(), 33);
     assert_eq!(progress[0].1, 0);
     assert!(progress.windows(2).all(|w| w[0].1 <= w[1].1));
     assert_eq!(
@@ -254,7 +254,7 @@ async fn progress_events_say_how_far_the_transcript_is_settled() {
     for (at, time_ms) in &progress {
         for (i, event) in all.iter().enumerate() {
             if let TranscriptEvent::Word(w) = event
-                && w.end_ms <= *time_ms
+                && w.end_ms < *time_ms
             {
                 assert!(i < *at, "{w:?} ended by {time_ms} ms but came after");
             }
