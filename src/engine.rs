@@ -149,19 +149,22 @@ impl KyutaiEngine {
     /// every conversation of this engine shares it.
     pub async fn stt_model(&self) -> Result<Arc<SttModel>> {
         let paths = self.ensure_stt().await?.clone();
-        let batch_size = self.inner.manager.config().batch_size;
+        let batching = self.inner.manager.config().batching();
         self.load_once(
             &self.inner.stt_model,
             "loading the STT model",
-            move |device, dtype| SttModel::load(&paths, device, dtype, batch_size),
+            move |device, dtype| SttModel::load(&paths, device, dtype, batching),
         )
         .await
     }
 
-    /// `(used, total)` slots of the speech-to-text batch, once the model is loaded: how many
-    /// conversations run now, and how many can run at once (`KyutaiModelConfig::batch_size`).
-    pub fn stt_slots(&self) -> Option<(usize, usize)> {
-        self.inner.stt_model.get().map(|model| model.slots())
+    /// Speech-to-text conversations running now, and the most that may
+    /// (`KyutaiModelConfig::max_conversations`; `None`: no limit), once the model is loaded.
+    pub fn stt_conversations(&self) -> Option<(usize, Option<usize>)> {
+        self.inner
+            .stt_model
+            .get()
+            .map(|model| model.conversations())
     }
 
     /// Loads a model into `cell` once, on a blocking thread, on the configured device.

@@ -230,16 +230,16 @@ pub enum MoshiError {
     #[error("{0}")]
     Unsupported(String),
 
-    /// Every slot of the engine's batch is serving a conversation, and the configuration says
-    /// not to wait ([`WhenBusy::Fail`](crate::models::WhenBusy::Fail)).
+    /// The engine runs as many conversations as it may, and the configuration says not to wait
+    /// ([`WhenBusy::Fail`](crate::models::WhenBusy::Fail)).
     #[error(
-        "no free channels: all {slots} {what} slots of this engine are in use; try again when a \
-         conversation ends, or raise KyutaiModelConfig::batch_size"
+        "no free channels: this engine already runs its {slots} {what} conversations; try again \
+         when one ends, or raise KyutaiModelConfig::max_conversations"
     )]
     Busy {
         /// Which model: "speech-to-text" or "text-to-speech".
         what: String,
-        /// The engine's slots (its batch size).
+        /// Conversations at once (the limit).
         slots: usize,
     },
 

@@ -14,6 +14,16 @@ use std::time::Duration;
 use super::progress::{ProgressCallback, ProgressEvent};
 pub use crate::stt::WhenBusy;
 
+impl KyutaiModelConfig {
+    /// The batching of speech-to-text conversations this configuration asks for.
+    pub(crate) fn batching(&self) -> crate::stt::Batching {
+        crate::stt::Batching {
+            batch_size: self.batch_size.max(1),
+            max_conversations: self.max_conversations,
+        }
+    }
+}
+
 /// The public TTS model (Delayed Streams Modeling, English and French).
 pub const DEFAULT_TTS_REPO: &str = "kyutai/tts-1.6b-en_fr";
 /// The public STT model (about 1B parameters, English and French, candle format).
@@ -22,8 +32,6 @@ pub const DEFAULT_STT_REPO: &str = "kyutai/stt-1b-en_fr-candle";
 pub const DEFAULT_VOICES_REPO: &str = "kyutai/tts-voices";
 /// The voice the Python reference uses by default.
 pub const DEFAULT_VOICE: &str = "expresso/ex03-ex01_happy_001_channel1_334s.wav";
-/// Conversations per model that share a batched step by default (a laptop's share of memory).
-pub const DEFAULT_BATCH_SIZE: usize = 4;
 /// The endpoint used when neither the config nor `HF_ENDPOINT` names one.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
@@ -205,11 +213,15 @@ pub struct KyutaiModelConfig {
     /// progress, before reporting it as stuck (a holder that makes progress is waited for as long
     /// as it takes; one that died has released the lock already).
     pub lock_stale_after: Duration,
-    /// Conversations of each model that run at the same time, in one batched step: the slots of
-    /// the engine's batch. Each slot keeps its own attention cache (about 200 MB for the 1B STT
-    /// in f32), so memory grows with it; on a CPU a batched step costs little more than one.
+    /// Speech-to-text conversations per batched step (default 1). Conversations beyond it run
+    /// in further batches, each with its own attention caches (about 200 MB per conversation for
+    /// the 1B STT in f32). With candle's CPU kernels a batch pays for f32 weights from about 4
+    /// conversations on (8 cost about a third of 8 alone); a server of many streams sets it.
     pub batch_size: usize,
-    /// What a conversation does when every slot is taken: wait for one, or fail.
+    /// Speech-to-text conversations at once, in all batches (default: no limit); beyond it a
+    /// conversation waits or fails, as `when_busy` says.
+    pub max_conversations: Option<usize>,
+    /// What a conversation does at `max_conversations`: wait for one to end, or fail.
     pub when_busy: WhenBusy,
     /// Per-file overrides for the TTS repository: `hf://org/repo/path` or `file:///abs/path`.
     pub tts_files: BTreeMap<ModelFile, String>,
@@ -245,7 +257,8 @@ impl Default for KyutaiModelConfig {
             // retries' backoff, or a Retry-After (capped at two minutes), or re-hashing a large
             // partial file before resuming it.
             lock_stale_after: Duration::from_secs(300),
-            batch_size: DEFAULT_BATCH_SIZE,
+            batch_size: 1,
+            max_conversations: None,
             when_busy: WhenBusy::Wait,
             tts_files: BTreeMap::new(),
             stt_files: BTreeMap::new(),
@@ -379,13 +392,17 @@ impl KyutaiModelConfig {
         self.lock_stale_after = timeout;
         self
     }
-    /// How many conversations of each model run at the same time, sharing one batched step
-    /// (default 4; at least 1). Each takes a slot with its own attention cache.
+    /// How many speech-to-text conversations share one batched step (default 1; at least 1).
     pub fn batch_size(mut self, slots: usize) -> Self {
         self.batch_size = slots.max(1);
         self
     }
-    /// What a conversation does when every slot is taken (default: wait for one).
+    /// At most this many speech-to-text conversations at once (default: no limit).
+    pub fn max_conversations(mut self, max: usize) -> Self {
+        self.max_conversations = Some(max.max(1));
+        self
+    }
+    /// What a conversation does at `max_conversations` (default: wait for one to end).
     pub fn when_busy(mut self, when_busy: WhenBusy) -> Self {
         self.when_busy = when_busy;
         self
@@ -431,6 +448,7 @@ impl fmt::Debug for KyutaiModelConfig {
             .field("read_timeout", &self.read_timeout)
             .field("lock_stale_after", &self.lock_stale_after)
             .field("batch_size", &self.batch_size)
+            .field("max_conversations", &self.max_conversations)
             .field("when_busy", &self.when_busy)
             .field("tts_files", &self.tts_files)
             .field("stt_files", &self.stt_files)

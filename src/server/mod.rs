@@ -89,7 +89,7 @@ impl Server {
             log::warn!(
                 target: "kyutai::server",
                 "the engine's STT batch ({engine_batch}) is smaller than the server's \
-                 ({}): streams beyond it wait for a slot of the batched step",
+                 ({}): the streams run in several batched steps",
                 config.batch_size
             );
         }

@@ -15,6 +15,13 @@
 //!
 //! A conversation alone is the batch of one, through the same code: there is one path to keep
 //! exact (the parity tests run through it).
+//!
+//! Batching pays when the batched matrix products cost less than one per conversation. With
+//! candle's CPU kernels, f32 products of 2 rows cost about 2.4 times one row, and of 8 rows about
+//! 2.6 times (so 8 conversations in one batch cost a third of 8 alone), while its quantized
+//! products cost one row per conversation whatever the batch. So the default batch is one
+//! conversation, with a batch (and its loop) per conversation, as many as run at once; a server
+//! of many streams sets a larger [`Batching::batch_size`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +46,116 @@ pub enum WhenBusy {
     Wait,
     /// Fail at once with [`MoshiError::Busy`].
     Fail,
+}
+
+/// How conversations share batched steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Conversations per batched step (a batch's slots).
+    pub batch_size: usize,
+    /// Conversations at once, in all batches; `None`: no limit (batches are started as needed).
+    pub max_conversations: Option<usize>,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching {
+            batch_size: 1,
+            max_conversations: None,
+        }
+    }
+}
+
+/// The batches of one model: conversations fill a batch's free slots; a new batch (its own
+/// loop and attention caches, on the same weights) starts when all are full, up to
+/// `max_conversations`. A batch left empty is dropped when another starts.
+pub(crate) struct SttBatches {
+    batching: Batching,
+    new_batch: NewBatch,
+    batches: Mutex<Vec<SttBatch>>,
+    /// Signalled when any slot of any batch is freed (for conversations waiting for one).
+    freed: Arc<Freed>,
+}
+
+/// Starts a batch of the given size.
+pub(crate) type NewBatch =
+    Box<dyn Fn(usize, Arc<Freed>) -> Result<SttBatch, MoshiError> + Send + Sync>;
+
+/// A notification that a slot was freed somewhere.
+#[derive(Default)]
+pub(crate) struct Freed {
+    generation: Mutex<u64>,
+    condvar: Condvar,
+}
+
+impl Freed {
+    fn notify(&self) {
+        *self.generation.lock() += 1;
+        self.condvar.notify_all();
+    }
+}
+
+impl SttBatches {
+    pub(crate) fn new(batching: Batching, new_batch: NewBatch) -> SttBatches {
+        SttBatches {
+            batching,
+            new_batch,
+            batches: Mutex::new(Vec::new()),
+            freed: Arc::new(Freed::default()),
+        }
+    }
+
+    /// `(running, limit)` conversations.
+    pub(crate) fn conversations(&self) -> (usize, Option<usize>) {
+        let running = self.batches.lock().iter().map(SttBatch::used).sum();
+        (running, self.batching.max_conversations)
+    }
+
+    /// `(steps, slot-steps)` of all batches.
+    pub(crate) fn counters(&self) -> (u64, u64) {
+        self.batches
+            .lock()
+            .iter()
+            .map(SttBatch::counters)
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+    }
+
+    /// A slot: a free one in a running batch, else one in a new batch, else (at the limit) one
+    /// freed later, or [`MoshiError::Busy`], as `when_busy` says. Blocking.
+    pub(crate) fn acquire(&self, when_busy: WhenBusy) -> Result<Slot, MoshiError> {
+        loop {
+            let seen = *self.freed.generation.lock();
+            {
+                let mut batches = self.batches.lock();
+                if let Some(slot) = batches.iter().find_map(SttBatch::try_acquire) {
+                    return Ok(slot);
+                }
+                let running: usize = batches.iter().map(SttBatch::used).sum();
+                if self
+                    .batching
+                    .max_conversations
+                    .is_none_or(|max| running < max)
+                {
+                    // Empty batches hold memory (their caches): keep none of them around.
+                    batches.retain(|b| b.used() > 0);
+                    let batch = (self.new_batch)(self.batching.batch_size, self.freed.clone())?;
+                    let slot = batch.try_acquire().expect("a new batch has a free slot");
+                    batches.push(batch);
+                    return Ok(slot);
+                }
+                if when_busy == WhenBusy::Fail {
+                    return Err(MoshiError::Busy {
+                        what: "speech-to-text".into(),
+                        slots: running,
+                    });
+                }
+            }
+            let mut generation = self.freed.generation.lock();
+            if *generation == seen {
+                self.freed.condvar.wait(&mut generation);
+            }
+        }
+    }
 }
 
 /// What one step gave one slot.
@@ -72,27 +189,29 @@ struct Shared {
     /// Signalled when outcomes are ready or a slot frees up.
     done: Condvar,
     stopping: std::sync::atomic::AtomicBool,
+    /// The pool's notification, for slots freed.
+    freed: Arc<Freed>,
     /// Steps run, and slot-steps run (for benchmarks and tests).
     steps: std::sync::atomic::AtomicU64,
     slot_steps: std::sync::atomic::AtomicU64,
 }
 
-/// The batch of one loaded model. Dropping it stops its loop.
+/// One batch: its loop, its slots. Dropping it stops its loop.
 pub(crate) struct SttBatch {
     shared: Arc<Shared>,
-    size: usize,
 }
 
 impl SttBatch {
     /// Starts the loop over `state` (an `asr::State` of `batch_size` items, its language model
     /// batched).
-    pub(crate) fn start(state: State, device: Device) -> SttBatch {
+    pub(crate) fn start(state: State, device: Device, freed: Arc<Freed>) -> SttBatch {
         let size = state.batch_size();
         let shared = Arc::new(Shared {
             cells: Mutex::new((0..size).map(|_| SlotCell::default()).collect()),
             work: Condvar::new(),
             done: Condvar::new(),
             stopping: false.into(),
+            freed,
             steps: 0.into(),
             slot_steps: 0.into(),
         });
@@ -101,12 +220,7 @@ impl SttBatch {
             .name("kyutai-stt-batch".into())
             .spawn(move || run(loop_shared, state, device))
             .expect("the STT batch thread starts");
-        SttBatch { shared, size }
-    }
-
-    /// Slots in all.
-    pub(crate) fn size(&self) -> usize {
-        self.size
+        SttBatch { shared }
     }
 
     /// Slots taken now.
@@ -123,30 +237,19 @@ impl SttBatch {
         )
     }
 
-    /// Takes a free slot (reset before its first step), waiting for one or failing when all
-    /// are taken, as `when_busy` says. Blocking: call it off the async threads.
-    pub(crate) fn acquire(&self, when_busy: WhenBusy) -> Result<Slot, MoshiError> {
+    /// Takes a free slot (reset before its first step), if there is one.
+    pub(crate) fn try_acquire(&self) -> Option<Slot> {
         let mut cells = self.shared.cells.lock();
-        loop {
-            if let Some(index) = cells.iter().position(|c| !c.taken) {
-                cells[index] = SlotCell {
-                    taken: true,
-                    reset: true,
-                    ..SlotCell::default()
-                };
-                return Ok(Slot {
-                    shared: self.shared.clone(),
-                    index,
-                });
-            }
-            if when_busy == WhenBusy::Fail {
-                return Err(MoshiError::Busy {
-                    what: "speech-to-text".into(),
-                    slots: self.size,
-                });
-            }
-            self.shared.done.wait(&mut cells);
-        }
+        let index = cells.iter().position(|c| !c.taken)?;
+        cells[index] = SlotCell {
+            taken: true,
+            reset: true,
+            ..SlotCell::default()
+        };
+        Some(Slot {
+            shared: self.shared.clone(),
+            index,
+        })
     }
 }
 
@@ -198,6 +301,8 @@ impl Drop for Slot {
         cells[self.index] = SlotCell::default();
         self.shared.done.notify_all();
         self.shared.work.notify_all();
+        drop(cells);
+        self.shared.freed.notify();
     }
 }
 
