@@ -40,7 +40,14 @@ pub struct Transcriber {
     finished: bool,
     audio_samples: u64,
     pending: Option<(String, f64)>,
-    trace: Option<RefCell<Vec<u32>>>,
+    trace: Option<RefCell<Trace>>,
+}
+
+/// What [`Transcriber::record_text_tokens`] records, per step.
+#[derive(Default)]
+struct Trace {
+    text_tokens: Vec<u32>,
+    audio_codes: Vec<Vec<u32>>,
 }
 
 impl Transcriber {
@@ -69,10 +76,11 @@ impl Transcriber {
         }
     }
 
-    /// Records the text token the model picks at every step (see
-    /// [`text_tokens`](Self::text_tokens)); for parity checks and debugging.
+    /// Records the text token the model picks and the audio codes it is fed at every step (see
+    /// [`text_tokens`](Self::text_tokens) and [`audio_codes`](Self::audio_codes)); for parity
+    /// checks and debugging.
     pub fn record_text_tokens(&mut self) {
-        self.trace = Some(RefCell::new(Vec::new()));
+        self.trace = Some(RefCell::new(Trace::default()));
     }
 
     /// The text tokens picked so far, one per step, when recording. The `asr::State` exposes
@@ -80,7 +88,17 @@ impl Transcriber {
     pub fn text_tokens(&self) -> Vec<u32> {
         self.trace
             .as_ref()
-            .map(|t| t.borrow().clone())
+            .map(|t| t.borrow().text_tokens.clone())
+            .unwrap_or_default()
+    }
+
+    /// The audio codes fed to the model at each step so far (one per codebook), when
+    /// recording. The `asr::State` feeds a frame's Mimi codes one step after the frame: the
+    /// codes of step `k` are those of frame `k - 1`, and step 0 gets the padding token.
+    pub fn audio_codes(&self) -> Vec<Vec<u32>> {
+        self.trace
+            .as_ref()
+            .map(|t| t.borrow().audio_codes.clone())
             .unwrap_or_default()
     }
 
@@ -177,9 +195,20 @@ impl Transcriber {
         let trace = self.trace.as_ref();
         let msgs = self
             .state
-            .step_pcm(pcm, None, &().into(), |items, _, _| {
-                if let Some(trace) = trace.filter(|_| !items[0].is_first_step()) {
-                    trace.borrow_mut().push(items[0].text_token());
+            .step_pcm(pcm, None, &().into(), |items, _, audio| {
+                if let Some(trace) = trace {
+                    let mut trace = trace.borrow_mut();
+                    if !items[0].is_first_step() {
+                        trace.text_tokens.push(items[0].text_token());
+                    }
+                    // One `[batch, 1]` tensor per codebook; a read error leaves the step out,
+                    // which the parity tests would see.
+                    let codes: Option<Vec<u32>> = audio
+                        .iter()
+                        .map(|c| c.flatten_all().and_then(|c| c.to_vec1::<u32>()).ok())
+                        .map(|c| c.and_then(|c| c.first().copied()))
+                        .collect();
+                    trace.audio_codes.extend(codes);
                 }
             })
             .map_err(inference)?;

@@ -63,7 +63,13 @@ pub struct Generator<'a> {
     pub delay_steps: usize,
     offset: usize,
     pub text_log: Vec<TextStep>,
+    /// The text logits of the first [`LOGGED_TEXT_LOGIT_STEPS`] steps, to locate numeric drift
+    /// when tokens differ from the reference's (the parity fixtures record the same).
+    pub first_text_logits: Vec<Vec<f32>>,
 }
+
+/// Steps whose text logits [`Generator::first_text_logits`] keeps.
+pub const LOGGED_TEXT_LOGIT_STEPS: usize = 3;
 
 const UNGENERATED: i64 = -2;
 
@@ -135,6 +141,7 @@ impl<'a> Generator<'a> {
             delay_steps,
             offset: 0,
             text_log: Vec::new(),
+            first_text_logits: Vec::new(),
         })
     }
 
@@ -192,6 +199,9 @@ impl<'a> Generator<'a> {
             }
             None => None,
         };
+        if self.first_text_logits.len() < LOGGED_TEXT_LOGIT_STEPS {
+            self.first_text_logits.push(text_logits.clone());
+        }
         let sampled = self.sampler.sample(
             &text_logits,
             self.settings.text_temp,

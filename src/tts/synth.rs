@@ -3,6 +3,7 @@
 //! `TTSModel.simple_generate` of the reference does it, but frame by frame.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 use moshi::mimi::Mimi;
@@ -39,6 +40,8 @@ pub struct TtsModel {
     pub frame_rate: f64,
     pub sample_rate: u32,
     pub delay_steps: usize,
+    /// Generation steps run so far, by every conversation (see [`TtsModel::steps_run`]).
+    steps_run: AtomicU64,
 }
 
 /// Sampling settings of one conversation.
@@ -92,7 +95,14 @@ impl TtsModel {
             frame_rate,
             sample_rate,
             delay_steps,
+            steps_run: AtomicU64::new(0),
         })
+    }
+
+    /// Language-model steps this model has run, summed over all conversations: a measure of
+    /// the work done, which also shows that a conversation whose listener went away stopped.
+    pub fn steps_run(&self) -> u64 {
+        self.steps_run.load(Ordering::Relaxed)
     }
 
     /// Whether the model is conditioned on voice embeddings (`speaker_wavs`).
@@ -303,10 +313,11 @@ impl TtsModel {
         let mut frames_seen = 0usize;
         let prefix_frames = prefix_frames(conditions);
         while !generator.finished() {
-            let Some(frame) = generator
+            let frame = generator
                 .step()
-                .map_err(|e| inference("running the language model", e))?
-            else {
+                .map_err(|e| inference("running the language model", e))?;
+            self.steps_run.fetch_add(1, Ordering::Relaxed);
+            let Some(frame) = frame else {
                 continue;
             };
             let index = frames_seen;

@@ -35,6 +35,26 @@ pub fn stt_repo_talkative() -> Vec<(String, Vec<u8>)> {
     repo
 }
 
+/// `stt_config.audio_silence_prefix_seconds` of [`stt_repo_talkative_with_prefix`]: 2 s, a whole
+/// number of frames (25), so that Kyutai's scripts (whole silent chunks, then
+/// `int(chunks / frame_rate)` seconds taken off the timings) and the Rust transcriber (the
+/// seconds' worth of samples) pad alike, and longer than the fixture audio, so that word times
+/// with the prefix left on, or taken off twice, fall outside it and cannot be clamped back.
+pub const PREFIX_SECONDS: f64 = 2.0;
+
+/// [`stt_repo_talkative`] with a silence prefix of [`PREFIX_SECONDS`] in its `config.json`.
+pub fn stt_repo_talkative_with_prefix() -> Vec<(String, Vec<u8>)> {
+    let mut repo = stt_repo_talkative();
+    for (path, bytes) in repo.iter_mut() {
+        if path == "config.json" {
+            let mut cfg = tiny::stt_config();
+            cfg["stt_config"]["audio_silence_prefix_seconds"] = PREFIX_SECONDS.into();
+            *bytes = tiny::json_bytes(&cfg);
+        }
+    }
+    repo
+}
+
 fn rescale_text_head(bytes: &[u8]) -> Vec<u8> {
     let st = SafeTensors::deserialize(bytes).expect("the tiny LM parses");
     let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
