@@ -133,5 +133,4 @@ fn bars_are_drawn_on_a_terminal_unless_disabled() {
         "the weights were downloaded"
     );
     assert!(!screen.contains("ETA"), "{screen}");
-    assert!(!screen.contains(tiny::STT_MOSHI_NAME), "{screen}");
 }

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod hub;
+pub mod stt_reference;
+pub mod stt_tiny;
 pub mod tiny;
 
 use std::collections::BTreeMap;

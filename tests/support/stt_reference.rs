@@ -3,7 +3,6 @@
 //! mapping from the reference's conventions to the Rust transcriber's (the `moshi` crate's
 //! `asr::State`, as Kyutai's Rust server runs it). Shared by the STT parity, pipeline and CLI
 //! tests.
-#![allow(dead_code)]
 
 use fluent_voice_kyutai::voice::TranscriptionSegment;
 use serde_json::Value;

@@ -1231,8 +1231,8 @@ pub fn voices_repo(dim: usize) -> Vec<(String, Vec<u8>)> {
 }
 
 /// The voice of the audio-prefix model's tests (`tiny::tts_repo_prefix`): 0.8 s of
-/// [`tiny_wav`] at 24 kHz (no resampling, so the reference's exact codes), 8 frames, of which
-/// Mimi keeps 6 as the prefix (the reference's `get_prefix` drops the last 2).
+/// [`tiny_wav`] at 24 kHz (no resampling, so the reference's exact codes), 10 frames, of which
+/// the prefix keeps 8 (the reference's `get_prefix` drops the last 2).
 pub fn prefix_voice_wav() -> Vec<u8> {
     tiny_wav(19_200, 24_000)
 }
