@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use fluent_voice_kyutai::SttModel;
+use fluent_voice_kyutai::internals::Tokenizer;
+use fluent_voice_kyutai::internals::stt::{FRAME_SAMPLES, SttConfig, transcribe_blocking};
 use fluent_voice_kyutai::models::SttModelPaths;
-use fluent_voice_kyutai::stt::{FRAME_SAMPLES, SttConfig, SttModel, transcribe_blocking};
-use fluent_voice_kyutai::text::Tokenizer;
 use fluent_voice_kyutai::voice::SpeechSource;
 
 /// Two seconds of a voiced-like signal.
@@ -141,7 +142,7 @@ fn bare_parts(dir: &Path) -> (moshi::lm::LmModel, moshi::mimi::Mimi) {
         moshi::nn::MaybeQuantizedVarBuilder::Real(vb),
     )
     .unwrap();
-    let mimi = fluent_voice_kyutai::codec::load_mimi(
+    let mimi = fluent_voice_kyutai::internals::load_mimi(
         &dir.join(tiny::STT_MIMI_NAME),
         Some(&dir.join("mimi_config.json")),
         config.n_q,
@@ -154,14 +155,15 @@ fn bare_parts(dir: &Path) -> (moshi::lm::LmModel, moshi::mimi::Mimi) {
 
 /// The published `kyutai/stt-1b-en_fr-candle` dimensions (see `docs/kyutai-models.md`).
 fn config_1b() -> SttConfig {
-    serde_json::from_value(serde_json::json!({
+    let json = serde_json::json!({
         "dim": 2048, "num_heads": 16, "num_layers": 16, "context": 750,
         "max_period": 100000.0, "card": 2048, "text_card": 8000, "n_q": 32, "dep_q": 0,
-        "hidden_scale": 4.125, "extra_heads_num_heads": 4, "extra_heads_dim": 6,
+        "delays": vec![0; 33], "hidden_scale": 4.125, "gating": "silu", "norm": "rms_norm_f32",
+        "positional_embedding": "rope", "extra_heads_num_heads": 4, "extra_heads_dim": 6,
         "stt_config": {"audio_delay_seconds": 0.5, "audio_silence_prefix_seconds": 0.0},
         "model_type": "stt"
-    }))
-    .unwrap()
+    });
+    SttConfig::from_json(json.to_string().as_bytes()).unwrap()
 }
 
 fn rtf_1b(c: &mut Criterion) {

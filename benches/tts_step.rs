@@ -16,12 +16,12 @@ use std::time::Instant;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::{Init, VarBuilder, var_builder::SimpleBackend};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
-use fluent_voice_kyutai::tts::TtsConfig;
-use fluent_voice_kyutai::tts::conditioners::Conditions;
-use fluent_voice_kyutai::tts::generate::{GenerationSettings, Generator};
-use fluent_voice_kyutai::tts::lm::TtsLm;
-use fluent_voice_kyutai::tts::sampling::argmax;
-use fluent_voice_kyutai::tts::state_machine::Entry;
+use fluent_voice_kyutai::internals::tts::TtsConfig;
+use fluent_voice_kyutai::internals::tts::conditioners::Conditions;
+use fluent_voice_kyutai::internals::tts::generate::{GenerationSettings, Generator};
+use fluent_voice_kyutai::internals::tts::lm::TtsLm;
+use fluent_voice_kyutai::internals::tts::sampling::argmax;
+use fluent_voice_kyutai::internals::tts::state_machine::Entry;
 use moshi::streaming::{StreamMask, StreamTensor};
 
 /// Random weights by name and shape (norm gains at 1 so activations keep their scale).

@@ -58,7 +58,7 @@ fn main() -> std::io::Result<()> {
         ("stt_talkative", stt_tiny::stt_repo_talkative()),
         (
             "stt_talkative_prefix",
-            stt_tiny::stt_repo_talkative_with_prefix(),
+            stt_tiny::stt_repo_talkative_with_prefix(tiny::STT_PREFIX_SECONDS),
         ),
     ];
     for (name, files) in &repos {

@@ -7,11 +7,15 @@
 //!     [--serve-dir org/name DIR]...
 //!     [--big-file org/name path_in_repo SIZE_MB]...
 //!     [--token org/name TOKEN]...
-//!     [--tiny-kyutai-repos]
+//!     [--tiny-kyutai-repos] [--talkative-stt]
 //! ```
 //!
 //! Everything is published on branch `main` (one commit per repo), then the endpoint is printed as
 //! the first line of stdout and the hub serves until the process is killed.
+//!
+//! `--talkative-stt` publishes (after them) the tiny STT whose text head is scaled so that it
+//! produces words (`tests/support/stt_tiny.rs`), under the default STT name: the tiny models'
+//! plain STT, with random weights, rarely produces any word.
 //!
 //! `--tiny-kyutai-repos` publishes the tiny TTS, STT and voices repos of `tests/support/tiny.rs`
 //! under the default Kyutai names, exactly as `publish_defaults` in `tests/support/mod.rs` does,
@@ -21,8 +25,15 @@
 
 #[path = "../tests/support/hub.rs"]
 mod hub;
+#[path = "../tests/support/stt_tiny.rs"]
+mod stt_tiny;
 #[path = "../tests/support/tiny.rs"]
 mod tiny;
+
+/// `stt_tiny` finds the tiny-repo builders at `crate::support::tiny`, as in the tests.
+mod support {
+    pub(crate) use super::tiny;
+}
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -34,7 +45,7 @@ use hub::TestHub;
 
 const USAGE: &str = "usage: test_hub [--port N] [repo=org/name file=path:local_path ...]... \
 [--serve-dir org/name DIR]... [--big-file org/name path SIZE_MB]... [--token org/name TOKEN]... \
-[--tiny-kyutai-repos]";
+[--tiny-kyutai-repos] [--talkative-stt]";
 
 /// The repositories `--tiny-kyutai-repos` publishes, in `publish_defaults` order (the names of
 /// `TTS`, `STT` and `VOICES` in `tests/support/mod.rs`; `tests/python_cache.rs` checks that both
@@ -54,6 +65,9 @@ struct Plan {
     tokens: Vec<(String, String)>,
     /// Publish the tiny Kyutai repos first (`--tiny-kyutai-repos`).
     tiny_kyutai_repos: bool,
+    /// Then publish the "talkative" tiny STT (which produces words) over the default STT name
+    /// (`--talkative-stt`), so that a newcomer's transcript is not empty.
+    talkative_stt: bool,
 }
 
 fn main() {
@@ -67,6 +81,16 @@ fn main() {
     }
     if plan.tiny_kyutai_repos {
         publish_tiny_kyutai_repos(&hub);
+    }
+    if plan.talkative_stt {
+        let files = stt_tiny::stt_repo_talkative();
+        let files: Vec<(&str, Vec<u8>)> =
+            files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
+        let commit = hub.publish(TINY_KYUTAI_REPOS[1], "main", &files);
+        eprintln!(
+            "published the talkative tiny STT to {} at {commit}",
+            TINY_KYUTAI_REPOS[1]
+        );
     }
     for (repo, files) in &plan.files {
         let files: Vec<(&str, Arc<[u8]>)> = files
@@ -122,6 +146,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Plan, String> {
             }
             "--token" => plan.tokens.push((next("a repo")?, next("a token")?)),
             "--tiny-kyutai-repos" => plan.tiny_kyutai_repos = true,
+            "--talkative-stt" => plan.talkative_stt = true,
             _ => {
                 if let Some(name) = arg.strip_prefix("repo=") {
                     repo = Some(name.to_string());

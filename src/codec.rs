@@ -64,7 +64,7 @@ pub fn weight_dtype(device: &Device, configured: Option<crate::models::DType>) -
 /// use candle_core::{DType, Device};
 /// use std::path::Path;
 ///
-/// let mimi = fluent_voice_kyutai::codec::load_mimi(
+/// let mimi = fluent_voice_kyutai::internals::load_mimi(
 ///     Path::new("mimi-pytorch-e351c8d8@125.safetensors"),
 ///     None, // the standard Mimi
 ///     32,
@@ -102,12 +102,114 @@ pub fn load_mimi(
     })
 }
 
+/// The keyword arguments the reference's `get_mimi` passes each section to. `seanet` goes to
+/// both `SEANetEncoder` and `SEANetDecoder`, so only the keys both take; `quantizer` to
+/// `SplitResidualVectorQuantizer` (and through it `ResidualVectorQuantizer`); `transformer` to
+/// `ProjectedTransformer` (and through it `StreamingTransformer` and its layers). Any other key
+/// is a `TypeError` there, and refused here. Top-level keys other than the six `get_mimi` reads
+/// are ignored by the reference, and here too.
+const SEANET_KEYS: &[&str] = &[
+    "channels",
+    "dimension",
+    "n_filters",
+    "n_residual_layers",
+    "ratios",
+    "activation",
+    "activation_params",
+    "norm",
+    "norm_params",
+    "kernel_size",
+    "last_kernel_size",
+    "residual_kernel_size",
+    "dilation_base",
+    "causal",
+    "pad_mode",
+    "true_skip",
+    "compress",
+    "disable_norm_outer_blocks",
+];
+const QUANTIZER_KEYS: &[&str] = &[
+    "n_q",
+    "n_q_semantic",
+    "q_dropout",
+    "dimension",
+    "input_dimension",
+    "output_dimension",
+    "no_quantization_rate",
+    "bins",
+    "decay",
+    "threshold_usage_ratio",
+    "replaced_usage_ratio",
+];
+const TRANSFORMER_KEYS: &[&str] = &[
+    "input_dimension",
+    "output_dimensions",
+    "d_model",
+    "conv_layout",
+    "num_heads",
+    "num_layers",
+    "dim_feedforward",
+    "causal",
+    "context",
+    "positional_embedding",
+    "max_period",
+    "positional_scale",
+    "betas",
+    "quantize",
+    "checkpointing",
+    "norm",
+    "layer_scale",
+    "gating",
+    "kv_repeat",
+    "weights_per_step",
+    "weights_per_step_schedule",
+    "skip_self_attn",
+    "cross_attention",
+];
+
+/// Refuses keys of `section` that the reference's constructors do not take.
+fn check_keys(section: &str, value: &Value, known: &[&str]) -> Result<(), String> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| format!("{section} is not a JSON object"))?;
+    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(key) => Err(format!(
+            "{section}.{key} is not a key the reference's Mimi takes"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a value of an accepted key that this crate's Mimi does not implement.
+fn check_neutral(value: Option<&Value>, key: &str, neutral: &[Value]) -> Result<(), String> {
+    match value {
+        Some(v) if !neutral.contains(v) => Err(format!(
+            "{key} = {v} is not supported by this Mimi (only {})",
+            neutral
+                .iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The standard Mimi config with the values of a `mimi_config_name` JSON applied.
 pub fn mimi_config(json: &Value, num_codebooks: usize) -> Result<Config, String> {
     let mut cfg = Config::v0_1(Some(num_codebooks));
     let obj = json
         .as_object()
         .ok_or("the Mimi config is not a JSON object")?;
+    for (section, known) in [
+        ("seanet", SEANET_KEYS),
+        ("quantizer", QUANTIZER_KEYS),
+        ("transformer", TRANSFORMER_KEYS),
+    ] {
+        if let Some(value) = obj.get(section) {
+            check_keys(section, value, known)?;
+        }
+    }
     if let Some(v) = obj.get("sample_rate") {
         cfg.sample_rate = num(v, "sample_rate")?;
     }
@@ -123,6 +225,20 @@ pub fn mimi_config(json: &Value, num_codebooks: usize) -> Result<Config, String>
         cfg.transformer.d_model = cfg.seanet.dimension;
     }
     if let Some(q) = obj.get("quantizer") {
+        // The crate's split quantizer has one semantic codebook and projects from and to the
+        // encoder's width.
+        check_neutral(q.get("n_q_semantic"), "quantizer.n_q_semantic", &[1.into()])?;
+        let width = Value::from(cfg.seanet.dimension);
+        check_neutral(
+            q.get("input_dimension"),
+            "quantizer.input_dimension",
+            std::slice::from_ref(&width),
+        )?;
+        check_neutral(
+            q.get("output_dimension"),
+            "quantizer.output_dimension",
+            &[width],
+        )?;
         if let Some(v) = q.get("dimension") {
             cfg.quantizer_dim = int(v, "quantizer.dimension")?;
         }
@@ -146,6 +262,14 @@ pub fn mimi_config(json: &Value, num_codebooks: usize) -> Result<Config, String>
 
 fn apply_seanet(s: &mut moshi::seanet::Config, v: &Value) -> Result<(), String> {
     let get = |key: &str| v.get(key);
+    check_neutral(
+        get("activation_params"),
+        "seanet.activation_params",
+        &[
+            serde_json::json!({"alpha": 1.0}),
+            serde_json::json!({"alpha": 1}),
+        ],
+    )?;
     if let Some(x) = get("dimension") {
         s.dimension = int(x, "seanet.dimension")?;
     }
@@ -211,6 +335,33 @@ fn apply_seanet(s: &mut moshi::seanet::Config, v: &Value) -> Result<(), String> 
 }
 
 fn apply_transformer(t: &mut moshi::transformer::Config, v: &Value) -> Result<(), String> {
+    // The crate projects from and to the encoder's width only.
+    let width = Value::from(t.d_model);
+    let d_model = v.get("d_model").cloned().unwrap_or(width);
+    check_neutral(
+        v.get("input_dimension"),
+        "transformer.input_dimension",
+        std::slice::from_ref(&d_model),
+    )?;
+    check_neutral(
+        v.get("output_dimensions"),
+        "transformer.output_dimensions",
+        &[Value::Array(vec![d_model])],
+    )?;
+    for (key, neutral) in [
+        ("kv_repeat", Value::from(1)),
+        ("weights_per_step", Value::from(0)),
+        ("skip_self_attn", Value::from(false)),
+        ("cross_attention", Value::from(false)),
+        ("quantize", Value::from(false)),
+    ] {
+        check_neutral(v.get(key), &format!("transformer.{key}"), &[neutral])?;
+    }
+    check_neutral(
+        v.get("positional_scale"),
+        "transformer.positional_scale",
+        &[1.into(), 1.0.into()],
+    )?;
     for (key, field) in [
         ("d_model", &mut t.d_model),
         ("num_heads", &mut t.num_heads),
@@ -304,5 +455,35 @@ mod tests {
         let err = mimi_config(&json!({"quantizer": {"n_q": 4}}), 8).unwrap_err();
         assert!(err.contains("8 codebooks"), "{err}");
         assert!(mimi_config(&json!([1]), 8).is_err());
+        let err = mimi_config(&json!({"quantizer": {"n_q_semantic": 2}}), 8).unwrap_err();
+        assert!(err.contains("quantizer.n_q_semantic"), "{err}");
+    }
+
+    #[test]
+    fn keys_the_reference_takes_are_accepted_and_others_refused() {
+        // The reference's standard config, as `loaders._mimi_config` writes it.
+        let standard = json!({
+            "sample_rate": 24000, "channels": 1, "frame_rate": 12.5,
+            "seanet": {"channels": 1, "dimension": 512, "causal": true, "n_filters": 64,
+                "n_residual_layers": 1, "activation": "ELU", "compress": 2, "dilation_base": 2,
+                "disable_norm_outer_blocks": 0, "kernel_size": 7, "residual_kernel_size": 3,
+                "last_kernel_size": 3, "norm": "none", "pad_mode": "constant",
+                "ratios": [8, 6, 5, 4], "true_skip": true},
+            "quantizer": {"dimension": 256, "n_q": 32, "bins": 2048, "input_dimension": 512,
+                "output_dimension": 512},
+            "transformer": {"d_model": 512, "num_heads": 8, "num_layers": 8, "causal": true,
+                "layer_scale": 0.01, "context": 250, "conv_layout": true, "max_period": 10000,
+                "gating": "none", "norm": "layer_norm", "positional_embedding": "rope",
+                "dim_feedforward": 2048, "input_dimension": 512, "output_dimensions": [512]},
+            "a_top_level_note": "ignored by the reference too"
+        });
+        let cfg = mimi_config(&standard, 32).unwrap();
+        assert_eq!(cfg.transformer.d_model, 512);
+        for (section, key) in [("seanet", "final_activation"), ("transformer", "device")] {
+            let mut bad = standard.clone();
+            bad[section][key] = json!(null);
+            let err = mimi_config(&bad, 32).unwrap_err();
+            assert!(err.contains(&format!("{section}.{key}")), "{err}");
+        }
     }
 }

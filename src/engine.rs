@@ -1,27 +1,30 @@
 //! `KyutaiEngine`: owns the model manager and the model files, fetched lazily and shared.
 //!
-//! An engine is cheap to clone (an `Arc`); every conversation it starts shares its files (and,
-//! once the pipelines exist, its loaded weights). Each capability is fetched at most once per
-//! engine, by the first conversation that needs it; concurrent conversations wait for that one
-//! fetch and share its outcome (see [`SharedInit`]).
+//! An engine is cheap to clone (an `Arc`); every conversation it starts shares its files and its
+//! loaded weights. Each capability is fetched and loaded at most once per engine, by the first
+//! conversation that needs it; concurrent conversations wait for that one attempt and share its
+//! outcome (see [`SharedInit`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
 use crate::error::{MoshiError, Result};
 use crate::models::{
     KyutaiModelConfig, KyutaiModelManager, KyutaiModelPaths, SttModelPaths, TtsModelPaths,
 };
+use crate::runtime::{blocking, on_tokio};
 use crate::shared_init::SharedInit;
-use crate::stt::KyutaiSttBuilder;
-use crate::tts::KyutaiTtsBuilder;
-use crate::voice::{SttEngine, TtsEngine};
+use crate::stt::SttModel;
+use crate::tts::TtsModel;
+use crate::voice::Language;
 
-/// The Kyutai implementation of [`TtsEngine`] and [`SttEngine`].
+/// The Kyutai implementation of [`TtsEngine`](crate::voice::TtsEngine) and
+/// [`SttEngine`](crate::voice::SttEngine).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), fluent_voice_kyutai::MoshiError> {
@@ -40,16 +43,17 @@ pub struct KyutaiEngine {
     inner: Arc<EngineInner>,
 }
 
+/// Each capability's state lives in one cell that holds its value once ready: files, then
+/// loaded weights, each fetched or loaded by one shared attempt.
 struct EngineInner {
     manager: KyutaiModelManager,
-    paths: KyutaiModelPaths,
-    tts: SharedInit<(), MoshiError>,
-    stt: SharedInit<(), MoshiError>,
-    /// The STT weights, loaded once and shared by every conversation.
-    stt_model: SharedInit<Arc<crate::stt::SttModel>, MoshiError>,
-    /// The TTS weights, loaded once and shared by every conversation.
-    tts_model: SharedInit<Arc<crate::tts::TtsModel>, MoshiError>,
+    tts_files: SharedInit<TtsModelPaths, MoshiError>,
+    stt_files: SharedInit<SttModelPaths, MoshiError>,
+    tts_model: SharedInit<Arc<TtsModel>, MoshiError>,
+    stt_model: SharedInit<Arc<SttModel>, MoshiError>,
     voices: Mutex<HashMap<String, Arc<SharedInit<PathBuf, MoshiError>>>>,
+    /// The voices repository's list of voices, asked for once.
+    voice_list: SharedInit<Vec<String>, MoshiError>,
 }
 
 impl KyutaiEngine {
@@ -63,28 +67,43 @@ impl KyutaiEngine {
     /// [`ensure_tts`](Self::ensure_tts) / [`ensure_stt`](Self::ensure_stt)).
     pub async fn with_config(config: KyutaiModelConfig) -> Result<Self> {
         let manager = KyutaiModelManager::with_config(config)?;
-        let cache_dir = manager.settings().cache_dir.clone();
         if !manager.settings().offline {
-            tokio::fs::create_dir_all(&cache_dir).await.map_err(|e| {
-                MoshiError::io("could not create the cache directory", &cache_dir, e)
-            })?;
+            let cache_dir = manager.settings().cache_dir.clone();
+            blocking("preparing the cache directory", move || {
+                std::fs::create_dir_all(&cache_dir).map_err(|e| {
+                    MoshiError::io("could not create the cache directory", &cache_dir, e)
+                })
+            })
+            .await?;
         }
         Ok(KyutaiEngine {
             inner: Arc::new(EngineInner {
-                paths: KyutaiModelPaths::new(cache_dir),
                 manager,
-                tts: SharedInit::new(),
-                stt: SharedInit::new(),
-                stt_model: SharedInit::new(),
+                tts_files: SharedInit::new(),
+                stt_files: SharedInit::new(),
                 tts_model: SharedInit::new(),
+                stt_model: SharedInit::new(),
                 voices: Mutex::new(HashMap::new()),
+                voice_list: SharedInit::new(),
             }),
         })
     }
 
-    /// The model files fetched so far.
-    pub fn model_paths(&self) -> &KyutaiModelPaths {
-        &self.inner.paths
+    /// The model files fetched so far (a snapshot).
+    pub fn model_paths(&self) -> KyutaiModelPaths {
+        let voices: BTreeMap<String, PathBuf> = self
+            .inner
+            .voices
+            .lock()
+            .iter()
+            .filter_map(|(name, cell)| Some((name.clone(), cell.get()?.clone())))
+            .collect();
+        KyutaiModelPaths {
+            cache_dir: self.inner.manager.settings().cache_dir.clone(),
+            tts: self.inner.tts_files.get().cloned(),
+            stt: self.inner.stt_files.get().cloned(),
+            voices,
+        }
     }
 
     /// The model manager (settings, cache).
@@ -96,86 +115,64 @@ impl KyutaiEngine {
     pub async fn ensure_tts(&self) -> Result<&TtsModelPaths> {
         let inner = self.inner.clone();
         self.inner
-            .tts
+            .tts_files
             .get_or_try_init(move || {
-                async move {
-                    let paths = inner.manager.fetch_tts().await?;
-                    inner.paths.set_tts(paths);
-                    Ok(())
-                }
-                .boxed()
+                on_tokio(async move { inner.manager.fetch_tts().await }).boxed()
             })
-            .await?;
-        Ok(self.inner.paths.tts().expect("set by the successful init"))
+            .await
     }
 
     /// Fetches and verifies the STT model files, once.
     pub async fn ensure_stt(&self) -> Result<&SttModelPaths> {
         let inner = self.inner.clone();
         self.inner
-            .stt
+            .stt_files
             .get_or_try_init(move || {
-                async move {
-                    let paths = inner.manager.fetch_stt().await?;
-                    inner.paths.set_stt(paths);
-                    Ok(())
-                }
-                .boxed()
+                on_tokio(async move { inner.manager.fetch_stt().await }).boxed()
             })
-            .await?;
-        Ok(self.inner.paths.stt().expect("set by the successful init"))
+            .await
     }
 
     /// The TTS model, fetched and loaded once (on a blocking thread); every conversation of
     /// this engine shares it.
-    pub async fn tts_model(&self) -> Result<Arc<crate::tts::TtsModel>> {
+    pub async fn tts_model(&self) -> Result<Arc<TtsModel>> {
         let paths = self.ensure_tts().await?.clone();
-        let config = self.inner.manager.config();
-        let (device, dtype) = (config.device, config.dtype);
-        let model = self
-            .inner
-            .tts_model
-            .get_or_try_init(move || {
-                async move {
-                    tokio::task::spawn_blocking(move || {
-                        let device = crate::codec::candle_device(device)?;
-                        let dtype = crate::codec::weight_dtype(&device, dtype);
-                        crate::tts::TtsModel::load(&paths, &device, dtype).map(Arc::new)
-                    })
-                    .await
-                    .map_err(|e| MoshiError::Inference {
-                        message: format!("loading the TTS model stopped: {e}"),
-                        source: None,
-                    })?
-                }
-                .boxed()
-            })
-            .await?;
-        Ok(model.clone())
+        self.load_once(
+            &self.inner.tts_model,
+            "loading the TTS model",
+            move |device, dtype| TtsModel::load(&paths, device, dtype),
+        )
+        .await
     }
 
     /// The STT model, fetched and loaded once (on a blocking thread: loading reads gigabytes);
     /// every conversation of this engine shares it.
-    pub async fn stt_model(&self) -> Result<Arc<crate::stt::SttModel>> {
+    pub async fn stt_model(&self) -> Result<Arc<SttModel>> {
         let paths = self.ensure_stt().await?.clone();
+        self.load_once(
+            &self.inner.stt_model,
+            "loading the STT model",
+            move |device, dtype| SttModel::load(&paths, device, dtype),
+        )
+        .await
+    }
+
+    /// Loads a model into `cell` once, on a blocking thread, on the configured device.
+    async fn load_once<M: Send + Sync + 'static>(
+        &self,
+        cell: &SharedInit<Arc<M>, MoshiError>,
+        what: &'static str,
+        load: impl FnOnce(&candle_core::Device, candle_core::DType) -> Result<M> + Send + 'static,
+    ) -> Result<Arc<M>> {
         let config = self.inner.manager.config();
         let (device, dtype) = (config.device, config.dtype);
-        let model = self
-            .inner
-            .stt_model
+        let model = cell
             .get_or_try_init(move || {
-                async move {
-                    tokio::task::spawn_blocking(move || {
-                        let device = crate::codec::candle_device(device)?;
-                        let dtype = crate::codec::weight_dtype(&device, dtype);
-                        crate::stt::SttModel::load(&paths, &device, dtype).map(Arc::new)
-                    })
-                    .await
-                    .map_err(|e| MoshiError::Inference {
-                        message: format!("loading the STT model stopped: {e}"),
-                        source: None,
-                    })?
-                }
+                blocking(what, move || {
+                    let device = crate::codec::candle_device(device)?;
+                    let dtype = crate::codec::weight_dtype(&device, dtype);
+                    load(&device, dtype).map(Arc::new)
+                })
                 .boxed()
             })
             .await?;
@@ -196,15 +193,36 @@ impl KyutaiEngine {
         let name = voice.to_string();
         let path = cell
             .get_or_try_init(move || {
-                async move {
-                    let path = inner.manager.fetch_voice(&tts, &name).await?;
-                    inner.paths.add_voice(&name, path.clone());
-                    Ok(path)
-                }
-                .boxed()
+                on_tokio(async move { inner.manager.fetch_voice(&tts, &name).await }).boxed()
             })
             .await?;
         Ok(path.clone())
+    }
+
+    /// The voices the TTS model can speak with, by the names [`Speaker`](crate::voice::Speaker)
+    /// takes (`with_voice("expresso/ex03-ex01_happy_001_channel1_334s.wav")`), sorted: the
+    /// voices repository's file list, asked for once per engine (offline: the voices in the
+    /// cache).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), fluent_voice_kyutai::MoshiError> {
+    /// let engine = fluent_voice_kyutai::KyutaiEngine::new().await?;
+    /// for voice in engine.voices().await? {
+    ///     println!("{voice}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn voices(&self) -> Result<Vec<String>> {
+        let tts = self.ensure_tts().await?.clone();
+        let inner = self.inner.clone();
+        let voices = self
+            .inner
+            .voice_list
+            .get_or_try_init(move || {
+                on_tokio(async move { inner.manager.list_voices(&tts).await }).boxed()
+            })
+            .await?;
+        Ok(voices.clone())
     }
 
     /// The voice used when a speaker names none.
@@ -212,14 +230,17 @@ impl KyutaiEngine {
         &self.inner.manager.config().default_voice
     }
 
-    /// A text-to-speech conversation builder on this engine.
-    pub fn tts(&self) -> KyutaiTtsBuilder {
-        KyutaiTtsBuilder::on_engine(self.clone())
+    /// The languages the configured text-to-speech model speaks, read from its repository name
+    /// (`kyutai/tts-1.6b-en_fr`: English and French); English and French when the name does not
+    /// say.
+    pub fn tts_languages(&self) -> Vec<Language> {
+        model_languages(&self.inner.manager.config().tts_repo)
     }
 
-    /// A speech-to-text conversation builder on this engine.
-    pub fn stt(&self) -> KyutaiSttBuilder {
-        KyutaiSttBuilder::on_engine(self.clone())
+    /// The languages the configured speech-to-text model understands, read from its repository
+    /// name as for [`tts_languages`](Self::tts_languages).
+    pub fn stt_languages(&self) -> Vec<Language> {
+        model_languages(&self.inner.manager.config().stt_repo)
     }
 
     /// True when both handles share one engine (and so one set of models).
@@ -228,42 +249,87 @@ impl KyutaiEngine {
     }
 }
 
-impl TtsEngine for KyutaiEngine {
-    type Conv = KyutaiTtsBuilder;
-    fn conversation(&self) -> KyutaiTtsBuilder {
-        self.tts()
-    }
-}
-
-impl SttEngine for KyutaiEngine {
-    type Conv = KyutaiSttBuilder;
-    fn conversation(&self) -> KyutaiSttBuilder {
-        self.stt()
-    }
-}
-
 impl std::fmt::Debug for KyutaiEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KyutaiEngine")
             .field("settings", self.inner.manager.settings())
-            .field("paths", &self.inner.paths)
+            .field("paths", &self.model_paths())
             .finish()
     }
 }
 
-/// Where a conversation builder finds its engine: the process-wide provider (resolved when the
-/// conversation starts, so that `Kyutai::tts()` itself stays synchronous) or a given engine.
+/// Where a conversation builder finds its engine: a given engine, or one resolved when the
+/// conversation starts (the process-wide provider's, so that `Kyutai::tts()` itself stays
+/// synchronous). The resolver is a plain function so that the builders need not know the
+/// provider.
 #[derive(Clone)]
 pub(crate) enum EngineHandle {
-    Global(&'static crate::provider::Provider),
+    Deferred(fn() -> BoxFuture<'static, Result<KyutaiEngine>>),
     Owned(KyutaiEngine),
 }
 
 impl EngineHandle {
     pub(crate) async fn engine(&self) -> Result<KyutaiEngine> {
         match self {
-            EngineHandle::Global(provider) => provider.engine().await.cloned(),
+            EngineHandle::Deferred(resolve) => resolve().await,
             EngineHandle::Owned(engine) => Ok(engine.clone()),
         }
+    }
+}
+
+/// The languages of a Kyutai model, read from its repository name as Kyutai names them:
+/// `<task>-<size>-<codes>`, the codes two-letter and `_`-joined (`kyutai/tts-1.6b-en_fr`:
+/// English and French; `kyutai/stt-2.6b-en-candle`: English). The checkpoints carry no language
+/// list of their own; a repository named otherwise is taken to speak the languages of Kyutai's
+/// models, English and French.
+pub fn model_languages(repo: &str) -> Vec<Language> {
+    let name = repo.rsplit('/').next().unwrap_or(repo);
+    let is_size = |s: &str| {
+        s.strip_suffix('b')
+            .is_some_and(|n| !n.is_empty() && n.parse::<f64>().is_ok())
+    };
+    let is_codes = |s: &str| {
+        s.split('_')
+            .all(|code| code.len() == 2 && code.bytes().all(|b| b.is_ascii_lowercase()))
+    };
+    let segments: Vec<&str> = name.split('-').collect();
+    let codes = segments
+        .windows(2)
+        .find(|pair| is_size(pair[0]) && is_codes(pair[1]))
+        .map(|pair| pair[1]);
+    match codes {
+        Some(codes) => codes.split('_').filter_map(|c| c.parse().ok()).collect(),
+        None => vec![Language::English, Language::French],
+    }
+}
+
+/// `en and fr`, for messages.
+pub(crate) fn language_list(languages: &[Language]) -> String {
+    let codes: Vec<&str> = languages.iter().map(Language::code).collect();
+    codes.join(" and ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn languages_come_from_kyutai_repository_names() {
+        let en_fr = vec![Language::English, Language::French];
+        assert_eq!(model_languages("kyutai/tts-1.6b-en_fr"), en_fr);
+        assert_eq!(model_languages("kyutai/stt-1b-en_fr-candle"), en_fr);
+        assert_eq!(
+            model_languages("kyutai/stt-2.6b-en-candle"),
+            [Language::English]
+        );
+        assert_eq!(
+            model_languages("kyutai/tts-0.75b-en-public"),
+            [Language::English]
+        );
+        assert_eq!(model_languages("someone/my-voice-model"), en_fr);
+        assert_eq!(
+            model_languages("kyutai/stt-1b-de"),
+            ["de".parse::<Language>().unwrap()]
+        );
     }
 }

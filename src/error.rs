@@ -14,22 +14,35 @@ use crate::voice::VoiceError;
 pub type SharedSource = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong while fetching, verifying, loading or running Kyutai models.
+///
+/// `Debug` prints the message and its causes, so that `fn main() -> Result<(), MoshiError>`
+/// shows the advice rather than the fields; match on the variants for the details.
 #[non_exhaustive]
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Clone, thiserror::Error)]
 pub enum MoshiError {
     /// The hub answered that the repository does not exist (or is private and hidden).
     #[error(
         "the model repository `{repo}` was not found on {endpoint}; check its name (for example \
          `kyutai/tts-1.6b-en_fr`), or if it is private, set HF_TOKEN"
     )]
-    RepoNotFound { repo: String, endpoint: String },
+    RepoNotFound {
+        /// The repository, `org/name`.
+        repo: String,
+        /// The hub that was asked.
+        endpoint: String,
+    },
 
     /// The repository exists but the revision (branch, tag or commit) does not.
     #[error(
         "the revision `{revision}` does not exist in `{repo}`; use a branch name such as `main` \
          or a full 40-character commit hash"
     )]
-    RevisionNotFound { repo: String, revision: String },
+    RevisionNotFound {
+        /// The repository, `org/name`.
+        repo: String,
+        /// The branch, tag or commit asked for.
+        revision: String,
+    },
 
     /// The repository exists but does not hold this file at this revision.
     #[error(
@@ -37,8 +50,11 @@ pub enum MoshiError {
          the repository's config.json, or the override you configured"
     )]
     FileNotFound {
+        /// The repository, `org/name`.
         repo: String,
+        /// The branch, tag or commit.
         revision: String,
+        /// The file's path in the repository.
         file: String,
     },
 
@@ -49,29 +65,41 @@ pub enum MoshiError {
          `expresso/ex03-ex01_happy_001_channel1_334s.wav`"
     )]
     VoiceNotFound {
+        /// The voice name as given.
         voice: String,
+        /// The repository, `org/name`.
         repo: String,
+        /// The file's path in the repository.
         file: String,
     },
 
     /// 401 or 403: the repository is gated or private.
     #[error("access to `{repo}` was refused (HTTP {status}): {advice}")]
     AuthenticationRequired {
+        /// The repository, `org/name`.
         repo: String,
+        /// The HTTP status.
         status: u16,
+        /// What to do (accept the licence, set a token, check the token).
         advice: String,
     },
 
     /// Offline mode is on and the cache does not hold the file.
     #[error(
         "offline mode is on and `{file}` of `{repo}` (revision `{revision}`) is not in the cache \
-         at {cache_dir}; run `kyutai download` while online, or unset HF_HUB_OFFLINE"
+         at {cache_dir}; {advice}"
     )]
     OfflineNotCached {
+        /// The repository, `org/name`.
         repo: String,
+        /// The branch, tag or commit.
         revision: String,
+        /// The file's path in the repository.
         file: String,
+        /// The cache that was searched.
         cache_dir: PathBuf,
+        /// What to do, for the way offline mode was turned on.
+        advice: String,
     },
 
     /// The network failed, even after retries.
@@ -80,9 +108,13 @@ pub enum MoshiError {
          connection and the endpoint (HF_ENDPOINT), then run again (finished files are kept)"
     )]
     Network {
+        /// The address asked.
         url: String,
+        /// How many attempts were made.
         attempts: u32,
+        /// What went wrong, in words.
         reason: String,
+        /// The underlying failure, if any.
         #[source]
         source: Option<SharedSource>,
     },
@@ -90,8 +122,11 @@ pub enum MoshiError {
     /// The hub answered with a status this client does not expect.
     #[error("the hub answered HTTP {status} for {url}: {message}")]
     UnexpectedStatus {
+        /// The address asked.
         url: String,
+        /// The HTTP status.
         status: u16,
+        /// What happened, in words.
         message: String,
     },
 
@@ -101,9 +136,13 @@ pub enum MoshiError {
          {actual}; the file was discarded, run again to download it anew"
     )]
     IntegrityMismatch {
+        /// The repository, `org/name`.
         repo: String,
+        /// The file's path in the repository.
         file: String,
+        /// The sha256 the hub announced.
         expected: String,
+        /// The sha256 of the bytes received.
         actual: String,
     },
 
@@ -113,9 +152,13 @@ pub enum MoshiError {
          {expected}; the file was discarded, run again to download it anew"
     )]
     SizeMismatch {
+        /// The repository, `org/name`.
         repo: String,
+        /// The file's path in the repository.
         file: String,
+        /// The size the hub announced, in bytes.
         expected: u64,
+        /// The size received, in bytes.
         actual: u64,
     },
 
@@ -125,8 +168,11 @@ pub enum MoshiError {
          space or choose another cache directory (--cache-dir or HF_HUB_CACHE)"
     )]
     DiskFull {
+        /// The directory that is full.
         dir: PathBuf,
+        /// Bytes needed.
         needed: u64,
+        /// Bytes available.
         available: u64,
     },
 
@@ -137,9 +183,13 @@ pub enum MoshiError {
          running, delete that lock file and run again"
     )]
     DownloadLockStale {
+        /// The repository, `org/name`.
         repo: String,
+        /// The file's path in the repository.
         file: String,
+        /// The lock file.
         lock: PathBuf,
+        /// How long was waited without progress.
         waited_secs: u64,
     },
 
@@ -147,9 +197,14 @@ pub enum MoshiError {
     #[error(
         "the model file {path} is invalid: {reason}; delete it or run `kyutai download --force`"
     )]
-    InvalidModelFile { path: PathBuf, reason: String },
+    InvalidModelFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 
-    /// The configuration given to this crate is inconsistent.
+    /// The configuration given to this crate is inconsistent (the message says what to change).
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
 
@@ -164,7 +219,9 @@ pub enum MoshiError {
     /// Running the model failed.
     #[error("inference failed: {message}")]
     Inference {
+        /// What happened, in words.
         message: String,
+        /// The underlying failure, if any.
         #[source]
         source: Option<SharedSource>,
     },
@@ -172,8 +229,11 @@ pub enum MoshiError {
     /// A filesystem operation failed.
     #[error("{action} {path}: {source}")]
     Io {
+        /// What was being done (a verb phrase).
         action: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: Arc<std::io::Error>,
     },
@@ -200,35 +260,126 @@ impl MoshiError {
             reason: reason.into(),
         }
     }
+}
 
-    /// True for errors that another attempt may cure without any change by the user
-    /// (network failures, corrupt transfers).
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            MoshiError::Network { .. }
-                | MoshiError::IntegrityMismatch { .. }
-                | MoshiError::SizeMismatch { .. }
-        )
+impl std::fmt::Debug for MoshiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::voice::error::write_with_causes(self, f)
     }
 }
 
 /// Shorthand used across the crate.
 pub type Result<T, E = MoshiError> = std::result::Result<T, E>;
 
-impl From<MoshiError> for VoiceError {
-    fn from(error: MoshiError) -> Self {
-        match &error {
-            MoshiError::InvalidInput(message) => VoiceError::InvalidInput(message.clone()),
-            MoshiError::InvalidConfig(message) => VoiceError::Configuration(message.clone()),
-            MoshiError::Unsupported(message) => VoiceError::Unsupported(message.clone()),
-            MoshiError::Inference { message, .. } => VoiceError::Other {
-                message: format!("inference failed: {message}"),
-                source: Some(Box::new(error.clone())),
+/// The stage a [`MoshiError`] happened in, which decides the [`VoiceError`] variant of a
+/// failure while running a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Synthesis,
+    Transcription,
+}
+
+impl MoshiError {
+    /// The [`VoiceError`] for this error, in the category it belongs to, with this error as its
+    /// [`source`](std::error::Error::source) (so [`VoiceError::moshi`] finds it again).
+    pub(crate) fn into_voice(self, stage: Option<Stage>) -> VoiceError {
+        let message = self.to_string();
+        let source: Option<crate::voice::BoxError> = Some(Box::new(self.clone()));
+        match &self {
+            MoshiError::RepoNotFound { .. }
+            | MoshiError::RevisionNotFound { .. }
+            | MoshiError::FileNotFound { .. }
+            | MoshiError::VoiceNotFound { .. } => VoiceError::NotFound { message, source },
+            MoshiError::OfflineNotCached { .. } => VoiceError::Offline { message, source },
+            MoshiError::Network { .. } | MoshiError::UnexpectedStatus { .. } => {
+                VoiceError::Network { message, source }
+            }
+            MoshiError::InvalidInput(reason) => VoiceError::InvalidInput(reason.clone()),
+            MoshiError::InvalidConfig(reason) => VoiceError::Configuration(reason.clone()),
+            MoshiError::Unsupported(reason) => VoiceError::Unsupported(reason.clone()),
+            // Inside a `std::io::Error`, so that the surface's `Io` variant keeps the kind.
+            MoshiError::Io { source: io, .. } => {
+                VoiceError::Io(std::io::Error::new(io.kind(), self.clone()))
+            }
+            MoshiError::Inference { .. } => match stage {
+                Some(Stage::Synthesis) => VoiceError::Synthesis { message, source },
+                Some(Stage::Transcription) => VoiceError::Transcription { message, source },
+                None => VoiceError::Other { message, source },
             },
-            _ => VoiceError::ModelUnavailable {
-                message: error.to_string(),
-                source: Some(Box::new(error)),
+            MoshiError::AuthenticationRequired { .. }
+            | MoshiError::IntegrityMismatch { .. }
+            | MoshiError::SizeMismatch { .. }
+            | MoshiError::DiskFull { .. }
+            | MoshiError::DownloadLockStale { .. }
+            | MoshiError::InvalidModelFile { .. } => {
+                VoiceError::ModelUnavailable { message, source }
+            }
+        }
+    }
+}
+
+impl From<MoshiError> for VoiceError {
+    /// Keeps the category; failures while running a model become [`VoiceError::Other`] here
+    /// (the conversations themselves report them as synthesis or transcription failures).
+    fn from(error: MoshiError) -> Self {
+        error.into_voice(None)
+    }
+}
+
+impl From<crate::ConfigureError> for MoshiError {
+    /// A configuration that [`Kyutai::configure`](crate::Kyutai::configure) refused: an
+    /// [`InvalidConfig`](MoshiError::InvalidConfig) that says why.
+    fn from(error: crate::ConfigureError) -> Self {
+        MoshiError::InvalidConfig(error.to_string())
+    }
+}
+
+impl From<crate::ConfigureError> for VoiceError {
+    fn from(error: crate::ConfigureError) -> Self {
+        VoiceError::Configuration(error.to_string())
+    }
+}
+
+impl VoiceError {
+    /// The [`MoshiError`] behind this error, when it came from this crate's engine: the precise
+    /// cause (which repository, file, voice, byte count), to match on.
+    ///
+    /// ```
+    /// use fluent_voice_kyutai::MoshiError;
+    /// use fluent_voice_kyutai::voice::VoiceError;
+    ///
+    /// let error = VoiceError::from(MoshiError::InvalidInput("empty text".into()));
+    /// assert!(matches!(error.moshi(), None | Some(MoshiError::InvalidInput(_))));
+    /// let error = VoiceError::from(MoshiError::DiskFull {
+    ///     dir: "/cache".into(),
+    ///     needed: 10,
+    ///     available: 1,
+    /// });
+    /// assert!(matches!(error.moshi(), Some(MoshiError::DiskFull { needed: 10, .. })));
+    /// ```
+    pub fn moshi(&self) -> Option<&MoshiError> {
+        let source: &(dyn std::error::Error + 'static) = match self {
+            VoiceError::Io(io) => io.get_ref()?,
+            other => std::error::Error::source(other)?,
+        };
+        source.downcast_ref::<MoshiError>()
+    }
+}
+
+impl From<VoiceError> for MoshiError {
+    /// The [`MoshiError`] behind a [`VoiceError`] when there is one (so that a round trip
+    /// through the fluent-voice surface loses nothing), else the same category.
+    fn from(error: VoiceError) -> Self {
+        if let Some(moshi) = error.moshi() {
+            return moshi.clone();
+        }
+        match error {
+            VoiceError::InvalidInput(message) => MoshiError::InvalidInput(message),
+            VoiceError::Configuration(message) => MoshiError::InvalidConfig(message),
+            VoiceError::Unsupported(message) => MoshiError::Unsupported(message),
+            other => MoshiError::Inference {
+                message: other.to_string(),
+                source: Some(Arc::new(other)),
             },
         }
     }

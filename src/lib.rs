@@ -25,36 +25,100 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layout: [`voice`] is the engine-neutral fluent-voice surface; [`models`] fetches and verifies
-//! model files in the Hugging Face cache; [`KyutaiEngine`] owns them; [`Kyutai`] is the
-//! process-wide provider.
+//! What is here:
+//!
+//! - [`Kyutai`]: the zero-setup, process-wide entry point ([`Kyutai::configure`],
+//!   `Kyutai::tts()`, `Kyutai::stt()` through [`voice::FluentVoice`]).
+//! - [`KyutaiEngine`]: an engine of your own, owning its models, loaded once and shared.
+//! - [`models`]: the model manager ([`KyutaiModelManager`], [`KyutaiModelConfig`]) that fetches
+//!   and verifies model files in the Hugging Face cache.
+//! - [`voice`]: the engine-neutral fluent-voice surface (builders, conversations, value types,
+//!   [`voice::VoiceError`]).
+//! - [`audio`]: WAV helpers; [`MoshiError`]: this crate's one error type.
+//!
+//! `ARCHITECTURE.md` in the repository explains the layers and how a request flows.
+
+#![warn(missing_docs)]
+
+mod codec;
+mod engine;
+mod error;
+mod lm_config;
+mod provider;
+mod runtime;
+mod shared_init;
+mod stt;
+mod text;
+mod tts;
 
 pub mod audio;
-pub mod codec;
-pub mod engine;
-pub mod error;
 pub mod models;
-pub mod provider;
-pub mod shared_init;
-pub mod stt;
-pub mod text;
-pub mod tts;
 pub mod voice;
 
+pub use codec::SAMPLE_RATE;
 pub use engine::KyutaiEngine;
 pub use error::{MoshiError, Result};
 pub use models::{
     KyutaiModelConfig, KyutaiModelManager, KyutaiModelPaths, SttModelPaths, TtsModelPaths,
 };
-pub use provider::{ConfigureError, Kyutai, Provider};
+pub use provider::{ConfigureError, ConfigureErrorKind, Kyutai};
+pub use stt::{AudioDuration, KyutaiSttBuilder, KyutaiSttConversation, SttModel};
+pub use tts::{KyutaiTtsBuilder, KyutaiTtsConversation, TtsModel};
 
 /// Everything an application needs, in one import.
 pub mod prelude {
+    pub use crate::audio::{WavFormat, write_wav};
     pub use crate::engine::KyutaiEngine;
     pub use crate::error::MoshiError;
     pub use crate::models::{KyutaiModelConfig, KyutaiModelManager, KyutaiModelPaths};
     pub use crate::provider::Kyutai;
-    pub use crate::voice::*;
+    pub use crate::voice::{
+        AudioChunk, FluentVoice, Language, Speaker, SpeakerBuilder, SpeechSource, SttConversation,
+        SttConversationBuilder, SttEngine, Transcript, TranscriptionSegment, TtsConversation,
+        TtsConversationBuilder, TtsEngine, VoiceError, VoiceId,
+    };
+}
+
+/// The crate's internals, for its own tests, benchmarks and fuzz targets. Not a public API: it
+/// changes without notice.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::codec::load_mimi;
+    pub use crate::provider::Provider;
+    pub use crate::text::{PieceKind, Tokenizer};
+
+    /// The process-wide provider behind [`crate::Kyutai`].
+    pub fn global_provider() -> &'static Provider {
+        crate::provider::global()
+    }
+
+    pub mod audio {
+        pub use crate::audio::decode::AudioDecoder;
+        pub use crate::audio::resample::{StreamResampler, downmix};
+    }
+    pub mod models {
+        pub use crate::models::cache::{HubCache, repo_folder_name};
+        pub use crate::models::repo_config::{
+            FileLocation, RepoConfig, check_repo_id, check_repo_path,
+        };
+        pub use crate::models::verify::safetensors_tensors;
+
+        /// The file name of a voice: `<voice>.<sig>@<epoch>.safetensors`.
+        pub fn voice_file_name(
+            voice: &str,
+            model_id: Option<&crate::models::ModelId>,
+        ) -> crate::Result<String> {
+            crate::models::KyutaiModelManager::voice_file_name(voice, model_id)
+        }
+    }
+    pub mod stt {
+        pub use crate::stt::{FRAME_SAMPLES, SttConfig, transcribe_blocking};
+    }
+    pub mod tts {
+        pub use crate::tts::{
+            TtsConfig, conditioners, generate, lm, sampling, state_machine, synth,
+        };
+    }
 }
 
 /// The README's examples, compiled as doc tests so that they stay true.

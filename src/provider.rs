@@ -34,6 +34,7 @@ pub struct ConfigureError {
 }
 
 impl ConfigureError {
+    /// Why the configuration was refused.
     pub fn kind(&self) -> ConfigureErrorKind {
         self.kind
     }
@@ -78,7 +79,9 @@ impl fmt::Debug for ConfigureError {
 
 impl std::error::Error for ConfigureError {}
 
-/// One configuration and one engine, created once by the first caller; the logic of [`Kyutai`].
+/// One configuration and one engine, created once by the first caller; the logic of [`Kyutai`],
+/// in a type tests can instantiate.
+#[doc(hidden)]
 pub struct Provider {
     config: Mutex<Option<KyutaiModelConfig>>,
     configured: AtomicBool,
@@ -116,7 +119,7 @@ impl Provider {
     }
 
     /// Marks the provider as used: from now on the configuration is fixed.
-    pub fn mark_in_use(&self) {
+    pub(crate) fn mark_in_use(&self) {
         if !self.in_use.load(Ordering::Relaxed) {
             let _guard = self.config.lock();
             self.in_use.store(true, Ordering::SeqCst);
@@ -143,6 +146,7 @@ impl Provider {
     }
 
     /// How many engine creations were started (for tests).
+    #[doc(hidden)]
     pub fn creations_started(&self) -> u64 {
         self.engine.attempts_started()
     }
@@ -200,11 +204,16 @@ impl Kyutai {
     pub fn get() -> Option<&'static KyutaiEngine> {
         GLOBAL.get()
     }
+}
 
-    /// The provider behind `Kyutai` (for diagnostics and tests).
-    pub fn provider() -> &'static Provider {
-        &GLOBAL
-    }
+/// The provider behind `Kyutai` (for tests, through `internals`).
+pub(crate) fn global() -> &'static Provider {
+    &GLOBAL
+}
+
+/// Resolves the process-wide engine for builders made by `Kyutai::tts()` / `Kyutai::stt()`.
+fn global_engine() -> futures::future::BoxFuture<'static, Result<KyutaiEngine>> {
+    async { Kyutai::engine().await.cloned() }.boxed()
 }
 
 // The builders are the concrete types behind `impl TtsConversationBuilder`: callers keep their
@@ -213,12 +222,12 @@ impl Kyutai {
 impl FluentVoice for Kyutai {
     fn tts() -> KyutaiTtsBuilder {
         GLOBAL.mark_in_use();
-        KyutaiTtsBuilder::on_global(&GLOBAL)
+        KyutaiTtsBuilder::deferred(global_engine)
     }
 
     fn stt() -> KyutaiSttBuilder {
         GLOBAL.mark_in_use();
-        KyutaiSttBuilder::on_global(&GLOBAL)
+        KyutaiSttBuilder::deferred(global_engine)
     }
 }
 

@@ -4,9 +4,8 @@
 use std::io::Write;
 
 use fluent_voice_kyutai::MoshiError;
-use fluent_voice_kyutai::audio::{
-    AudioDecoder, MonoConverter, StreamResampler, downmix, wav_bytes,
-};
+use fluent_voice_kyutai::audio::{MonoConverter, wav_bytes};
+use fluent_voice_kyutai::internals::audio::{AudioDecoder, StreamResampler, downmix};
 
 const FORMATS: &str = "tests/fixtures/stt_parity/formats";
 
@@ -158,12 +157,17 @@ fn invalid_input(err: MoshiError) -> String {
 #[test]
 fn missing_empty_and_non_audio_files_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let missing = invalid_input(
-        AudioDecoder::open(&dir.path().join("nope.wav"))
-            .err()
-            .unwrap(),
-    );
-    assert!(missing.contains("does not exist"), "{missing}");
+    // A wrong path is an I/O error of kind NotFound, told apart from bad content by its type.
+    match AudioDecoder::open(&dir.path().join("nope.wav"))
+        .err()
+        .unwrap()
+    {
+        MoshiError::Io { source, path, .. } => {
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            assert!(path.ends_with("nope.wav"));
+        }
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
 
     let empty = dir.path().join("empty.wav");
     std::fs::write(&empty, b"").unwrap();

@@ -9,7 +9,7 @@ mod support;
 mod tts_reference;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use fluent_voice_kyutai::codec::load_mimi;
+use fluent_voice_kyutai::internals::load_mimi;
 use moshi::mimi::Mimi;
 use support::{stt_reference, tiny};
 use tts_reference::{PCM_TOLERANCE, max_abs_diff};

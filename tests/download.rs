@@ -306,3 +306,61 @@ async fn unknown_voices_and_bad_voice_names_are_clear_errors() {
     let error = engine.ensure_voice("../../etc/passwd").await.unwrap_err();
     assert!(matches!(error, MoshiError::InvalidInput(_)), "{error}");
 }
+
+/// A cache hit whose blob has no verification record (another client put it there) is hashed
+/// before it is trusted: on a blocking thread, so the async runtime keeps running meanwhile,
+/// even a single-threaded one.
+#[tokio::test(flavor = "current_thread")]
+async fn hashing_a_cached_blob_does_not_stall_the_runtime() {
+    let hub = TestHub::start();
+    let big = tiny::big_file(96 << 20, 7);
+    hub.publish("test/big", "main", &[("weights.bin", big)]);
+    let cache = tempfile::tempdir().unwrap();
+    let manager = KyutaiModelManager::with_config(config(&hub, cache.path())).unwrap();
+    let first = manager
+        .fetch_file("test/big", "main", "weights.bin")
+        .await
+        .unwrap();
+    assert!(!first.from_cache);
+    // Forget that it was verified: the next hit must hash the 96 MB again.
+    let records = cache.path().join("models--test--big/.kyutai-verified");
+    for entry in std::fs::read_dir(&records).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+
+    let manager =
+        KyutaiModelManager::with_config(config(&hub, cache.path()).offline(true)).unwrap();
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticker = {
+        let ticks = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let hit = manager
+        .fetch_file("test/big", "main", "weights.bin")
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    ticker.abort();
+    assert!(hit.from_cache);
+    let ticked = ticks.load(std::sync::atomic::Ordering::SeqCst);
+    // The timer ran on this one runtime thread while the file was hashed.
+    assert!(
+        ticked as f64 >= took.as_millis() as f64 / 20.0 && ticked >= 5,
+        "{ticked} ticks in {took:?}"
+    );
+    // And the record is written again, so the next hit is a stat.
+    assert!(
+        std::fs::read_dir(&records)
+            .unwrap()
+            .any(|e| e.unwrap().file_type().unwrap().is_file())
+    );
+}

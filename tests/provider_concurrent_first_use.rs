@@ -32,9 +32,13 @@ async fn eight_concurrent_first_callers_share_one_download() {
             .expect("every first caller gets a conversation");
     }
 
-    assert_eq!(Kyutai::provider().creations_started(), 1);
+    assert_eq!(
+        fluent_voice_kyutai::internals::global_provider().creations_started(),
+        1
+    );
     let engine = Kyutai::get().expect("the engine exists after first use");
-    let tts = engine.model_paths().tts().unwrap();
+    let paths = engine.model_paths();
+    let tts = paths.tts().unwrap();
     assert_eq!(tts.commit, published.tts);
     for file in [
         "config.json",

@@ -40,7 +40,7 @@ async fn a_failed_first_use_is_shared_by_waiters_and_retried_later() {
     assert!(stt.lm_weights.exists());
     assert_eq!(downloads_of(&hub, tiny::STT_MOSHI_NAME), 1);
     assert_eq!(
-        Kyutai::provider().creations_started(),
+        fluent_voice_kyutai::internals::global_provider().creations_started(),
         1,
         "the engine itself was created once"
     );

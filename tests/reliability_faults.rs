@@ -8,8 +8,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fluent_voice_kyutai::internals::Provider;
 use fluent_voice_kyutai::models::ProgressEvent;
-use fluent_voice_kyutai::{KyutaiEngine, KyutaiModelManager, MoshiError, Provider};
+use fluent_voice_kyutai::{KyutaiEngine, KyutaiModelManager, MoshiError};
 use support::*;
 
 const MB: usize = 1 << 20;
@@ -829,7 +830,7 @@ async fn sixteen_concurrent_users_of_one_engine_share_one_fetch_and_get_their_ow
 
 #[test]
 fn wav_headers_that_lie_about_sizes_are_errors_or_finite_audio() {
-    use fluent_voice_kyutai::audio::AudioDecoder;
+    use fluent_voice_kyutai::internals::audio::AudioDecoder;
     let good = tiny::tiny_wav(240, 24_000);
     let with = |offset: usize, value: u32| {
         let mut bytes = good.clone();

@@ -109,16 +109,24 @@ fn bad_files_exit_with_a_clear_message() {
     let text = dir.path().join("letter.wav");
     std::fs::write(&text, "Dear reader,\n".repeat(30)).unwrap();
     let missing = dir.path().join("missing.wav");
-    for (path, needle) in [(&missing, "does not exist"), (&text, "is not audio")] {
+    for (path, needle) in [
+        (&missing, "could not open the audio file"),
+        (&text, "invalid input"),
+    ] {
         let out = kyutai(&hub, cache.path(), &["transcribe", path.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("invalid input") && err.contains(needle),
-            "{err}"
-        );
+        assert!(err.starts_with("error: ") && err.contains(needle), "{err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+    let out = kyutai(&hub, cache.path(), &["transcribe", text.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not audio"));
+    let out = kyutai(
+        &hub,
+        cache.path(),
+        &["transcribe", missing.to_str().unwrap()],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such file"));
 }
 
 /// The zero-setup path: `Kyutai::stt()` on the process-wide provider.

@@ -17,21 +17,21 @@ mod support;
 
 use candle_core::{DType, Device, Tensor};
 use fluent_voice_kyutai::KyutaiEngine;
-use fluent_voice_kyutai::stt::SttConfig;
+use fluent_voice_kyutai::internals::stt::SttConfig;
 use fluent_voice_kyutai::voice::{
     SpeechSource, SttConversation, SttConversationBuilder, TranscriptionSegment,
 };
 use futures::StreamExt;
 use stt_reference::{AUDIO, case, expected_words, u32s};
 use support::TestHub;
-use support::{stt_reference, stt_tiny};
+use support::{stt_reference, stt_tiny, tiny};
 
 type Repo = Vec<(String, Vec<u8>)>;
 
 fn repo_of(name: &str) -> Repo {
     match name {
         "plain" => stt_tiny::stt_repo_talkative(),
-        "prefix" => stt_tiny::stt_repo_talkative_with_prefix(),
+        "prefix" => stt_tiny::stt_repo_talkative_with_prefix(tiny::STT_PREFIX_SECONDS),
         other => panic!("no case {other}"),
     }
 }
@@ -56,7 +56,7 @@ async fn codes_tokens_and_timed_words_match_python_under_the_mapping() {
         let mut transcriber = model.transcriber().unwrap();
         transcriber.record_text_tokens();
         let mut words = Vec::new();
-        fluent_voice_kyutai::stt::transcribe_blocking(
+        fluent_voice_kyutai::internals::stt::transcribe_blocking(
             SpeechSource::from_file(AUDIO),
             &mut transcriber,
             |w| {
@@ -169,7 +169,7 @@ async fn the_asr_state_feeds_each_frame_one_step_later() {
         moshi::nn::MaybeQuantizedVarBuilder::Real(vb),
     )
     .unwrap();
-    let mimi = fluent_voice_kyutai::codec::load_mimi(
+    let mimi = fluent_voice_kyutai::internals::load_mimi(
         &paths.mimi_weights,
         paths.mimi_config.as_deref(),
         config.n_q,

@@ -5,7 +5,7 @@ mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
-use support::{stt_reference, stt_tiny};
+use support::{stt_reference, stt_tiny, tiny};
 
 use fluent_voice_kyutai::KyutaiEngine;
 use fluent_voice_kyutai::audio::wav_bytes;
@@ -238,8 +238,19 @@ async fn bad_input_fails_clearly_at_listen_or_in_the_stream() {
         }
     };
 
-    let msg = invalid(listen(SpeechSource::from_file(dir.path().join("missing.wav"))).await);
-    assert!(msg.contains("does not exist"), "{msg}");
+    // A wrong path is an I/O error of kind NotFound, not "invalid input": the caller can tell
+    // it from a file that is not audio without reading the message.
+    match listen(SpeechSource::from_file(dir.path().join("missing.wav"))).await {
+        VoiceError::Io(io) => {
+            assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+            assert!(io.to_string().contains("missing.wav"), "{io}");
+        }
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+
+    // PCM that is not numbers is refused, not transcribed as silence.
+    let msg = invalid(listen(SpeechSource::from_pcm(vec![f32::NAN; 24_000], 24_000, 1)).await);
+    assert!(msg.contains("not a finite number"), "{msg}");
 
     let empty = dir.path().join("empty.wav");
     std::fs::write(&empty, b"").unwrap();
@@ -281,11 +292,14 @@ async fn bad_input_fails_clearly_at_listen_or_in_the_stream() {
 /// not onto the reference's time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_silence_prefix_is_fed_and_taken_off_the_timings() {
-    let s = setup(stt_tiny::stt_repo_talkative_with_prefix()).await;
+    let s = setup(stt_tiny::stt_repo_talkative_with_prefix(
+        tiny::STT_PREFIX_SECONDS,
+    ))
+    .await;
     let model = s.engine.stt_model().await.unwrap();
     let mut transcriber = model.transcriber().unwrap();
     let mut words = Vec::new();
-    fluent_voice_kyutai::stt::transcribe_blocking(
+    fluent_voice_kyutai::internals::stt::transcribe_blocking(
         SpeechSource::from_file(AUDIO),
         &mut transcriber,
         |w| {
@@ -302,13 +316,13 @@ async fn the_silence_prefix_is_fed_and_taken_off_the_timings() {
         .unwrap()
         .transcriber()
         .unwrap();
-    fluent_voice_kyutai::stt::transcribe_blocking(
+    fluent_voice_kyutai::internals::stt::transcribe_blocking(
         SpeechSource::from_file(AUDIO),
         &mut without_prefix,
         |_| true,
     )
     .unwrap();
-    let prefix_steps = (stt_tiny::PREFIX_SECONDS * 12.5) as usize;
+    let prefix_steps = (tiny::STT_PREFIX_SECONDS * 12.5) as usize;
     assert_eq!(transcriber.steps(), without_prefix.steps() + prefix_steps);
     assert_eq!(transcriber.duration_ms(), 1600);
     let case = stt_reference::case("prefix");

@@ -3,7 +3,7 @@
 //! `tools/fixtures/make_tiny_spm.py`), including accents, non-Latin text and odd whitespace.
 
 use fluent_voice_kyutai::MoshiError;
-use fluent_voice_kyutai::text::{PieceKind, Tokenizer};
+use fluent_voice_kyutai::internals::{PieceKind, Tokenizer};
 use serde_json::Value;
 
 const MODEL: &str = "tests/fixtures/tiny_spm.model";

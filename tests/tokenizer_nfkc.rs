@@ -3,7 +3,7 @@
 //! combining accents, odd spaces and circled digits must normalise as Python `sentencepiece`
 //! does. Fixture: `tools/parity/stt/make_nfkc_spm.py`.
 
-use fluent_voice_kyutai::text::Tokenizer;
+use fluent_voice_kyutai::internals::Tokenizer;
 use serde_json::Value;
 
 #[test]

@@ -10,8 +10,8 @@ mod support;
 mod tts_reference;
 
 use fluent_voice_kyutai::KyutaiEngine;
-use fluent_voice_kyutai::tts::generate::{GenerationSettings, Generator};
-use fluent_voice_kyutai::tts::synth::{SynthesisSettings, TtsModel};
+use fluent_voice_kyutai::internals::tts::generate::{GenerationSettings, Generator};
+use fluent_voice_kyutai::internals::tts::synth::{SynthesisSettings, TtsModel};
 use support::*;
 use tts_reference::{
     assert_clearly_different, assert_same_pcm, assert_same_tokens, entries, ints, run_to_end,

@@ -38,7 +38,7 @@ fn line(text: &str) -> Speaker {
 }
 
 async fn collect(
-    builder: fluent_voice_kyutai::tts::KyutaiTtsBuilder,
+    builder: fluent_voice_kyutai::KyutaiTtsBuilder,
 ) -> Result<Vec<AudioChunk>, VoiceError> {
     let mut stream = builder.synthesize().await?.into_stream();
     let mut chunks = Vec::new();
@@ -122,11 +122,11 @@ async fn several_speakers_play_in_order_with_their_own_voices() {
     let mut expected = a.clone();
     expected.extend(&b);
     assert_eq!(samples(&both), expected, "A's line, then B's");
+    // Each line's first chunk carries its spoken text, and the speaker in a field of its own.
     let texts: Vec<&str> = both.iter().filter_map(|c| c.text.as_deref()).collect();
-    assert_eq!(
-        texts,
-        ["A: Hello from Rust.", "B: Bonjour, je m'appelle Léa."]
-    );
+    assert_eq!(texts, ["Hello from Rust.", "Bonjour, je m'appelle Léa."]);
+    let speakers: Vec<&str> = both.iter().filter_map(|c| c.speaker.as_deref()).collect();
+    assert_eq!(speakers, ["A", "B"]);
     // Only the voices asked for were fetched.
     assert_eq!(
         downloads_of(&s.hub, &tiny::voice_file(tiny::VOICE_NAMES[1])),

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fluent_voice_kyutai::KyutaiEngine;
-use fluent_voice_kyutai::tts::generate::{GenerationSettings, Generator};
-use fluent_voice_kyutai::tts::synth::{SynthesisSettings, TtsModel};
+use fluent_voice_kyutai::internals::tts::generate::{GenerationSettings, Generator};
+use fluent_voice_kyutai::internals::tts::synth::{SynthesisSettings, TtsModel};
 use serde_json::Value;
 use support::*;
 use tts_reference::{

@@ -2,7 +2,7 @@
 //! channel counts give an error or some samples, never a panic, a huge allocation or a hang.
 #![no_main]
 
-use fluent_voice_kyutai::audio::AudioDecoder;
+use fluent_voice_kyutai::internals::audio::AudioDecoder;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

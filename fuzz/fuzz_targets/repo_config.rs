@@ -5,9 +5,8 @@
 
 use std::path::Path;
 
-use fluent_voice_kyutai::KyutaiModelManager;
 use fluent_voice_kyutai::models::ModelFile;
-use fluent_voice_kyutai::models::repo_config::{FileLocation, RepoConfig, check_repo_path};
+use fluent_voice_kyutai::internals::models::{FileLocation, RepoConfig, check_repo_path};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -30,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(Some(id)) = config.model_id()
-        && let Ok(name) = KyutaiModelManager::voice_file_name("expresso/a.wav", Some(&id))
+        && let Ok(name) = fluent_voice_kyutai::internals::models::voice_file_name("expresso/a.wav", Some(&id))
     {
         assert!(check_repo_path(&name).is_ok(), "{name}");
     }

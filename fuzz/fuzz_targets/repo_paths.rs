@@ -5,10 +5,9 @@
 
 use std::path::{Component, Path};
 
-use fluent_voice_kyutai::KyutaiModelManager;
 use fluent_voice_kyutai::models::ModelId;
-use fluent_voice_kyutai::models::cache::HubCache;
-use fluent_voice_kyutai::models::repo_config::{FileLocation, check_repo_id, check_repo_path};
+use fluent_voice_kyutai::internals::models::HubCache;
+use fluent_voice_kyutai::internals::models::{FileLocation, check_repo_id, check_repo_path};
 use libfuzzer_sys::fuzz_target;
 
 /// True when `relative`, joined under a folder, cannot leave it.
@@ -29,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(snapshot.starts_with("/cache/models--o--r/snapshots/"));
     }
     if check_repo_id(text).is_ok() {
-        let folder = fluent_voice_kyutai::models::cache::repo_folder_name(text);
+        let folder = fluent_voice_kyutai::internals::models::repo_folder_name(text);
         assert!(!folder.contains('/') && stays_inside(&folder), "{folder:?}");
         // One folder, one repository: the name reads back to the id it came from.
         let back = folder
@@ -48,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         sig: "1e68beda".into(),
         epoch: "240".into(),
     };
-    if let Ok(name) = KyutaiModelManager::voice_file_name(text, Some(&id)) {
+    if let Ok(name) = fluent_voice_kyutai::internals::models::voice_file_name(text, Some(&id)) {
         assert!(stays_inside(&name), "{name:?}");
     }
 });

@@ -3,7 +3,7 @@
 //! hang; a file that passes has offsets that tile it exactly.
 #![no_main]
 
-use fluent_voice_kyutai::models::verify::safetensors_tensors;
+use fluent_voice_kyutai::internals::models::safetensors_tensors;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -17,7 +17,8 @@ use crate::error::MoshiError;
 /// not by the length of the file.
 ///
 /// ```
-/// use fluent_voice_kyutai::audio::{AudioDecoder, wav_bytes};
+/// use fluent_voice_kyutai::audio::wav_bytes;
+/// use fluent_voice_kyutai::internals::audio::AudioDecoder;
 ///
 /// let wav = wav_bytes(&[0.0, 0.5, -0.5, 0.25], 16_000, 2);
 /// let mut decoder = AudioDecoder::from_bytes(wav.into(), Some("wav"))?;
@@ -45,16 +46,10 @@ pub struct AudioDecoder {
 impl AudioDecoder {
     /// Opens an audio file; the format is recognised from its content (the extension helps).
     pub fn open(path: &Path) -> Result<AudioDecoder, MoshiError> {
-        let file = std::fs::File::open(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                MoshiError::InvalidInput(format!(
-                    "the audio file {} does not exist",
-                    path.display()
-                ))
-            } else {
-                MoshiError::io("could not open the audio file", path, e)
-            }
-        })?;
+        // An I/O error (kind `NotFound` for a missing file), so that callers can tell a wrong
+        // path from a file that is not audio (`InvalidInput`) without reading messages.
+        let file = std::fs::File::open(path)
+            .map_err(|e| MoshiError::io("could not open the audio file", path, e))?;
         let len = file
             .metadata()
             .map_err(|e| MoshiError::io("could not read the audio file", path, e))?

@@ -1,16 +1,16 @@
 //! Audio input and output: decoding files, mixing down to mono, resampling to the 24 kHz of
 //! Kyutai's models, and writing WAV files.
 //!
-//! Everything works incrementally: [`AudioDecoder`] hands out one packet at a time and
-//! [`StreamResampler`] keeps one chunk, so long files never sit whole in memory.
+//! Everything works incrementally: the decoder hands out one packet at a time and
+//! [`MonoConverter`] keeps one chunk, so long files never sit whole in memory.
 
-mod decode;
-mod resample;
+pub(crate) mod decode;
+pub(crate) mod resample;
 mod wav;
 
-pub use decode::AudioDecoder;
-pub use resample::{StreamResampler, downmix};
-pub use wav::{wav_bytes, write_wav};
+pub(crate) use decode::AudioDecoder;
+pub(crate) use resample::{StreamResampler, downmix};
+pub use wav::{WavFormat, wav_bytes, write_wav};
 
 /// Turns interleaved audio at any rate and channel count into mono audio at a target rate,
 /// chunk by chunk.

@@ -8,7 +8,7 @@ use crate::error::MoshiError;
 /// Averages interleaved channels into one.
 ///
 /// ```
-/// let mono = fluent_voice_kyutai::audio::downmix(&[1.0, 0.0, 0.5, 0.5], 2);
+/// let mono = fluent_voice_kyutai::internals::audio::downmix(&[1.0, 0.0, 0.5, 0.5], 2);
 /// assert_eq!(mono, vec![0.5, 0.5]);
 /// ```
 pub fn downmix(interleaved: &[f32], channels: usize) -> Vec<f32> {
@@ -32,7 +32,7 @@ const CHUNK: usize = 1024;
 /// `round(n * to / from)` output samples.
 ///
 /// ```
-/// use fluent_voice_kyutai::audio::StreamResampler;
+/// use fluent_voice_kyutai::internals::audio::StreamResampler;
 ///
 /// let mut resampler = StreamResampler::new(8_000, 24_000)?;
 /// let mut out = resampler.push(&vec![0.0; 8_000])?;

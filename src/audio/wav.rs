@@ -39,28 +39,76 @@ pub fn wav_bytes(samples: &[f32], sample_rate: u32, channels: u16) -> Vec<u8> {
     cursor.into_inner()
 }
 
-/// Writes interleaved `samples` to `path` as a WAV file: 32-bit float, or 16-bit PCM (values
-/// clipped to [-1, 1]) when `pcm16` is true.
+/// How samples are stored in a WAV file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WavFormat {
+    /// 16-bit integer PCM (values clipped to [-1, 1]): what every player reads.
+    #[default]
+    Pcm16,
+    /// 32-bit float: the samples exactly as the model made them.
+    Float32,
+}
+
+/// Writes interleaved `samples` (`channels` of them per frame; 1 for the models' mono audio)
+/// to `path` as a WAV file.
+///
+/// The file is written beside its destination and renamed into place once complete, so a
+/// failure never leaves a truncated file or destroys an existing one.
+///
+/// ```no_run
+/// use fluent_voice_kyutai::audio::{WavFormat, write_wav};
+///
+/// let samples = vec![0.0f32; 24_000]; // one second of silence at 24 kHz
+/// write_wav("silence.wav", &samples, 24_000, 1, WavFormat::Pcm16)?;
+/// # Ok::<(), fluent_voice_kyutai::MoshiError>(())
+/// ```
 pub fn write_wav(
-    path: &Path,
+    path: impl AsRef<Path>,
     samples: &[f32],
     sample_rate: u32,
     channels: u16,
-    pcm16: bool,
+    format: WavFormat,
 ) -> Result<(), MoshiError> {
-    let io = |e: hound::Error| match e {
-        hound::Error::IoError(e) => MoshiError::io("could not write the WAV file", path, e),
+    let path = path.as_ref();
+    if sample_rate == 0 || channels == 0 || !samples.len().is_multiple_of(usize::from(channels)) {
+        return Err(MoshiError::InvalidInput(format!(
+            "cannot write {}: {} samples at {sample_rate} Hz in {channels} channel(s) is not audio \
+             (the rate and channel count must be positive, the samples whole frames)",
+            path.display(),
+            samples.len()
+        )));
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let io = |e: std::io::Error| MoshiError::io("could not write the WAV file", path, e);
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".wav-");
+    // A temporary file is private (0600); the WAV is an ordinary output file.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let temp = builder.tempfile_in(dir).map_err(io)?;
+    let hound_error = |e: hound::Error| match e {
+        hound::Error::IoError(e) => io(e),
         other => MoshiError::InvalidInput(format!("could not write {}: {other}", path.display())),
     };
-    let mut writer =
-        hound::WavWriter::create(path, spec(sample_rate, channels, !pcm16)).map_err(io)?;
-    for &s in samples {
-        if pcm16 {
-            let v = (s.clamp(-1.0, 1.0) * f32::from(i16::MAX)).round() as i16;
-            writer.write_sample(v).map_err(io)?;
-        } else {
-            writer.write_sample(s).map_err(io)?;
+    {
+        let float = format == WavFormat::Float32;
+        let file = std::io::BufWriter::new(temp.as_file());
+        let mut writer =
+            hound::WavWriter::new(file, spec(sample_rate, channels, float)).map_err(hound_error)?;
+        for &s in samples {
+            match format {
+                WavFormat::Pcm16 => {
+                    let v = (s.clamp(-1.0, 1.0) * f32::from(i16::MAX)).round() as i16;
+                    writer.write_sample(v).map_err(hound_error)?;
+                }
+                WavFormat::Float32 => writer.write_sample(s).map_err(hound_error)?,
+            }
         }
+        writer.finalize().map_err(hound_error)?;
     }
-    writer.finalize().map_err(io)
+    temp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
 }

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use fluent_voice_kyutai::models::inventory;
 use fluent_voice_kyutai::models::{KyutaiModelConfig, ProgressEvent, ProgressMode};
 use fluent_voice_kyutai::{KyutaiModelManager, MoshiError};
 
@@ -252,9 +251,8 @@ fn print_model(
 
 fn cache(config: KyutaiModelConfig, rehash: bool) -> Result<ExitCode, MoshiError> {
     let manager = KyutaiModelManager::with_config(config)?;
-    let cache = manager.cache();
-    println!("cache {}", cache.root().display());
-    let files = inventory::scan(cache, rehash);
+    println!("cache {}", manager.settings().cache_dir.display());
+    let files = manager.cached_files(rehash);
     let mut current = None;
     for file in &files {
         if current != Some((&file.repo, &file.commit)) {
@@ -287,7 +285,7 @@ mod transcribe {
     use std::process::ExitCode;
 
     use fluent_voice_kyutai::voice::{
-        SpeechSource, SttConversation, SttConversationBuilder, TranscriptionSegment,
+        SpeechSource, SttConversation, SttConversationBuilder, Transcript,
     };
     use fluent_voice_kyutai::{KyutaiEngine, KyutaiModelConfig, MoshiError};
     use futures::StreamExt;
@@ -309,92 +307,28 @@ mod transcribe {
             .stt()
             .with_source(SpeechSource::from_file(audio))
             .listen()
-            .await
-            .map_err(voice_to_moshi)?;
+            .await?;
         let duration = conversation.audio_duration();
         let mut stream = conversation.into_stream();
         let mut words = Vec::new();
         let mut out = std::io::stdout().lock();
         while let Some(word) = stream.next().await {
-            let word = word.map_err(voice_to_moshi)?;
+            let word = word?;
             if let Format::Text = format {
+                // Printed as recognised, so that a long file shows progress.
                 let sep = if words.is_empty() { "" } else { " " };
                 let _ = write!(out, "{sep}{}", word.text);
                 let _ = out.flush();
             }
             words.push(word);
         }
-        let duration_ms = duration.ms().unwrap_or(0);
+        let transcript = Transcript::from_words(words, duration.ms().unwrap_or(0));
         let _ = match format {
             Format::Text => writeln!(out),
-            Format::Json => writeln!(out, "{}", json(&words, duration_ms)),
-            Format::Srt => write!(out, "{}", srt(&words)),
+            Format::Json => writeln!(out, "{}", serde_json::json!(transcript)),
+            Format::Srt => write!(out, "{}", transcript.to_srt()),
         };
         Ok(ExitCode::SUCCESS)
-    }
-
-    fn voice_to_moshi(e: fluent_voice_kyutai::voice::VoiceError) -> MoshiError {
-        use fluent_voice_kyutai::voice::VoiceError;
-        match e {
-            VoiceError::InvalidInput(m) => MoshiError::InvalidInput(m),
-            VoiceError::Configuration(m) => MoshiError::InvalidConfig(m),
-            VoiceError::Unsupported(m) => MoshiError::Unsupported(m),
-            other => MoshiError::Inference {
-                message: other.to_string(),
-                source: None,
-            },
-        }
-    }
-
-    fn json(words: &[TranscriptionSegment], duration_ms: u64) -> serde_json::Value {
-        let text = words
-            .iter()
-            .map(|w| w.text.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        serde_json::json!({ "text": text, "words": words, "duration_ms": duration_ms })
-    }
-
-    /// Subtitles: cues of up to 8 words, cut at pauses over 700 ms or after 4 s.
-    fn srt(words: &[TranscriptionSegment]) -> String {
-        let mut cues: Vec<Vec<&TranscriptionSegment>> = Vec::new();
-        for w in words {
-            let start_new = match cues.last().and_then(|c| c.first().zip(c.last())) {
-                None => true,
-                Some((first, last)) => {
-                    cues.last().map_or(0, Vec::len) >= 8
-                        || w.start_ms.saturating_sub(last.end_ms) > 700
-                        || w.end_ms.saturating_sub(first.start_ms) > 4_000
-                }
-            };
-            if start_new {
-                cues.push(vec![w]);
-            } else if let Some(cue) = cues.last_mut() {
-                cue.push(w);
-            }
-        }
-        let stamp = |ms: u64| {
-            format!(
-                "{:02}:{:02}:{:02},{:03}",
-                ms / 3_600_000,
-                ms / 60_000 % 60,
-                ms / 1000 % 60,
-                ms % 1000
-            )
-        };
-        let mut out = String::new();
-        for (i, cue) in cues.iter().enumerate() {
-            let text: Vec<&str> = cue.iter().map(|w| w.text.as_str()).collect();
-            let (start, end) = (cue[0].start_ms, cue[cue.len() - 1].end_ms);
-            out.push_str(&format!(
-                "{}\n{} --> {}\n{}\n\n",
-                i + 1,
-                stamp(start),
-                stamp(end.max(start)),
-                text.join(" ")
-            ));
-        }
-        out
     }
 }
 
@@ -404,9 +338,8 @@ mod say {
     use std::path::PathBuf;
     use std::process::ExitCode;
 
-    use fluent_voice_kyutai::voice::{
-        Speaker, TtsConversation, TtsConversationBuilder, VoiceError,
-    };
+    use fluent_voice_kyutai::audio::{WavFormat, write_wav};
+    use fluent_voice_kyutai::voice::{Speaker, TtsConversation, TtsConversationBuilder};
     use fluent_voice_kyutai::{KyutaiEngine, KyutaiModelConfig, MoshiError};
     use futures::StreamExt;
 
@@ -443,18 +376,6 @@ mod say {
         }
     }
 
-    fn to_moshi(e: VoiceError) -> MoshiError {
-        match e {
-            VoiceError::InvalidInput(m) => MoshiError::InvalidInput(m),
-            VoiceError::Configuration(m) => MoshiError::InvalidConfig(m),
-            VoiceError::Unsupported(m) => MoshiError::Unsupported(m),
-            other => MoshiError::Inference {
-                message: other.to_string(),
-                source: None,
-            },
-        }
-    }
-
     pub async fn run(
         config: KyutaiModelConfig,
         text: Option<String>,
@@ -478,15 +399,15 @@ mod say {
         if let Some(c) = options.cfg_coef {
             builder = builder.cfg_coef(c);
         }
-        let mut stream = builder.synthesize().await.map_err(to_moshi)?.into_stream();
+        let mut stream = builder.synthesize().await?.into_stream();
         let mut samples = Vec::new();
-        let mut sample_rate = fluent_voice_kyutai::codec::SAMPLE_RATE;
+        let mut sample_rate = fluent_voice_kyutai::SAMPLE_RATE;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(to_moshi)?;
+            let chunk = chunk?;
             sample_rate = chunk.sample_rate;
             samples.extend_from_slice(chunk.samples());
         }
-        fluent_voice_kyutai::audio::write_wav(&output, &samples, sample_rate, 1, true)?;
+        write_wav(&output, &samples, sample_rate, 1, WavFormat::Pcm16)?;
         eprintln!(
             "wrote {} ({:.2} s of audio)",
             output.display(),

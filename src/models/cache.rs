@@ -42,10 +42,12 @@ pub struct HubCache {
 }
 
 impl HubCache {
+    /// The cache rooted at `root` (the `hub` folder).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         HubCache { root: root.into() }
     }
 
+    /// The cache's root folder.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -60,10 +62,12 @@ impl HubCache {
         write_atomically(&path, CACHEDIR_TAG.as_bytes())
     }
 
+    /// `models--ORG--NAME`: everything of one repository.
     pub fn repo_dir(&self, repo: &str) -> PathBuf {
         self.root.join(repo_folder_name(repo))
     }
 
+    /// `blobs/<etag>`: the bytes of one file version.
     pub fn blob_path(&self, repo: &str, etag: &str) -> PathBuf {
         self.repo_dir(repo).join("blobs").join(etag)
     }
@@ -75,6 +79,7 @@ impl HubCache {
             .join(format!("{etag}.incomplete"))
     }
 
+    /// `snapshots/<commit>/<file>`: the link to a file at a commit.
     pub fn snapshot_path(&self, repo: &str, commit: &str, file: &str) -> PathBuf {
         self.repo_dir(repo)
             .join("snapshots")
@@ -82,6 +87,7 @@ impl HubCache {
             .join(file)
     }
 
+    /// `.locks/models--ORG--NAME/<etag>.lock`, where Python locks it too.
     pub fn lock_path(&self, repo: &str, etag: &str) -> PathBuf {
         self.root
             .join(".locks")
@@ -103,6 +109,7 @@ impl HubCache {
             .join("partials")
     }
 
+    /// Where this crate records that a blob was verified (size and mtime at the time).
     pub fn verified_record_path(&self, repo: &str, etag: &str) -> PathBuf {
         self.repo_dir(repo).join(".kyutai-verified").join(etag)
     }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::progress::ProgressEvent;
+use super::progress::{ProgressCallback, ProgressEvent};
 
 /// The public TTS model (Delayed Streams Modeling, English and French).
 pub const DEFAULT_TTS_REPO: &str = "kyutai/tts-1.6b-en_fr";
@@ -39,8 +39,11 @@ pub enum Device {
 /// The floating-point type weights are converted to at load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {
+    /// 32-bit float: the CPU default (candle's CPU matrix products have no bf16).
     F32,
+    /// 16-bit float.
     F16,
+    /// bfloat16: the GPU default, as Kyutai runs its models.
     BF16,
 }
 
@@ -78,9 +81,6 @@ impl ModelFile {
         }
     }
 }
-
-/// A callback that receives download progress events (for applications that draw their own UI).
-pub type ProgressCallback = Arc<dyn Fn(&ProgressEvent) + Send + Sync>;
 
 /// Which Kyutai models to use, where to cache them and how to reach the hub.
 ///
@@ -185,66 +185,88 @@ impl Default for KyutaiModelConfig {
 
 /// Builder-style setters: each takes and returns `self`.
 impl KyutaiModelConfig {
+    /// The TTS model repository, `org/name` (default `kyutai/tts-1.6b-en_fr`).
     pub fn tts_repo(mut self, repo: impl Into<String>) -> Self {
         self.tts_repo = repo.into();
         self
     }
+    /// The branch, tag or 40-character commit of the TTS repository (default `main`).
     pub fn tts_revision(mut self, revision: impl Into<String>) -> Self {
         self.tts_revision = revision.into();
         self
     }
+    /// The STT model repository, `org/name` (default `kyutai/stt-1b-en_fr-candle`).
     pub fn stt_repo(mut self, repo: impl Into<String>) -> Self {
         self.stt_repo = repo.into();
         self
     }
+    /// The branch, tag or commit of the STT repository (default `main`).
     pub fn stt_revision(mut self, revision: impl Into<String>) -> Self {
         self.stt_revision = revision.into();
         self
     }
+    /// The voice repository (default `kyutai/tts-voices`).
     pub fn voices_repo(mut self, repo: impl Into<String>) -> Self {
         self.voices_repo = repo.into();
         self
     }
+    /// The branch, tag or commit of the voices repository (default `main`).
     pub fn voices_revision(mut self, revision: impl Into<String>) -> Self {
         self.voices_revision = revision.into();
         self
     }
+    /// The voice used when a speaker names none, by its path in the voices repository
+    /// without the model suffix (default `expresso/ex03-ex01_happy_001_channel1_334s.wav`).
     pub fn default_voice(mut self, voice: impl Into<String>) -> Self {
         self.default_voice = voice.into();
         self
     }
+    /// Downloads every file again, even when the cache holds a verified copy.
     pub fn force_download(mut self, force: bool) -> Self {
         self.force_download = force;
         self
     }
+    /// The hub cache directory (default: `HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+    /// `~/.cache/huggingface/hub`, as Python's `huggingface_hub` chooses it).
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
         self
     }
+    /// The hub to download from (default: `HF_ENDPOINT`, else `https://huggingface.co`): a
+    /// mirror, or a test hub.
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
         self
     }
+    /// The access token for gated or private repositories (default: `HF_TOKEN`, else the
+    /// token file). It is sent to the endpoint only, and never printed.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
     }
+    /// Never touches the network: files come from the cache or the call fails clearly (default:
+    /// `HF_HUB_OFFLINE`).
     pub fn offline(mut self, offline: bool) -> Self {
         self.offline = Some(offline);
         self
     }
+    /// Where the models run (default: the CPU; GPUs need the `cuda` or `metal` feature).
     pub fn device(mut self, device: Device) -> Self {
         self.device = device;
         self
     }
+    /// The floating-point type the language models' weights are converted to (default: f32 on
+    /// the CPU, bf16 on GPUs).
     pub fn dtype(mut self, dtype: DType) -> Self {
         self.dtype = Some(dtype);
         self
     }
+    /// How download progress is shown (default: bars on a terminal).
     pub fn progress(mut self, mode: ProgressMode) -> Self {
         self.progress = mode;
         self
     }
+    /// Calls `callback` with every download progress event, whatever the display.
     pub fn on_progress(
         mut self,
         callback: impl Fn(&ProgressEvent) + Send + Sync + 'static,
@@ -252,26 +274,37 @@ impl KyutaiModelConfig {
         self.on_progress = Some(Arc::new(callback));
         self
     }
+    /// Whether each download's sha256 is checked against the hub's (default true; turning it off
+    /// is for benchmarks and trusted local mirrors).
     pub fn verify_downloads(mut self, verify: bool) -> Self {
         self.verify_downloads = verify;
         self
     }
+    /// How many times a request is tried before a network error is reported (default 5; at
+    /// least 1).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
         self
     }
+    /// The wait before the first retry, doubled for each later one (default 0.5 s); a
+    /// server's `Retry-After` takes precedence.
     pub fn retry_backoff(mut self, backoff: Duration) -> Self {
         self.retry_backoff = backoff;
         self
     }
+    /// How long opening a connection may take (default 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
+    /// How long a response may stay silent before the attempt is abandoned and resumed
+    /// (default 30 s).
     pub fn read_timeout(mut self, timeout: Duration) -> Self {
         self.read_timeout = timeout;
         self
     }
+    /// How long to wait on another process's download of the same file while it makes no
+    /// progress, before reporting it as stuck (default 300 s).
     pub fn lock_stale_after(mut self, timeout: Duration) -> Self {
         self.lock_stale_after = timeout;
         self
@@ -325,10 +358,18 @@ impl fmt::Debug for KyutaiModelConfig {
 /// The settings in force once the environment has filled what the config left unset.
 #[derive(Clone)]
 pub struct ResolvedSettings {
+    /// The hub cache directory.
     pub cache_dir: PathBuf,
+    /// The hub endpoint, without a trailing slash.
     pub endpoint: String,
+    /// The access token, if any (never printed by `Debug`).
     pub token: Option<String>,
+    /// Whether the network is never touched.
     pub offline: bool,
+    /// Whether offline mode comes from `HF_HUB_OFFLINE` rather than the configuration (so that
+    /// an error can say which to change).
+    pub offline_from_env: bool,
+    /// Whether progress bars are drawn.
     pub show_bars: bool,
 }
 
@@ -339,18 +380,19 @@ impl fmt::Debug for ResolvedSettings {
             .field("endpoint", &self.endpoint)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("offline", &self.offline)
+            .field("offline_from_env", &self.offline_from_env)
             .field("show_bars", &self.show_bars)
             .finish()
     }
 }
 
 /// A source of environment variables (the process environment, or a map in tests).
-pub trait Env {
+pub(crate) trait Env {
     fn var(&self, name: &str) -> Option<String>;
 }
 
 /// The process environment.
-pub struct ProcessEnv;
+pub(crate) struct ProcessEnv;
 
 impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
@@ -376,7 +418,7 @@ fn is_true(value: &str) -> bool {
 
 impl KyutaiModelConfig {
     /// Fills what the config leaves unset from `env`, the way `huggingface_hub` does.
-    pub fn resolve(&self, env: &dyn Env) -> ResolvedSettings {
+    pub(crate) fn resolve(&self, env: &dyn Env) -> ResolvedSettings {
         let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("."));
         let hf_home = env.var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
             env.var("XDG_CACHE_HOME")
@@ -424,6 +466,7 @@ impl KyutaiModelConfig {
             endpoint,
             token,
             offline,
+            offline_from_env: offline && self.offline.is_none(),
             show_bars,
         }
     }

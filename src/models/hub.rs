@@ -3,13 +3,15 @@
 //!
 //! Written on `reqwest` rather than on the `hf-hub` crate because none of the `hf-hub` versions
 //! verifies what it downloads, 1.0 does not even check the HTTP status, and neither retries
-//! transient failures or detects stalls (see `docs/hub-protocol.md` in the shared docs).
+//! transient failures or detects stalls. The protocol this module speaks, and what the other
+//! clients get wrong, is written down in `docs/hub-protocol.md`.
 
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Client, Response, StatusCode};
@@ -27,6 +29,22 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 /// A file path keeps its slashes.
 const PATH: &AsciiSet = &SEGMENT.remove(b'/');
+
+/// Redirects followed when asking for a file's metadata (renamed repositories).
+const MAX_REDIRECTS: usize = 5;
+
+/// One file to download: where from, where to, and what it must be.
+pub(crate) struct Transfer<'a> {
+    pub repo: &'a str,
+    /// The commit the file is fetched at (for error messages; the URL names it too).
+    pub revision: &'a str,
+    pub file: &'a str,
+    pub url: &'a str,
+    pub etag: &'a str,
+    pub size: u64,
+    /// The `.incomplete` file the bytes go to.
+    pub partial: &'a Path,
+}
 
 /// What the hub says about one file at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,10 +120,6 @@ impl HubClient {
         })
     }
 
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
     /// True when downloads are hashed and compared with their etag.
     pub fn verifies(&self) -> bool {
         self.verify
@@ -133,15 +147,17 @@ impl HubClient {
         headers
     }
 
-    /// Runs `attempt` until it succeeds, fails for good, or runs out of attempts.
-    async fn with_retries<T, F, Fut>(&self, url: &str, mut attempt: F) -> Result<T>
-    where
-        F: FnMut(u32) -> Fut,
-        Fut: Future<Output = std::result::Result<T, Failure>>,
-    {
+    /// Runs `attempt` on `state` until it succeeds, fails for good, or runs out of attempts.
+    /// The attempts share `state` (a download's hash and progress carry over to the next).
+    async fn with_retries<S: Send, T>(
+        &self,
+        url: &str,
+        state: &mut S,
+        mut attempt: impl for<'s> FnMut(&'s mut S) -> BoxFuture<'s, std::result::Result<T, Failure>>,
+    ) -> Result<T> {
         let mut number = 1;
         loop {
-            match attempt(number).await {
+            match attempt(state).await {
                 Ok(value) => return Ok(value),
                 Err(failure) => self.wait_before_retry(url, number, failure).await?,
             }
@@ -186,38 +202,123 @@ impl HubClient {
         file: &str,
     ) -> Result<RemoteFile> {
         let url = self.file_url(repo, revision, file);
-        self.with_retries(&url, |_| async {
-            let mut target = url.clone();
-            for _ in 0..5 {
-                let response = self
-                    .metadata_http
-                    .head(&target)
-                    .headers(self.auth_headers())
-                    .send()
-                    .await
-                    .map_err(|e| request_failure(&e))?;
-                let status = response.status();
-                if status.is_redirection()
-                    && let Some(location) = header(response.headers(), "location")
-                    && location.starts_with('/')
-                {
-                    // A renamed repository: same host, follow it.
-                    target = format!("{}{}", self.endpoint, location);
-                    continue;
-                }
-                if status.is_success() || status.is_redirection() {
-                    return parse_metadata(repo, file, &target, response.headers())
-                        .map_err(Failure::Fatal);
-                }
-                return Err(self.status_failure(repo, revision, file, &target, &response));
-            }
-            Err(Failure::Fatal(MoshiError::UnexpectedStatus {
-                url: url.clone(),
-                status: 310,
-                message: "too many redirects".into(),
-            }))
+        let mut ask = (self, repo, revision, file, url.as_str());
+        self.with_retries(&url, &mut ask, |&mut (hub, repo, revision, file, url)| {
+            hub.metadata_attempt(repo, revision, file, url).boxed()
         })
         .await
+    }
+
+    /// One HEAD (and the same-host redirects of a renamed repository).
+    async fn metadata_attempt(
+        &self,
+        repo: &str,
+        revision: &str,
+        file: &str,
+        url: &str,
+    ) -> std::result::Result<RemoteFile, Failure> {
+        let mut target = url.to_string();
+        let mut last_status = StatusCode::FOUND;
+        for _ in 0..MAX_REDIRECTS {
+            let response = self
+                .metadata_http
+                .head(&target)
+                .headers(self.auth_headers())
+                .send()
+                .await
+                .map_err(|e| request_failure(&e))?;
+            let status = response.status();
+            if status.is_redirection()
+                && let Some(location) = header(response.headers(), "location")
+                && location.starts_with('/')
+            {
+                // A renamed repository: same host, follow it.
+                target = format!("{}{}", self.endpoint, location);
+                last_status = status;
+                continue;
+            }
+            if status.is_success() || status.is_redirection() {
+                return parse_metadata(repo, file, &target, response.headers())
+                    .map_err(Failure::Fatal);
+            }
+            return Err(self.status_failure(repo, revision, file, &target, &response));
+        }
+        Err(Failure::Fatal(MoshiError::UnexpectedStatus {
+            url: url.to_string(),
+            status: last_status.as_u16(),
+            message: format!("the hub redirected more than {MAX_REDIRECTS} times"),
+        }))
+    }
+
+    /// Every file path of a repository at `revision`, from the tree API
+    /// (`/api/models/{repo}/tree/{revision}?recursive=true`), following the `Link: rel="next"`
+    /// pages as `huggingface_hub`'s `list_repo_tree` does. Pages are followed on the endpoint's
+    /// own host only, so the token never goes elsewhere.
+    pub(crate) async fn list_files(&self, repo: &str, revision: &str) -> Result<Vec<String>> {
+        let mut url = Some(format!(
+            "{}/api/models/{repo}/tree/{}?recursive=true",
+            self.endpoint,
+            utf8_percent_encode(revision, SEGMENT)
+        ));
+        let mut files = Vec::new();
+        while let Some(page) = url.take() {
+            if !page.starts_with(&format!("{}/", self.endpoint)) {
+                return Err(MoshiError::UnexpectedStatus {
+                    url: page,
+                    status: 200,
+                    message: "the next page of the file list is on another host".into(),
+                });
+            }
+            let mut ask = (self, repo, revision, page.as_str());
+            let (entries, next) = self
+                .with_retries(&page, &mut ask, |&mut (hub, repo, revision, url)| {
+                    hub.tree_page(repo, revision, url).boxed()
+                })
+                .await?;
+            files.extend(entries);
+            url = next;
+        }
+        Ok(files)
+    }
+
+    /// One page of the tree API: the file paths on it, and the next page's URL.
+    async fn tree_page(
+        &self,
+        repo: &str,
+        revision: &str,
+        url: &str,
+    ) -> std::result::Result<(Vec<String>, Option<String>), Failure> {
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            #[serde(rename = "type")]
+            kind: String,
+            path: String,
+        }
+        let response = self
+            .metadata_http
+            .get(url)
+            .headers(self.auth_headers())
+            .send()
+            .await
+            .map_err(|e| request_failure(&e))?;
+        if !response.status().is_success() {
+            return Err(self.status_failure(repo, revision, "", url, &response));
+        }
+        let next = header(response.headers(), "link").and_then(|link| next_link(&link));
+        let body = response.bytes().await.map_err(|e| request_failure(&e))?;
+        let entries: Vec<Entry> = serde_json::from_slice(&body).map_err(|e| {
+            Failure::Fatal(MoshiError::UnexpectedStatus {
+                url: url.into(),
+                status: 200,
+                message: format!("the file list is not the Hub's JSON ({e})"),
+            })
+        })?;
+        let files = entries
+            .into_iter()
+            .filter(|e| e.kind == "file")
+            .map(|e| e.path)
+            .collect();
+        Ok((files, next))
     }
 
     /// Turns an error status into a fatal error or a transient failure.
@@ -296,110 +397,75 @@ impl HubClient {
         }
     }
 
-    /// Downloads `url` into `partial`, continuing after the bytes it already holds (which the
-    /// caller has fed into `hash`). Bytes are written and hashed on a blocking thread while the
-    /// next ones arrive, so verification overlaps the transfer. Transient failures resume from
-    /// the last byte written.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn download(
+    /// Downloads the transfer's URL into its partial file, continuing after the bytes it already
+    /// holds (which the caller has fed into `hash`). Bytes are written and hashed on a blocking
+    /// thread while the next ones arrive, so verification overlaps the transfer. Transient
+    /// failures resume from the last byte written. Returns the hash of the whole file.
+    pub(crate) async fn download(
         &self,
-        repo: &str,
-        file: &str,
-        url: &str,
-        etag: &str,
-        size: u64,
-        partial: &Path,
-        mut hash: StreamingHash,
-        progress: &mut FileProgress,
-    ) -> Result<StreamingHash> {
-        let mut number = 1;
-        loop {
-            let (next, outcome) = self
-                .download_attempt(repo, file, url, etag, size, partial, hash, progress)
-                .await;
-            hash = next;
-            match outcome {
-                Ok(()) => return Ok(hash),
-                Err(failure) => self.wait_before_retry(url, number, failure).await?,
-            }
-            number += 1;
-        }
-    }
-
-    /// One GET. Returns the hash state (always consistent with the bytes in `partial`) and the
-    /// outcome.
-    #[allow(clippy::too_many_arguments)]
-    async fn download_attempt(
-        &self,
-        repo: &str,
-        file: &str,
-        url: &str,
-        etag: &str,
-        size: u64,
-        partial: &Path,
+        transfer: &Transfer<'_>,
         hash: StreamingHash,
         progress: &mut FileProgress,
-    ) -> (StreamingHash, std::result::Result<(), Failure>) {
-        let have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
-        if have == size {
-            return (hash, Ok(()));
+    ) -> Result<StreamingHash> {
+        let mut state = (self, transfer, hash, progress);
+        self.with_retries(transfer.url, &mut state, |(hub, t, hash, progress)| {
+            hub.download_attempt(t, hash, progress).boxed()
+        })
+        .await?;
+        Ok(state.2)
+    }
+
+    /// One GET. `hash` always stays consistent with the bytes in the partial file.
+    async fn download_attempt(
+        &self,
+        t: &Transfer<'_>,
+        hash: &mut StreamingHash,
+        progress: &mut FileProgress,
+    ) -> std::result::Result<(), Failure> {
+        let have = std::fs::metadata(t.partial).map(|m| m.len()).unwrap_or(0);
+        if have == t.size {
+            return Ok(());
         }
-        let mut request = self.download_http.get(url).headers(self.auth_headers());
+        let mut request = self.download_http.get(t.url).headers(self.auth_headers());
         if have > 0 {
             request = request
                 .header("Range", format!("bytes={have}-"))
-                .header("If-Range", format!("\"{etag}\""));
+                .header("If-Range", format!("\"{}\"", t.etag));
         }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => return (hash, Err(request_failure(&e))),
-        };
-        let status = response.status();
-        let (start, hash) = match status {
-            StatusCode::PARTIAL_CONTENT if have > 0 => (have, hash),
+        let response = request.send().await.map_err(|e| request_failure(&e))?;
+        let start = match response.status() {
+            StatusCode::PARTIAL_CONTENT if have > 0 => have,
             StatusCode::OK => {
                 // Full content: whatever was there is replaced, and the hash starts over.
-                (0, StreamingHash::for_etag(etag, size, self.verify))
+                *hash = StreamingHash::for_etag(t.etag, t.size, self.verify);
+                0
             }
-            _ => {
-                let failure = self.status_failure(repo, "", file, url, &response);
-                return (hash, Err(failure));
-            }
+            _ => return Err(self.status_failure(t.repo, t.revision, t.file, t.url, &response)),
         };
         if let Some(length) = response.content_length()
-            && start + length != size
+            && start + length != t.size
         {
-            return (
-                hash,
-                Err(MoshiError::SizeMismatch {
-                    repo: repo.into(),
-                    file: file.into(),
-                    expected: size,
-                    actual: start + length,
-                }
-                .into()),
-            );
+            return Err(size_mismatch(t, start + length));
         }
         progress.set(start);
-        self.stream_to_file(repo, file, response, partial, start, size, hash, progress)
+        self.stream_to_file(t, response, start, hash, progress)
             .await
     }
 
-    /// Streams a response body into `partial` at `start`, through a writer-and-hasher thread.
-    #[allow(clippy::too_many_arguments)]
+    /// Streams a response body into the partial file at `start`, through a writer-and-hasher
+    /// thread.
     async fn stream_to_file(
         &self,
-        repo: &str,
-        file: &str,
+        t: &Transfer<'_>,
         response: Response,
-        partial: &Path,
         start: u64,
-        size: u64,
-        hash: StreamingHash,
+        hash: &mut StreamingHash,
         progress: &mut FileProgress,
-    ) -> (StreamingHash, std::result::Result<(), Failure>) {
+    ) -> std::result::Result<(), Failure> {
         let (sender, receiver) = mpsc::sync_channel::<bytes::Bytes>(32);
-        let writer = spawn_writer(partial.to_path_buf(), start, hash, receiver);
+        // The writer thread owns the hash while it runs; a disabled one stands in meanwhile.
+        let lent = std::mem::replace(hash, StreamingHash::for_etag(t.etag, t.size, false));
+        let writer = spawn_writer(t.partial.to_path_buf(), start, lent, receiver);
         let mut received = start;
         let mut body = response.bytes_stream();
         let mut outcome: std::result::Result<(), Failure> = Ok(());
@@ -407,14 +473,8 @@ impl HubClient {
             match chunk {
                 Ok(bytes) => {
                     received += bytes.len() as u64;
-                    if received > size {
-                        outcome = Err(MoshiError::SizeMismatch {
-                            repo: repo.into(),
-                            file: file.into(),
-                            expected: size,
-                            actual: received,
-                        }
-                        .into());
+                    if received > t.size {
+                        outcome = Err(size_mismatch(t, received));
                         break;
                     }
                     if sender.send(bytes).is_err() {
@@ -424,7 +484,10 @@ impl HubClient {
                 }
                 Err(e) => {
                     outcome = Err(transient(
-                        format!("the connection broke after {received} of {size} bytes ({e})"),
+                        format!(
+                            "the connection broke after {received} of {} bytes ({e})",
+                            t.size
+                        ),
                         Some(std::sync::Arc::new(e)),
                     ));
                     break;
@@ -432,23 +495,27 @@ impl HubClient {
             }
         }
         drop(sender);
-        let (hash, written, write_error) = match writer.await {
-            Ok(result) => result,
-            Err(join_error) => panic!("the download writer thread panicked: {join_error}"),
-        };
+        let (returned, written, write_error) = writer.await.map_err(|join_error| {
+            Failure::Fatal(MoshiError::io(
+                "could not write",
+                t.partial,
+                std::io::Error::other(join_error),
+            ))
+        })?;
+        *hash = returned;
         if let Some(error) = write_error {
-            return (
-                hash,
-                Err(self.write_failure(partial, size - written.min(size), error)),
-            );
+            return Err(self.write_failure(t.partial, t.size - written.min(t.size), error));
         }
-        if outcome.is_ok() && written < size {
+        if outcome.is_ok() && written < t.size {
             outcome = Err(transient(
-                format!("the server closed the connection after {written} of {size} bytes"),
+                format!(
+                    "the server closed the connection after {written} of {} bytes",
+                    t.size
+                ),
                 None,
             ));
         }
-        (hash, outcome)
+        outcome
     }
 
     fn write_failure(&self, partial: &Path, remaining: u64, error: std::io::Error) -> Failure {
@@ -510,6 +577,15 @@ fn spawn_writer(
     })
 }
 
+fn size_mismatch(t: &Transfer<'_>, actual: u64) -> Failure {
+    Failure::Fatal(MoshiError::SizeMismatch {
+        repo: t.repo.into(),
+        file: t.file.into(),
+        expected: t.size,
+        actual,
+    })
+}
+
 fn request_failure(error: &reqwest::Error) -> Failure {
     let kind = if error.is_connect() {
         "could not connect"
@@ -523,6 +599,18 @@ fn request_failure(error: &reqwest::Error) -> Failure {
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name)?.to_str().ok().map(str::to_string)
+}
+
+/// The `rel="next"` URL of a `Link` header (`<url>; rel="next", <url>; rel="prev"`).
+fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        let is_next = params
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"");
+        let url = url.trim().strip_prefix('<')?.strip_suffix('>')?;
+        is_next.then(|| url.to_string())
+    })
 }
 
 /// `"abc"`, `W/"abc"` -> `abc`.
@@ -580,6 +668,19 @@ mod tests {
             ),
             "http://127.0.0.1:1/kyutai/tts-voices/resolve/refs%2Fpr%2F1/expresso/a%20b%40240.safetensors"
         );
+    }
+
+    #[test]
+    fn the_next_page_is_read_from_the_link_header() {
+        assert_eq!(
+            next_link("<https://hub/api/x?cursor=2>; rel=\"next\""),
+            Some("https://hub/api/x?cursor=2".into())
+        );
+        assert_eq!(
+            next_link("<https://a>; rel=\"prev\", <https://b>; rel=\"next\""),
+            Some("https://b".into())
+        );
+        assert_eq!(next_link("<https://a>; rel=\"prev\""), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub enum FileState {
 }
 
 impl FileState {
+    /// How `kyutai cache` prints the state.
     pub fn label(self) -> &'static str {
         match self {
             FileState::Verified => "verified",
@@ -32,25 +33,33 @@ impl FileState {
         }
     }
 
+    /// True for a file that must be downloaded again.
     pub fn is_bad(self) -> bool {
         matches!(self, FileState::Corrupt | FileState::MissingBlob)
     }
 }
 
-/// One file of one cached snapshot.
+/// One file of one cached snapshot ([`KyutaiModelManager::cached_files`](crate::KyutaiModelManager::cached_files)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedFile {
+    /// The repository, `org/name`.
     pub repo: String,
+    /// The snapshot's commit.
     pub commit: String,
+    /// The file's path in the repository.
     pub file: String,
+    /// The hash the blob is named by, when the snapshot entry links to a blob.
     pub etag: Option<String>,
+    /// The blob's size, when it exists.
     pub size: Option<u64>,
+    /// Where the blob is (or should be).
     pub blob: PathBuf,
+    /// Verified, corrupt, missing, ...
     pub state: FileState,
 }
 
 /// Lists every file of every snapshot; with `rehash`, hashes each blob against its etag.
-pub fn scan(cache: &HubCache, rehash: bool) -> Vec<CachedFile> {
+pub(crate) fn scan(cache: &HubCache, rehash: bool) -> Vec<CachedFile> {
     let mut out = Vec::new();
     for repo in cache.repos() {
         for (commit, files) in cache.snapshots(&repo) {

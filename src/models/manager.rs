@@ -16,13 +16,14 @@ use parking_lot::Mutex;
 
 use super::cache::{HubCache, is_commit_hash};
 use super::config::{KyutaiModelConfig, ModelFile, ProcessEnv, ResolvedSettings};
-use super::hub::{HubClient, RemoteFile};
+use super::hub::{HubClient, RemoteFile, Transfer};
 use super::lock;
 use super::paths::{KyutaiModelPaths, SttModelPaths, TtsModelPaths};
 use super::progress::Progress;
 use super::repo_config::{FileLocation, ModelId, RepoConfig, check_repo_id, check_repo_path};
 use super::verify::{self, FileFormat, StreamingHash};
 use crate::error::{MoshiError, Result};
+use crate::runtime::blocking;
 
 /// A file that is present and verified in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +84,7 @@ impl KyutaiModelManager {
         })
     }
 
+    /// The configuration, as given.
     pub fn config(&self) -> &KyutaiModelConfig {
         &self.config
     }
@@ -92,19 +94,23 @@ impl KyutaiModelManager {
         &self.settings
     }
 
-    pub fn cache(&self) -> &HubCache {
-        &self.cache
+    /// Every file of every snapshot in the cache, repository by repository; with `rehash`,
+    /// each blob is hashed again and compared with the hash the hub announced (slow: it reads
+    /// every byte), otherwise files are reported as recorded.
+    pub fn cached_files(&self, rehash: bool) -> Vec<super::inventory::CachedFile> {
+        super::inventory::scan(&self.cache, rehash)
     }
 
     /// Fetches everything: the TTS model, the STT model and the default voice.
     pub async fn download_models(&self) -> Result<KyutaiModelPaths> {
-        let paths = KyutaiModelPaths::new(&self.settings.cache_dir);
         let (tts, stt) = futures::try_join!(self.fetch_tts(), self.fetch_stt())?;
         let voice = self.fetch_voice(&tts, &self.config.default_voice).await?;
-        paths.add_voice(&self.config.default_voice, voice);
-        paths.set_tts(tts);
-        paths.set_stt(stt);
-        Ok(paths)
+        Ok(KyutaiModelPaths {
+            cache_dir: self.settings.cache_dir.clone(),
+            tts: Some(tts),
+            stt: Some(stt),
+            voices: [(self.config.default_voice.clone(), voice)].into(),
+        })
     }
 
     /// Fetches the TTS model's files (config.json first: it names the others).
@@ -249,7 +255,7 @@ impl KyutaiModelManager {
     }
 
     /// Fetches a file from wherever `location` says.
-    pub async fn fetch_location(
+    pub(crate) async fn fetch_location(
         &self,
         repo: &str,
         revision: &str,
@@ -279,7 +285,7 @@ impl KyutaiModelManager {
     }
 
     /// The file name of a voice: `<voice>.<sig>@<epoch>.safetensors`.
-    pub fn voice_file_name(voice: &str, model_id: Option<&ModelId>) -> Result<String> {
+    pub(crate) fn voice_file_name(voice: &str, model_id: Option<&ModelId>) -> Result<String> {
         if voice.ends_with(".safetensors") {
             check_repo_path(voice)?;
             return Ok(voice.to_string());
@@ -320,6 +326,42 @@ impl KyutaiModelManager {
         Ok(fetched.path)
     }
 
+    /// The voices of the voices repository that the TTS model `tts` can speak with, by the names
+    /// [`fetch_voice`](Self::fetch_voice) takes (`expresso/ex03-ex01_happy_001_channel1_334s.wav`),
+    /// sorted. Online, from the repository's file list; offline, the voices in the cache.
+    ///
+    /// A model with a `model_id` takes voice embeddings (`<name>.<sig>@<epoch>.safetensors`);
+    /// one without takes the voices' audio (`.wav` files).
+    pub async fn list_voices(&self, tts: &TtsModelPaths) -> Result<Vec<String>> {
+        let repo = &self.config.voices_repo;
+        let revision = &self.config.voices_revision;
+        let files = if self.settings.offline {
+            let commit = self.cache.resolve_revision(repo, revision);
+            self.cache
+                .snapshots(repo)
+                .into_iter()
+                .filter(|(c, _)| commit.as_deref().is_none_or(|commit| commit == c))
+                .flat_map(|(_, files)| files)
+                .collect()
+        } else {
+            self.hub.list_files(repo, revision).await?
+        };
+        let mut voices: Vec<String> = match &tts.model_id {
+            Some(id) => {
+                let suffix = format!(".{}@{}.safetensors", id.sig, id.epoch);
+                files
+                    .iter()
+                    .filter_map(|f| f.strip_suffix(&suffix))
+                    .map(str::to_string)
+                    .collect()
+            }
+            None => files.into_iter().filter(|f| f.ends_with(".wav")).collect(),
+        };
+        voices.sort();
+        voices.dedup();
+        Ok(voices)
+    }
+
     /// Makes one file of a repository present and verified in the cache.
     pub async fn fetch_file(&self, repo: &str, revision: &str, file: &str) -> Result<FetchedFile> {
         match self.locate(repo, revision, file).await? {
@@ -343,7 +385,7 @@ impl KyutaiModelManager {
         if !self.config.force_download
             && let Some(commit) = self.known_commit(repo, revision)
         {
-            if let Some(hit) = self.verified_cache_hit(repo, &commit, file, format)? {
+            if let Some(hit) = self.verified_cache_hit(repo, &commit, file, format).await? {
                 return Ok(Located::Present(hit));
             }
             if self.settings.offline && self.cache.is_known_missing(repo, &commit, file) {
@@ -360,6 +402,7 @@ impl KyutaiModelManager {
                 revision: revision.into(),
                 file: file.into(),
                 cache_dir: self.settings.cache_dir.clone(),
+                advice: self.offline_advice(),
             });
         }
         let remote = match self.hub.file_metadata(repo, revision, file).await {
@@ -367,6 +410,7 @@ impl KyutaiModelManager {
             Err(error @ MoshiError::Network { .. }) => {
                 return self
                     .cache_fallback(repo, revision, file, format, error)
+                    .await
                     .map(Located::Present);
             }
             Err(error @ MoshiError::FileNotFound { .. }) => {
@@ -383,6 +427,20 @@ impl KyutaiModelManager {
         );
         self.cache.write_ref(repo, revision, &remote.commit)?;
         Ok(Located::Remote { remote, format })
+    }
+
+    /// What to do about a file missing offline, for the way offline mode was turned on.
+    fn offline_advice(&self) -> String {
+        let fetch_first = "or fetch the models once while online (`KyutaiModelManager::download_models`, \
+                           or `kyutai download` on the command line)";
+        if self.settings.offline_from_env {
+            format!("HF_HUB_OFFLINE is set: unset it to download the file, {fetch_first}")
+        } else {
+            format!(
+                "the configuration turns offline mode on (`KyutaiModelConfig::offline(true)`, or \
+                 `--offline` on the command line): turn it off to download the file, {fetch_first}"
+            )
+        }
     }
 
     /// The commit `revision` stands for, when known without asking the hub.
@@ -405,7 +463,7 @@ impl KyutaiModelManager {
 
     /// When the hub cannot be reached, a verified cached copy of the last resolved commit is
     /// used (as `huggingface_hub` does), with a warning; otherwise the network error stands.
-    fn cache_fallback(
+    async fn cache_fallback(
         &self,
         repo: &str,
         revision: &str,
@@ -417,7 +475,7 @@ impl KyutaiModelManager {
             return Err(error);
         }
         if let Some(commit) = self.cache.resolve_revision(repo, revision)
-            && let Some(hit) = self.verified_cache_hit(repo, &commit, file, format)?
+            && let Some(hit) = self.verified_cache_hit(repo, &commit, file, format).await?
         {
             log::warn!("{error}; using the cached copy of `{file}` from `{repo}`");
             return Ok(hit);
@@ -427,7 +485,7 @@ impl KyutaiModelManager {
 
     /// A cached copy of the file at `commit` whose blob is verified (by record, or hashed now
     /// when another client put it there).
-    fn verified_cache_hit(
+    async fn verified_cache_hit(
         &self,
         repo: &str,
         commit: &str,
@@ -442,7 +500,10 @@ impl KyutaiModelManager {
             return Ok(None);
         };
         let blob = self.cache.blob_path(repo, &etag);
-        if !self.ensure_blob_verified(repo, &etag, &blob, format)? {
+        if !self
+            .ensure_blob_verified(repo, &etag, &blob, format)
+            .await?
+        {
             return Ok(None);
         }
         self.progress.cache_hit(repo, file);
@@ -455,36 +516,44 @@ impl KyutaiModelManager {
 
     /// True when the blob is verified: recorded as such at its current size and mtime, or
     /// hashed now and found equal to its etag. A blob that fails is deleted.
-    fn ensure_blob_verified(
+    ///
+    /// Hashing reads the whole blob (gigabytes for weights that another client downloaded), so
+    /// it runs on a blocking thread: the files of a model, located concurrently, are hashed in
+    /// parallel, and the async runtime's workers stay free.
+    async fn ensure_blob_verified(
         &self,
         repo: &str,
         etag: &str,
         blob: &Path,
         format: FileFormat,
     ) -> Result<bool> {
-        if !blob.is_file() {
-            return Ok(false);
-        }
         let record = self.cache.verified_record_path(repo, etag);
-        if verify::is_recorded_verified(&record, blob, etag) {
-            return Ok(true);
-        }
-        let mismatch = verify::check_blob(blob, etag)
-            .map_err(|e| MoshiError::io("could not read", blob, e))?;
-        if let Some(actual) = mismatch {
-            log::warn!(
-                "cached blob {} is corrupt (sha {actual}); removing it",
-                blob.display()
-            );
-            let _ = std::fs::remove_file(blob);
-            return Ok(false);
-        }
-        if verify::check_format(blob, format).is_err() {
-            let _ = std::fs::remove_file(blob);
-            return Ok(false);
-        }
-        verify::record_verified(&record, blob, etag)?;
-        Ok(true)
+        let (etag, blob) = (etag.to_string(), blob.to_path_buf());
+        blocking("verifying a cached file", move || {
+            if !blob.is_file() {
+                return Ok(false);
+            }
+            if verify::is_recorded_verified(&record, &blob, &etag) {
+                return Ok(true);
+            }
+            let mismatch = verify::check_blob(&blob, &etag)
+                .map_err(|e| MoshiError::io("could not read", &blob, e))?;
+            if let Some(actual) = mismatch {
+                log::warn!(
+                    "cached blob {} is corrupt (sha {actual}); removing it",
+                    blob.display()
+                );
+                let _ = std::fs::remove_file(&blob);
+                return Ok(false);
+            }
+            if verify::check_format(&blob, format).is_err() {
+                let _ = std::fs::remove_file(&blob);
+                return Ok(false);
+            }
+            verify::record_verified(&record, &blob, &etag)?;
+            Ok(true)
+        })
+        .await
     }
 
     /// Step 2 and 3 for one file whose remote metadata is known.
@@ -496,23 +565,7 @@ impl KyutaiModelManager {
         format: FileFormat,
     ) -> Result<FetchedFile> {
         let blob = self.cache.blob_path(repo, &remote.etag);
-        let reuse = |manager: &Self| -> Result<Option<FetchedFile>> {
-            if manager.config.force_download
-                || !manager.ensure_blob_verified(repo, &remote.etag, &blob, format)?
-            {
-                return Ok(None);
-            }
-            let path = manager
-                .cache
-                .link_snapshot(repo, &remote.commit, file, &remote.etag)?;
-            manager.progress.cache_hit(repo, file);
-            Ok(Some(FetchedFile {
-                path,
-                commit: remote.commit.clone(),
-                from_cache: true,
-            }))
-        };
-        if let Some(hit) = reuse(self)? {
+        if let Some(hit) = self.reuse_blob(repo, file, remote, &blob, format).await? {
             return Ok(hit);
         }
         self.cache.write_cachedir_tag()?;
@@ -526,7 +579,7 @@ impl KyutaiModelManager {
         let _lock =
             lock::acquire(&lock_path, staleness, || self.progress.waiting(repo, file)).await?;
         // Another process (or task) may have finished it while we waited.
-        if let Some(hit) = reuse(self)? {
+        if let Some(hit) = self.reuse_blob(repo, file, remote, &blob, format).await? {
             return Ok(hit);
         }
         // A corrupt transfer is worth one more try from scratch; a second one is reported.
@@ -554,6 +607,33 @@ impl KyutaiModelManager {
         })
     }
 
+    /// The file, linked from a verified blob already in the cache (no transfer), if there is one.
+    async fn reuse_blob(
+        &self,
+        repo: &str,
+        file: &str,
+        remote: &RemoteFile,
+        blob: &Path,
+        format: FileFormat,
+    ) -> Result<Option<FetchedFile>> {
+        if self.config.force_download
+            || !self
+                .ensure_blob_verified(repo, &remote.etag, blob, format)
+                .await?
+        {
+            return Ok(None);
+        }
+        let path = self
+            .cache
+            .link_snapshot(repo, &remote.commit, file, &remote.etag)?;
+        self.progress.cache_hit(repo, file);
+        Ok(Some(FetchedFile {
+            path,
+            commit: remote.commit.clone(),
+            from_cache: true,
+        }))
+    }
+
     /// Downloads the blob into `<etag>.incomplete` (resuming what is there), checks size, hash
     /// and format, then renames it into place. Nothing unverified is ever left under the blob name.
     async fn download_blob(
@@ -576,24 +656,28 @@ impl KyutaiModelManager {
         self.check_disk_space(&partial, remote.size - have)?;
         let mut hash = StreamingHash::for_etag(&remote.etag, remote.size, self.hub.verifies());
         if have > 0 {
-            verify::hash_prefix(&partial, have, &mut hash)
-                .map_err(|e| MoshiError::io("could not read", &partial, e))?;
+            // The bytes a killed download left behind are hashed again before resuming (off the
+            // async threads: they may be gigabytes).
+            let path = partial.clone();
+            hash = blocking("hashing a partial download", move || {
+                verify::hash_prefix(&path, have, &mut hash)
+                    .map_err(|e| MoshiError::io("could not read", &path, e))?;
+                Ok(hash)
+            })
+            .await?;
         }
         let mut progress = self.progress.start(repo, file, remote.size, have);
         let url = self.hub.file_url(repo, &remote.commit, file);
-        let downloaded = self
-            .hub
-            .download(
-                repo,
-                file,
-                &url,
-                &remote.etag,
-                remote.size,
-                &partial,
-                hash,
-                &mut progress,
-            )
-            .await;
+        let transfer = Transfer {
+            repo,
+            revision: &remote.commit,
+            file,
+            url: &url,
+            etag: &remote.etag,
+            size: remote.size,
+            partial: &partial,
+        };
+        let downloaded = self.hub.download(&transfer, hash, &mut progress).await;
         let hash = match downloaded {
             Ok(hash) => hash,
             // A full disk: the partial file is deleted, so that the space it took is given back

@@ -1,20 +1,19 @@
 //! Model management: configuration, the hub client, the shared cache, verification, progress.
 
-pub mod cache;
-pub mod config;
-pub mod hub;
-pub mod inventory;
+pub(crate) mod cache;
+mod config;
+mod hub;
+mod inventory;
 mod lock;
-pub mod manager;
-pub mod paths;
-pub mod progress;
-pub mod repo_config;
-pub mod verify;
+mod manager;
+mod paths;
+mod progress;
+pub(crate) mod repo_config;
+pub(crate) mod verify;
 
-pub use config::{
-    DType, Device, KyutaiModelConfig, ModelFile, ProgressCallback, ProgressMode, ResolvedSettings,
-};
+pub use config::{DType, Device, KyutaiModelConfig, ModelFile, ProgressMode, ResolvedSettings};
+pub use inventory::{CachedFile, FileState};
 pub use manager::{FetchedFile, KyutaiModelManager};
 pub use paths::{KyutaiModelPaths, SttModelPaths, TtsModelPaths};
-pub use progress::ProgressEvent;
+pub use progress::{ProgressCallback, ProgressEvent};
 pub use repo_config::ModelId;

@@ -1,24 +1,28 @@
 //! `KyutaiModelPaths`: where the verified model files are on disk.
 //!
 //! Capabilities are fetched lazily (TTS on first TTS use, STT on first STT use, each voice when
-//! asked for), so the paths fill in over time; each part is set once and then read without locks.
+//! asked for), so an engine's paths fill in over time; [`KyutaiModelPaths`] is what is known at
+//! one moment.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
-use parking_lot::RwLock;
 
 use super::repo_config::ModelId;
 
 /// The files of a TTS model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TtsModelPaths {
+    /// The repository, `org/name`.
     pub repo: String,
+    /// The commit the files belong to.
     pub commit: String,
+    /// `config.json`.
     pub config: PathBuf,
+    /// The language model's weights (`moshi_name`).
     pub lm_weights: PathBuf,
+    /// Mimi's weights (`mimi_name`).
     pub mimi_weights: PathBuf,
+    /// The SentencePiece tokenizer (`tokenizer_name`).
     pub tokenizer: PathBuf,
     /// The Mimi configuration file, when the repository names one (`mimi_config_name`).
     pub mimi_config: Option<PathBuf>,
@@ -29,32 +33,33 @@ pub struct TtsModelPaths {
 /// The files of an STT model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SttModelPaths {
+    /// The repository, `org/name`.
     pub repo: String,
+    /// The commit the files belong to.
     pub commit: String,
+    /// `config.json`.
     pub config: PathBuf,
+    /// The language model's weights (`moshi_name`, default `model.safetensors`).
     pub lm_weights: PathBuf,
+    /// Mimi's weights (`mimi_name`).
     pub mimi_weights: PathBuf,
+    /// The SentencePiece tokenizer (`tokenizer_name`).
     pub tokenizer: PathBuf,
+    /// The Mimi configuration file, when the repository names one (`mimi_config_name`).
     pub mimi_config: Option<PathBuf>,
 }
 
-/// All model files fetched so far.
-#[derive(Debug, Default)]
+/// All model files fetched so far: a snapshot ([`KyutaiEngine::model_paths`](crate::KyutaiEngine::model_paths),
+/// [`KyutaiModelManager::download_models`](crate::KyutaiModelManager::download_models)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KyutaiModelPaths {
-    cache_dir: PathBuf,
-    tts: OnceLock<TtsModelPaths>,
-    stt: OnceLock<SttModelPaths>,
-    voices: RwLock<BTreeMap<String, PathBuf>>,
+    pub(crate) cache_dir: PathBuf,
+    pub(crate) tts: Option<TtsModelPaths>,
+    pub(crate) stt: Option<SttModelPaths>,
+    pub(crate) voices: BTreeMap<String, PathBuf>,
 }
 
 impl KyutaiModelPaths {
-    pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
-        KyutaiModelPaths {
-            cache_dir: cache_dir.into(),
-            ..Default::default()
-        }
-    }
-
     /// The hub cache directory in use.
     pub fn cache_dir(&self) -> &Path {
         &self.cache_dir
@@ -62,35 +67,21 @@ impl KyutaiModelPaths {
 
     /// The TTS files, once fetched.
     pub fn tts(&self) -> Option<&TtsModelPaths> {
-        self.tts.get()
+        self.tts.as_ref()
     }
 
     /// The STT files, once fetched.
     pub fn stt(&self) -> Option<&SttModelPaths> {
-        self.stt.get()
+        self.stt.as_ref()
     }
 
     /// A voice file, once fetched.
-    pub fn voice(&self, name: &str) -> Option<PathBuf> {
-        self.voices.read().get(name).cloned()
+    pub fn voice(&self, name: &str) -> Option<&Path> {
+        self.voices.get(name).map(PathBuf::as_path)
     }
 
     /// Every voice fetched so far, by name.
-    pub fn voices(&self) -> BTreeMap<String, PathBuf> {
-        self.voices.read().clone()
-    }
-
-    pub(crate) fn set_tts(&self, paths: TtsModelPaths) -> &TtsModelPaths {
-        let _ = self.tts.set(paths);
-        self.tts.get().expect("just set")
-    }
-
-    pub(crate) fn set_stt(&self, paths: SttModelPaths) -> &SttModelPaths {
-        let _ = self.stt.set(paths);
-        self.stt.get().expect("just set")
-    }
-
-    pub(crate) fn add_voice(&self, name: &str, path: PathBuf) {
-        self.voices.write().insert(name.to_string(), path);
+    pub fn voices(&self) -> &BTreeMap<String, PathBuf> {
+        &self.voices
     }
 }

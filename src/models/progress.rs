@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::config::ProgressCallback;
+/// A callback that receives download progress events (for applications that draw their own UI).
+pub type ProgressCallback = Arc<dyn Fn(&ProgressEvent) + Send + Sync>;
 
 /// What a progress callback receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,28 +14,49 @@ use super::config::ProgressCallback;
 pub enum ProgressEvent {
     /// A file download starts (or resumes at `already`).
     Started {
+        /// The repository, `org/name`.
         repo: String,
+        /// The file's path in the repository.
         file: String,
+        /// The file's size.
         total_bytes: u64,
+        /// Bytes a previous, interrupted download already holds.
         already: u64,
     },
     /// More bytes arrived.
     Advanced {
+        /// The repository, `org/name`.
         repo: String,
+        /// The file's path in the repository.
         file: String,
+        /// Bytes of the file present so far.
         bytes_done: u64,
+        /// The file's size.
         total_bytes: u64,
     },
     /// The file is downloaded and verified.
     Finished {
+        /// The repository, `org/name`.
         repo: String,
+        /// The file's path in the repository.
         file: String,
+        /// The file's size.
         bytes: u64,
     },
     /// The file was found verified in the cache: nothing to download.
-    CacheHit { repo: String, file: String },
+    CacheHit {
+        /// The repository, `org/name`.
+        repo: String,
+        /// The file's path in the repository.
+        file: String,
+    },
     /// Another process is downloading the same file; waiting for it.
-    Waiting { repo: String, file: String },
+    Waiting {
+        /// The repository, `org/name`.
+        repo: String,
+        /// The file's path in the repository.
+        file: String,
+    },
 }
 
 /// Fans progress out to the bars (when shown) and the callback (when set).

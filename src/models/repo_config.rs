@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::config::ModelFile;
@@ -20,7 +21,12 @@ pub enum FileLocation {
     /// A path inside the model's own repository.
     InRepo(String),
     /// `hf://org/name/path`: a file of another repository (its `main` revision).
-    OtherRepo { repo: String, path: String },
+    OtherRepo {
+        /// The other repository, `org/name`.
+        repo: String,
+        /// The file's path in it.
+        path: String,
+    },
     /// `file:///abs/path`: a local file, used as is.
     Local(PathBuf),
 }
@@ -98,10 +104,29 @@ pub fn check_repo_id(repo: &str) -> Result<()> {
 }
 
 /// The `model_id` of a TTS config: voice files are named `<voice>.<sig>@<epoch>.safetensors`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The reference formats both parts into the file name as Python formats them, so each may be
+/// written as a string or a number (`"epoch": 240` and `"epoch": "240"` name the same file).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct ModelId {
+    /// The training run's signature, e.g. `1e68beda`.
+    #[serde(deserialize_with = "string_or_number")]
     pub sig: String,
+    /// The checkpoint's epoch, e.g. `240`.
+    #[serde(deserialize_with = "string_or_number")]
     pub epoch: String,
+}
+
+fn string_or_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a string or a number, found {other}"
+        ))),
+    }
 }
 
 /// A parsed config.json.
@@ -112,6 +137,7 @@ pub struct RepoConfig {
 }
 
 impl RepoConfig {
+    /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = read_json_file(path)?;
         Self::from_bytes(path, &bytes)
@@ -166,18 +192,12 @@ impl RepoConfig {
         let Some(value) = self.raw.get("model_id") else {
             return Ok(None);
         };
-        let field = |name: &str| match value.get(name) {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        };
-        match (field("sig"), field("epoch")) {
-            (Some(sig), Some(epoch)) => Ok(Some(ModelId { sig, epoch })),
-            _ => Err(MoshiError::invalid_file(
+        ModelId::deserialize(value).map(Some).map_err(|e| {
+            MoshiError::invalid_file(
                 &self.path,
-                "`model_id` should be an object with `sig` and `epoch`",
-            )),
-        }
+                format!("`model_id` should be an object with `sig` and `epoch` ({e})"),
+            )
+        })
     }
 }
 

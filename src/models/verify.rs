@@ -272,7 +272,7 @@ pub fn check_safetensors(path: &Path) -> Result<Vec<(String, Vec<usize>)>> {
     })
 }
 
-/// The header checks of [`check_safetensors`] on the bytes of a whole file: the header length
+/// The header checks of `check_safetensors` on the bytes of a whole file: the header length
 /// fits in the file (and under the safetensors limit of 100 MB), the header is a JSON object of
 /// tensors whose dtypes are known, whose shapes do not overflow and whose data offsets tile the
 /// rest of the file exactly. Tensor names are returned as data; nothing uses them as paths.

@@ -7,12 +7,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use futures::future::BoxFuture;
+
 use crate::engine::{EngineHandle, KyutaiEngine};
-use crate::error::MoshiError;
-use crate::provider::Provider;
+use crate::error::{MoshiError, Stage};
+use crate::runtime::blocking;
 use crate::voice::{
-    BoxSegmentStream, Language, SpeechSource, SttConversation, SttConversationBuilder,
-    TranscriptionSegment, VoiceError,
+    BoxSegmentStream, Language, PhraseGrouper, SpeechSource, SttConversation,
+    SttConversationBuilder, SttEngine, Transcript, TranscriptionSegment, VoiceError,
 };
 
 use super::source::{self, OpenedSource};
@@ -36,12 +38,11 @@ impl KyutaiSttBuilder {
         }
     }
 
-    pub(crate) fn on_global(provider: &'static Provider) -> Self {
-        Self::new(EngineHandle::Global(provider))
-    }
-
-    pub(crate) fn on_engine(engine: KyutaiEngine) -> Self {
-        Self::new(EngineHandle::Owned(engine))
+    /// A builder whose engine is resolved when the conversation starts.
+    pub(crate) fn deferred(
+        resolve: fn() -> BoxFuture<'static, Result<KyutaiEngine, MoshiError>>,
+    ) -> Self {
+        Self::new(EngineHandle::Deferred(resolve))
     }
 }
 
@@ -71,30 +72,52 @@ impl SttConversationBuilder for KyutaiSttBuilder {
         };
         source.validate()?;
         let engine = self.engine.engine().await?;
+        if let Some(language) = &self.language {
+            // Kyutai's STT models take no language input: they transcribe whichever of their
+            // languages is spoken, so the hint is checked, not passed on.
+            let known = engine.stt_languages();
+            if !known.contains(language) {
+                return Err(MoshiError::Unsupported(format!(
+                    "the speech-to-text model `{}` does not understand `{language}`; it \
+                     understands {}",
+                    engine.manager().config().stt_repo,
+                    crate::engine::language_list(&known)
+                ))
+                .into());
+            }
+        }
         let model = engine.stt_model().await?;
         // Open (probe) the audio before answering, so that a missing or unreadable file fails
         // here rather than as the first item of the stream.
-        let opened = tokio::task::spawn_blocking(move || OpenedSource::open(source))
-            .await
-            .map_err(|e| MoshiError::InvalidInput(format!("reading the audio stopped: {e}")))??;
+        let opened = blocking("opening the audio", move || OpenedSource::open(source)).await?;
         let mut transcriber = model.transcriber()?;
         let duration = AudioDuration::default();
         let duration_out = duration.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<TranscriptionSegment, VoiceError>>(64);
-        tokio::task::spawn_blocking(move || {
-            // Kyutai's models time every word at no extra cost, so segments always carry
-            // times; `word_timestamps(false)` changes nothing.
+        let word_timestamps = self.word_timestamps;
+        std::thread::spawn(move || {
+            // Words, or (without word timestamps) phrases of words, each timed as a whole.
+            let mut phrases = PhraseGrouper::default();
+            let mut send = |word: TranscriptionSegment| match word_timestamps {
+                true => tx.blocking_send(Ok(word)).is_ok(),
+                false => match phrases.push(word) {
+                    Some(phrase) => tx.blocking_send(Ok(phrase)).is_ok(),
+                    None => !tx.is_closed(),
+                },
+            };
             let listener = tx.clone();
-            let result = source::run(
-                opened,
-                &mut transcriber,
-                |word| tx.blocking_send(Ok(word)).is_ok(),
-                &|| listener.is_closed(),
-            );
+            let result = source::run(opened, &mut transcriber, &mut send, &|| {
+                listener.is_closed()
+            });
             match result {
-                Ok(ms) => duration_out.set(ms),
+                Ok(ms) => {
+                    if let Some(phrase) = phrases.finish() {
+                        let _ = tx.blocking_send(Ok(phrase));
+                    }
+                    duration_out.set(ms)
+                }
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(e.into()));
+                    let _ = tx.blocking_send(Err(e.into_voice(Some(Stage::Transcription))));
                 }
             }
         });
@@ -120,6 +143,19 @@ impl KyutaiSttConversation {
     pub fn audio_duration(&self) -> AudioDuration {
         self.duration.clone()
     }
+
+    /// Transcribes to the end and returns the whole transcript: text, timed words and the
+    /// length of the audio (what `kyutai transcribe --format json` prints).
+    pub async fn transcript(self) -> Result<Transcript, VoiceError> {
+        use futures::StreamExt;
+        let duration = self.duration.clone();
+        let mut stream = self.stream;
+        let mut words = Vec::new();
+        while let Some(word) = stream.next().await {
+            words.push(word?);
+        }
+        Ok(Transcript::from_words(words, duration.ms().unwrap_or(0)))
+    }
 }
 
 /// The length of a conversation's audio, known once all of it has been transcribed.
@@ -144,5 +180,19 @@ impl SttConversation for KyutaiSttConversation {
     type SegmentStream = BoxSegmentStream;
     fn into_stream(self) -> BoxSegmentStream {
         self.stream
+    }
+}
+
+impl KyutaiEngine {
+    /// A speech-to-text conversation builder on this engine.
+    pub fn stt(&self) -> KyutaiSttBuilder {
+        KyutaiSttBuilder::new(EngineHandle::Owned(self.clone()))
+    }
+}
+
+impl SttEngine for KyutaiEngine {
+    type Conv = KyutaiSttBuilder;
+    fn conversation(&self) -> KyutaiSttBuilder {
+        self.stt()
     }
 }

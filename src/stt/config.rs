@@ -2,55 +2,50 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
-
 use crate::error::MoshiError;
+use crate::lm_config::{Gating, LmConfigJson, NormKind};
 
-/// The parts of an STT `config.json` this crate uses (the published key set has more).
-#[derive(Debug, Clone, Deserialize)]
+/// An STT model's `config.json`, checked for what the `moshi` crate's `LmModel` runs.
+#[derive(Debug, Clone)]
 pub struct SttConfig {
+    /// Width of the transformer.
     pub dim: usize,
+    /// Attention heads.
     pub num_heads: usize,
+    /// Layers.
     pub num_layers: usize,
+    /// Attention context, in steps.
     pub context: usize,
+    /// RoPE maximum period.
     pub max_period: f64,
+    /// Audio tokens per codebook.
     pub card: usize,
+    /// Text tokens.
     pub text_card: usize,
+    /// Audio codebooks read.
     pub n_q: usize,
-    #[serde(default)]
-    pub dep_q: usize,
-    #[serde(default)]
-    pub hidden_scale: Option<f64>,
-    #[serde(default)]
-    pub extra_heads_num_heads: Option<usize>,
-    #[serde(default)]
-    pub extra_heads_dim: Option<usize>,
-    #[serde(default)]
+    /// The gated feed-forward's hidden width, as the reference computes it.
+    pub gating_hidden: usize,
+    /// The semantic voice-activity heads (`extra_heads_num_heads` of width `extra_heads_dim`).
+    pub extra_heads: Option<(usize, usize)>,
+    /// How the audio is padded around the speech.
     pub stt_config: StreamingSettings,
-    #[serde(default)]
-    pub model_type: Option<String>,
 }
 
 /// `stt_config`: how the audio is padded around the speech.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct StreamingSettings {
     /// Seconds of silence fed before the audio (the model was trained with it).
-    #[serde(default)]
     pub audio_silence_prefix_seconds: f64,
     /// How far the text lags behind the audio, in seconds.
-    #[serde(default = "default_delay")]
     pub audio_delay_seconds: f64,
-}
-
-fn default_delay() -> f64 {
-    0.5
 }
 
 impl Default for StreamingSettings {
     fn default() -> Self {
         StreamingSettings {
             audio_silence_prefix_seconds: 0.0,
-            audio_delay_seconds: default_delay(),
+            audio_delay_seconds: 0.5,
         }
     }
 }
@@ -63,38 +58,83 @@ impl SttConfig {
     pub fn from_file(path: &Path) -> Result<SttConfig, MoshiError> {
         let bytes = std::fs::read(path)
             .map_err(|e| MoshiError::io("could not read the STT config", path, e))?;
-        let cfg: SttConfig = serde_json::from_slice(&bytes)
-            .map_err(|e| MoshiError::invalid_file(path, format!("not an STT config.json: {e}")))?;
-        cfg.check()
-            .map_err(|reason| MoshiError::invalid_file(path, reason))?;
-        Ok(cfg)
+        Self::from_json(&bytes).map_err(|reason| MoshiError::invalid_file(path, reason))
     }
 
-    fn check(&self) -> Result<(), String> {
-        if let Some(kind) = self.model_type.as_ref().filter(|k| *k != "stt") {
+    /// Parses and checks `config.json` bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<SttConfig, String> {
+        let raw = LmConfigJson::parse(bytes)?;
+        Self::validate(raw)
+    }
+
+    /// Checks the parsed JSON for what the `moshi` crate's `LmModel` runs as speech-to-text
+    /// (see [`lm_config`](Self::lm_config) for the mapping).
+    fn validate(raw: LmConfigJson) -> Result<SttConfig, String> {
+        if let Some(kind) = raw.model_type.as_ref().filter(|k| *k != "stt") {
             return Err(format!(
                 "model_type is \"{kind}\", not \"stt\": this is not a speech-to-text model"
             ));
         }
-        if self.dep_q != 0 {
+        if raw.dep_q != 0 {
             return Err(format!(
                 "dep_q is {}: speech-to-text models predict text only (dep_q 0)",
-                self.dep_q
+                raw.dep_q
             ));
         }
-        if self.dim == 0 || self.num_heads == 0 || !self.dim.is_multiple_of(self.num_heads) {
+        raw.check_common()?;
+        // The crate's transformer has these fixed: SiLU gating, RMS norm, no layer scale, no
+        // cross-attention, no conditioners, the text head as wide as the text input.
+        if raw.gating()? != Gating::Silu {
             return Err(format!(
-                "dim {} is not a multiple of num_heads {}",
-                self.dim, self.num_heads
+                "gating \"{}\" is not supported for speech-to-text (only \"silu\")",
+                raw.gating
             ));
         }
-        let s = &self.stt_config;
-        if !(0.0..=60.0).contains(&s.audio_delay_seconds)
-            || !(0.0..=60.0).contains(&s.audio_silence_prefix_seconds)
+        if !matches!(raw.norm()?, NormKind::Rms { .. }) {
+            return Err(format!(
+                "norm \"{}\" is not supported for speech-to-text (only rms_norm, rms_norm_f32)",
+                raw.norm
+            ));
+        }
+        if raw.layer_scale.is_some() {
+            return Err("layer_scale is not supported for speech-to-text (only null)".into());
+        }
+        if raw.cross_attention || raw.conditioners.as_ref().is_some_and(|c| !c.is_empty()) {
+            return Err(
+                "cross-attention and conditioners are not supported for speech-to-text".into(),
+            );
+        }
+        if raw.text_card_out.is_some_and(|out| out != raw.text_card) || raw.demux_second_stream {
+            return Err(
+                "text_card_out and demux_second_stream are not supported for speech-to-text".into(),
+            );
+        }
+        let settings = raw
+            .stt_config
+            .clone()
+            .map_or_else(StreamingSettings::default, |s| StreamingSettings {
+                audio_silence_prefix_seconds: s.audio_silence_prefix_seconds,
+                audio_delay_seconds: s.audio_delay_seconds,
+            });
+        if !(0.0..=60.0).contains(&settings.audio_delay_seconds)
+            || !(0.0..=60.0).contains(&settings.audio_silence_prefix_seconds)
         {
             return Err("stt_config holds delays outside 0..60 seconds".into());
         }
-        Ok(())
+        Ok(SttConfig {
+            dim: raw.dim,
+            num_heads: raw.num_heads,
+            num_layers: raw.num_layers()?,
+            context: raw.context()?,
+            max_period: raw.max_period,
+            card: raw.card,
+            text_card: raw.text_card,
+            n_q: raw.n_q,
+            gating_hidden: raw.gating_hidden(),
+            extra_heads: (raw.extra_heads_num_heads > 0)
+                .then_some((raw.extra_heads_num_heads, raw.extra_heads_dim)),
+            stt_config: settings,
+        })
     }
 
     /// The text delay in model steps.
@@ -103,16 +143,15 @@ impl SttConfig {
     }
 
     /// The `moshi` crate's LM config, mapped the way Kyutai's standalone `stt-rs` maps the
-    /// public checkpoints' `config.json`: feed-forward of `4 * dim` with SiLU gating (the
-    /// gated hidden size `2/3 * 4.125 * dim` of the checkpoints comes out the same), RMS norm,
-    /// RoPE, one extra audio token (padding) per codebook, one extra input text token (the
-    /// start token), no depformer, and the VAD heads when the config has them.
+    /// public checkpoints' `config.json`: SiLU gating with the reference's hidden width, RMS
+    /// norm, RoPE, one extra audio token (padding) per codebook, one extra input text token
+    /// (the start token), no depformer, and the VAD heads when the config has them.
     pub fn lm_config(&self) -> moshi::lm::Config {
         let transformer = moshi::transformer::Config {
             d_model: self.dim,
             num_heads: self.num_heads,
             num_layers: self.num_layers,
-            dim_feedforward: self.dim * 4,
+            dim_feedforward: crate_feedforward(self.dim, self.gating_hidden),
             causal: true,
             norm_first: true,
             bias_ff: false,
@@ -132,12 +171,9 @@ impl SttConfig {
             max_seq_len: 4096 * 4,
             shared_cross_attn: false,
         };
-        let extra_heads = match (self.extra_heads_num_heads, self.extra_heads_dim) {
-            (Some(num_heads), Some(dim)) if num_heads > 0 => {
-                Some(moshi::lm::ExtraHeadsConfig { num_heads, dim })
-            }
-            _ => None,
-        };
+        let extra_heads = self
+            .extra_heads
+            .map(|(num_heads, dim)| moshi::lm::ExtraHeadsConfig { num_heads, dim });
         moshi::lm::Config {
             transformer,
             depformer: None,
@@ -147,6 +183,38 @@ impl SttConfig {
             audio_codebooks: self.n_q,
             conditioners: Default::default(),
             extra_heads,
+        }
+    }
+}
+
+/// The `dim_feedforward` to give the `moshi` crate so that its gated feed-forward is `hidden`
+/// wide: the crate takes `11 * dim / 4` for exactly `4 * dim` (the published checkpoints) and
+/// two thirds of it otherwise.
+fn crate_feedforward(dim: usize, hidden: usize) -> usize {
+    let crate_hidden = |ff: usize| {
+        if ff == 4 * dim {
+            11 * dim / 4
+        } else {
+            2 * ff / 3
+        }
+    };
+    [4 * dim, (3 * hidden).div_ceil(2), 3 * hidden / 2]
+        .into_iter()
+        .find(|&ff| crate_hidden(ff) == hidden)
+        .unwrap_or(4 * dim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_crates_feedforward_gives_the_references_hidden_width() {
+        // The published 1B / 2.6B models (hidden_scale 4.125): 4 * dim, as stt-rs maps them.
+        assert_eq!(crate_feedforward(2048, 5632), 4 * 2048);
+        for (dim, hidden) in [(64, 170), (64, 171), (100, 300)] {
+            let ff = crate_feedforward(dim, hidden);
+            assert_eq!(2 * ff / 3, hidden, "dim {dim}");
         }
     }
 }

@@ -13,7 +13,7 @@ mod source;
 mod transcriber;
 
 pub use builder::{AudioDuration, KyutaiSttBuilder, KyutaiSttConversation};
-pub use config::{FRAME_RATE, StreamingSettings, SttConfig};
+pub use config::SttConfig;
 pub use model::SttModel;
 pub use source::transcribe_blocking;
-pub use transcriber::{FRAME_SAMPLES, Transcriber};
+pub use transcriber::FRAME_SAMPLES;

@@ -16,8 +16,11 @@ use crate::text::Tokenizer;
 /// A loaded speech-to-text model: language model, Mimi and tokenizer.
 ///
 /// Loading takes seconds for the public checkpoints, so an engine loads it once and hands out
-/// an `Arc`. Each conversation gets a [`Transcriber`] whose streaming state (KV caches, Mimi
+/// an `Arc`. Each conversation gets a transcriber whose streaming state (KV caches, Mimi
 /// buffers) is its own, while the weight tensors (reference-counted inside candle) are shared.
+///
+/// Applications get one from [`KyutaiEngine::stt_model`](crate::KyutaiEngine::stt_model), for
+/// example to load the model before the first request; its workings are the crate's own.
 pub struct SttModel {
     lm: LmModel,
     mimi: Mimi,
@@ -29,6 +32,7 @@ pub struct SttModel {
 impl SttModel {
     /// Loads the files of an STT repository on `device`, with the LM weights as `dtype`
     /// (Mimi stays f32).
+    #[doc(hidden)]
     pub fn load(
         paths: &SttModelPaths,
         device: &Device,
@@ -83,6 +87,7 @@ impl SttModel {
     }
 
     /// A model from parts already built (custom loading, benchmarks with random weights).
+    #[doc(hidden)]
     pub fn from_parts(
         config: SttConfig,
         lm: LmModel,
@@ -100,6 +105,7 @@ impl SttModel {
     }
 
     /// A fresh streaming transcriber sharing this model's weights.
+    #[doc(hidden)]
     pub fn transcriber(&self) -> Result<Transcriber, MoshiError> {
         let state = moshi::asr::State::new(
             1,
@@ -121,16 +127,19 @@ impl SttModel {
     }
 
     /// The model's tokenizer.
+    #[doc(hidden)]
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
 
     /// The model's `config.json`.
+    #[doc(hidden)]
     pub fn config(&self) -> &SttConfig {
         &self.config
     }
 
     /// The device the model runs on.
+    #[doc(hidden)]
     pub fn device(&self) -> &Device {
         &self.device
     }

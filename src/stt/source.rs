@@ -104,6 +104,13 @@ pub(crate) fn run(
         if cancelled() {
             return Ok(false);
         }
+        if chunk.iter().any(|x| !x.is_finite()) {
+            return Err(MoshiError::InvalidInput(
+                "the audio holds samples that are not numbers (NaN or infinite); PCM samples \
+                 must be finite, normally in [-1, 1]"
+                    .into(),
+            ));
+        }
         let mono = converter.push(chunk)?;
         for word in transcriber.push(&mono)? {
             if !on_word(word) {

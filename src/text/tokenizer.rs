@@ -70,7 +70,7 @@ const UNK_PENALTY: f32 = 10.0;
 /// A SentencePiece unigram tokenizer.
 ///
 /// ```
-/// use fluent_voice_kyutai::text::Tokenizer;
+/// use fluent_voice_kyutai::internals::Tokenizer;
 ///
 /// let tokenizer = Tokenizer::from_file("tests/fixtures/tiny_spm.model")?;
 /// let ids = tokenizer.encode("the lazy dog");

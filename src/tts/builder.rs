@@ -1,15 +1,18 @@
 //! `KyutaiTtsBuilder`: the fluent TTS builder on a Kyutai engine.
 
-use crate::engine::{EngineHandle, KyutaiEngine};
-use crate::error::MoshiError;
-use crate::provider::Provider;
+use futures::future::BoxFuture;
+
 use std::sync::Arc;
+
+use crate::engine::{EngineHandle, KyutaiEngine};
+use crate::error::{MoshiError, Stage};
+use crate::runtime::{blocking, on_tokio};
 
 use super::conditioners::Conditions;
 use super::synth::{MAX_SEGMENT_WORDS, SynthesisSettings, TtsModel, split_text};
 use crate::voice::{
     AudioChunk, BoxAudioStream, Language, Speaker, TtsConversation, TtsConversationBuilder,
-    VoiceError,
+    TtsEngine, VoiceError,
 };
 
 /// Collects speakers and sampling settings; [`synthesize`](TtsConversationBuilder::synthesize)
@@ -36,12 +39,11 @@ impl KyutaiTtsBuilder {
         }
     }
 
-    pub(crate) fn on_global(provider: &'static Provider) -> Self {
-        Self::new(EngineHandle::Global(provider))
-    }
-
-    pub(crate) fn on_engine(engine: KyutaiEngine) -> Self {
-        Self::new(EngineHandle::Owned(engine))
+    /// A builder whose engine is resolved when the conversation starts.
+    pub(crate) fn deferred(
+        resolve: fn() -> BoxFuture<'static, Result<KyutaiEngine, MoshiError>>,
+    ) -> Self {
+        Self::new(EngineHandle::Deferred(resolve))
     }
 
     /// The speakers added so far, in order.
@@ -78,6 +80,46 @@ impl KyutaiTtsBuilder {
                 "the CFG coefficient must be a positive number, not {c}"
             )));
         }
+        for speaker in &self.speakers {
+            match speaker.speed {
+                Some(speed) if !(speed.is_finite() && speed > 0.0) => {
+                    return Err(MoshiError::InvalidInput(format!(
+                        "speaker `{}`: the speed must be a positive number (1.0 is normal), \
+                         not {speed}",
+                        speaker.name
+                    )));
+                }
+                Some(speed) if speed != 1.0 => {
+                    return Err(MoshiError::Unsupported(format!(
+                        "speaker `{}`: Kyutai's text-to-speech models speak at one speed; \
+                         {speed} cannot be honoured (leave the speed unset, or 1.0)",
+                        speaker.name
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the model speaks every language asked for (the conversation's and each
+    /// speaker's). Kyutai's models take no language input: they speak the language of the text,
+    /// among those they were trained on, so the setting is a check, not a switch.
+    fn check_languages(&self, engine: &KyutaiEngine) -> Result<(), MoshiError> {
+        let spoken = engine.tts_languages();
+        let asked = self
+            .language
+            .iter()
+            .chain(self.speakers.iter().filter_map(|s| s.language.as_ref()));
+        for language in asked {
+            if !spoken.contains(language) {
+                return Err(MoshiError::Unsupported(format!(
+                    "the text-to-speech model `{}` does not speak `{language}`; it speaks {}",
+                    engine.manager().config().tts_repo,
+                    crate::engine::language_list(&spoken)
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -109,6 +151,7 @@ impl TtsConversationBuilder for KyutaiTtsBuilder {
     async fn synthesize(self) -> Result<KyutaiTtsConversation, VoiceError> {
         self.validate()?;
         let engine = self.engine.engine().await?;
+        self.check_languages(&engine)?;
         let model = engine.tts_model().await?;
         // The reference's `simple_generate` default, 2.0, for both kinds of models: the LUT
         // value with CFG distillation, else direct (two-pass) CFG.
@@ -123,14 +166,7 @@ impl TtsConversationBuilder for KyutaiTtsBuilder {
                     .unwrap_or_else(|| engine.default_voice().to_string());
                 let path = engine.ensure_voice(&name).await?;
                 let model = model.clone();
-                Some(
-                    tokio::task::spawn_blocking(move || model.load_voice(&path))
-                        .await
-                        .map_err(|e| MoshiError::Inference {
-                            message: format!("loading the voice stopped: {e}"),
-                            source: None,
-                        })??,
-                )
+                Some(blocking("loading the voice", move || model.load_voice(&path)).await?)
             } else {
                 None
             };
@@ -143,12 +179,8 @@ impl TtsConversationBuilder for KyutaiTtsBuilder {
             {
                 let path = fetch_voice_audio(&engine, name.as_str()).await?;
                 let model = model.clone();
-                let prefix = tokio::task::spawn_blocking(move || model.load_audio_voice(&path))
-                    .await
-                    .map_err(|e| MoshiError::Inference {
-                        message: format!("loading the voice stopped: {e}"),
-                        source: None,
-                    })??;
+                let prefix =
+                    blocking("loading the voice", move || model.load_audio_voice(&path)).await?;
                 conditions.audio_prefix = Some(prefix);
             }
             lines.push(Line {
@@ -175,20 +207,25 @@ async fn fetch_voice_audio(
     engine: &KyutaiEngine,
     voice: &str,
 ) -> Result<std::path::PathBuf, MoshiError> {
-    let manager = engine.manager();
-    let config = manager.config();
-    manager
-        .fetch_file(&config.voices_repo, &config.voices_revision, voice)
-        .await
-        .map(|f| f.path)
-        .map_err(|e| match e {
-            MoshiError::FileNotFound { repo, file, .. } => MoshiError::VoiceNotFound {
-                voice: voice.to_string(),
-                repo,
-                file,
-            },
-            other => other,
-        })
+    let engine = engine.clone();
+    let name = voice.to_string();
+    on_tokio(async move {
+        let manager = engine.manager();
+        let config = manager.config();
+        manager
+            .fetch_file(&config.voices_repo, &config.voices_revision, &name)
+            .await
+    })
+    .await
+    .map(|f| f.path)
+    .map_err(|e| match e {
+        MoshiError::FileNotFound { repo, file, .. } => MoshiError::VoiceNotFound {
+            voice: voice.to_string(),
+            repo,
+            file,
+        },
+        other => other,
+    })
 }
 
 /// One speaker's line, ready to synthesize.
@@ -239,7 +276,9 @@ fn stream_speech(
                         let mut chunk =
                             AudioChunk::new(samples, sample_rate).with_start_sample(samples_sent);
                         if first {
-                            chunk = chunk.with_text(format!("{}: {segment}", line.speaker));
+                            chunk = chunk
+                                .with_text(segment.as_str())
+                                .with_speaker(&line.speaker);
                             first = false;
                         }
                         samples_sent += n;
@@ -248,7 +287,7 @@ fn stream_speech(
                     },
                 );
                 if let Err(e) = result {
-                    let _ = tx.blocking_send(Err(e.into()));
+                    let _ = tx.blocking_send(Err(e.into_voice(Some(Stage::Synthesis))));
                     return;
                 }
                 if !alive {
@@ -270,9 +309,51 @@ pub struct KyutaiTtsConversation {
     stream: BoxAudioStream,
 }
 
+impl KyutaiTtsConversation {
+    /// Synthesizes to the end and returns all the audio: 24 kHz mono samples in `[-1, 1]`,
+    /// ready for [`write_wav`](crate::audio::write_wav).
+    ///
+    /// ```no_run
+    /// use fluent_voice_kyutai::prelude::*;
+    ///
+    /// # async fn run() -> Result<(), VoiceError> {
+    /// let samples = Kyutai::tts()
+    ///     .with_speaker(Speaker::speaker("Narrator").speak("Hello.").build())
+    ///     .synthesize()
+    ///     .await?
+    ///     .collect_samples()
+    ///     .await?;
+    /// write_wav("hello.wav", &samples, 24_000, 1, WavFormat::Pcm16)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn collect_samples(self) -> Result<Vec<f32>, VoiceError> {
+        use futures::StreamExt;
+        let mut stream = self.stream;
+        let mut samples = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            samples.extend_from_slice(&chunk?.samples);
+        }
+        Ok(samples)
+    }
+}
+
 impl TtsConversation for KyutaiTtsConversation {
     type AudioStream = BoxAudioStream;
     fn into_stream(self) -> BoxAudioStream {
         self.stream
+    }
+}
+
+impl KyutaiEngine {
+    /// A text-to-speech conversation builder on this engine.
+    pub fn tts(&self) -> KyutaiTtsBuilder {
+        KyutaiTtsBuilder::new(EngineHandle::Owned(self.clone()))
+    }
+}
+
+impl TtsEngine for KyutaiEngine {
+    type Conv = KyutaiTtsBuilder;
+    fn conversation(&self) -> KyutaiTtsBuilder {
+        self.tts()
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use super::config::{ConditionerConfig, FuserConfig, LutConfig};
+use super::config::{ConditionerCommon, ConditionerConfig, FuserConfig, LutConfig};
 use super::layers::linear;
 
 /// Voice slots of the cross-attention source (`TTSModel.max_speakers`).
@@ -17,21 +17,59 @@ enum Conditioner {
     Lut {
         cfg: LutConfig,
         embed: Tensor,
-        output_proj: Linear,
-        learnt_padding: Tensor,
+        head: Head,
     },
     Tensor {
         dim: usize,
-        output_proj: Linear,
-        learnt_padding: Tensor,
+        head: Head,
     },
+}
+
+/// The end of every conditioner (`BaseConditioner.forward`): the projection into the model's
+/// width, and what absent positions hold.
+struct Head {
+    /// `output_proj`; `None` for the identity (`force_linear = false` at the model's width).
+    output_proj: Option<Linear>,
+    /// `learnt_padding` `[1, 1, dim]`, or zeros when the padding is not learnt.
+    padding: Tensor,
+}
+
+impl Head {
+    fn new(vb: &VarBuilder, common: &ConditionerCommon, model_dim: usize) -> Result<Head> {
+        let output_proj = match common.projected {
+            true => Some(linear(
+                &vb.pp("output_proj"),
+                common.dim,
+                model_dim,
+                "weight",
+            )?),
+            false => None,
+        };
+        let padding = match common.learn_padding {
+            true => vb.get((1, 1, model_dim), "learnt_padding")?,
+            false => Tensor::zeros((1, 1, model_dim), vb.dtype(), vb.device())?,
+        };
+        Ok(Head {
+            output_proj,
+            padding,
+        })
+    }
+
+    fn project(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.output_proj {
+            Some(proj) => proj.forward(x),
+            None => Ok(x.clone()),
+        }
+    }
 }
 
 /// What one request conditions on: a value per LUT conditioner (`None` = absent, as the null
 /// condition of CFG) and voice embeddings (`[dim, frames]` each, up to [`MAX_SPEAKERS`]).
 #[derive(Debug, Clone, Default)]
 pub struct Conditions {
+    /// The value of each LUT conditioner, by name (`None`: absent).
     pub values: BTreeMap<String, Option<String>>,
+    /// Voice embeddings, `[dim, frames]` each, one per speaker slot.
     pub voices: Vec<Tensor>,
     /// Every condition dropped (`dropout_all_conditions`): LUT values absent and voice slots
     /// masked, but of the voices' length, as the reference's null condition of direct CFG.
@@ -90,6 +128,7 @@ fn sin_embedding(len: usize, dim: usize, device: &Device) -> Result<Tensor> {
 }
 
 impl ConditionProvider {
+    /// Loads the conditioners of `configs` (weights under `condition_provider.conditioners`).
     pub fn new(
         configs: &BTreeMap<String, ConditionerConfig>,
         fuser: &FuserConfig,
@@ -101,18 +140,15 @@ impl ConditionProvider {
         let mut conditioners = BTreeMap::new();
         for (name, config) in configs {
             let vb = vb.pp(name);
-            let learnt_padding = vb.get((1, 1, model_dim), "learnt_padding")?;
             let conditioner = match config {
                 ConditionerConfig::Lut(lut) => Conditioner::Lut {
-                    embed: vb.get((lut.n_bins + 1, lut.dim), "embed.weight")?,
-                    output_proj: linear(&vb.pp("output_proj"), lut.dim, model_dim, "weight")?,
-                    learnt_padding,
+                    embed: vb.get((lut.n_bins + 1, lut.common.dim), "embed.weight")?,
+                    head: Head::new(&vb, &lut.common, model_dim)?,
                     cfg: lut.clone(),
                 },
-                ConditionerConfig::Tensor { dim } => Conditioner::Tensor {
-                    dim: *dim,
-                    output_proj: linear(&vb.pp("output_proj"), *dim, model_dim, "weight")?,
-                    learnt_padding,
+                ConditionerConfig::Tensor(common) => Conditioner::Tensor {
+                    dim: common.dim,
+                    head: Head::new(&vb, common, model_dim)?,
                 },
             };
             conditioners.insert(name.clone(), conditioner);
@@ -143,29 +179,23 @@ impl ConditionProvider {
             candle_core::bail!("no conditioner named `{name}`")
         };
         match conditioner {
-            Conditioner::Lut {
-                cfg,
-                embed,
-                output_proj,
-                learnt_padding,
-            } => match conditions.values.get(name).cloned().flatten() {
-                _ if conditions.dropped => Ok(learnt_padding.clone()),
-                None => Ok(learnt_padding.clone()),
-                Some(value) => {
-                    let Some(index) = cfg.possible_values.iter().position(|v| *v == value) else {
-                        candle_core::bail!(
-                            "`{value}` is not a value of the `{name}` conditioner ({:?})",
-                            cfg.possible_values
-                        )
-                    };
-                    output_proj.forward(&embed.narrow(0, index, 1)?.unsqueeze(0)?)
+            Conditioner::Lut { cfg, embed, head } => {
+                match conditions.values.get(name).cloned().flatten() {
+                    _ if conditions.dropped => Ok(head.padding.clone()),
+                    None => Ok(head.padding.clone()),
+                    Some(value) => {
+                        let Some(index) = cfg.possible_values.iter().position(|v| *v == value)
+                        else {
+                            candle_core::bail!(
+                                "`{value}` is not a value of the `{name}` conditioner ({:?})",
+                                cfg.possible_values
+                            )
+                        };
+                        head.project(&embed.narrow(0, index, 1)?.unsqueeze(0)?)
+                    }
                 }
-            },
-            Conditioner::Tensor {
-                dim,
-                output_proj,
-                learnt_padding,
-            } => {
+            }
+            Conditioner::Tensor { dim, head } => {
                 if conditions.voices.len() > MAX_SPEAKERS {
                     candle_core::bail!("at most {MAX_SPEAKERS} voices")
                 }
@@ -174,7 +204,7 @@ impl ConditionProvider {
                     // No voice: the reference then gives no tensor at all; use one padded slot.
                     None => 1,
                 };
-                let padding = learnt_padding.to_dtype(DType::F32)?;
+                let padding = head.padding.to_dtype(DType::F32)?;
                 let mut slots = Vec::with_capacity(MAX_SPEAKERS);
                 for slot in 0..MAX_SPEAKERS {
                     match conditions.voices.get(slot) {
@@ -188,7 +218,7 @@ impl ConditionProvider {
                             if x.dim(2)? != *dim || x.dim(1)? != frames {
                                 candle_core::bail!("voice embeddings must all be [{dim}, {frames}]")
                             }
-                            slots.push(output_proj.forward(&x)?);
+                            slots.push(head.project(&x)?);
                         }
                         None if conditions.voices.is_empty() && slot > 0 => {}
                         None => slots.push(padding.broadcast_as((1, frames, self.model_dim))?),

@@ -17,10 +17,15 @@ use super::state_machine::{Entry, State, StateMachine, TokenIds};
 /// Sampling settings of one generation.
 #[derive(Debug, Clone, Copy)]
 pub struct GenerationSettings {
+    /// Audio temperature (0 = greedy).
     pub temp: f64,
+    /// Text temperature (0 = greedy).
     pub text_temp: f64,
+    /// Audio tokens sampled from.
     pub top_k: usize,
+    /// Text tokens sampled from.
     pub top_k_text: usize,
+    /// Seed of the sampler.
     pub seed: u64,
     /// Steps kept after the last word (`final_padding`).
     pub final_padding: usize,
@@ -31,7 +36,9 @@ pub struct GenerationSettings {
 /// One step's record, for tests and debugging: the sampled text token and the one fed back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TextStep {
+    /// The token the model sampled.
     pub sampled: i64,
+    /// The token the state machine fed back.
     pub fed: i64,
 }
 
@@ -51,6 +58,7 @@ pub struct Generator<'a> {
     /// this many steps (plus each codebook's delay).
     cfg_masked_until: Option<usize>,
     machine: StateMachine,
+    /// The text state machine's state.
     pub state: State,
     sampler: Sampler,
     settings: GenerationSettings,
@@ -62,6 +70,7 @@ pub struct Generator<'a> {
     /// Frames between text and audio (`delay_steps`).
     pub delay_steps: usize,
     offset: usize,
+    /// Every step's text tokens.
     pub text_log: Vec<TextStep>,
     /// The text logits of the first [`LOGGED_TEXT_LOGIT_STEPS`] steps, to locate numeric drift
     /// when tokens differ from the reference's (the parity fixtures record the same).
@@ -74,6 +83,7 @@ pub const LOGGED_TEXT_LOGIT_STEPS: usize = 3;
 const UNGENERATED: i64 = -2;
 
 impl<'a> Generator<'a> {
+    /// A generation of `entries` with `conditions`, `delay_steps` frames between text and audio.
     pub fn new(
         lm: &'a TtsLm,
         entries: Vec<Entry>,

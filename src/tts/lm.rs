@@ -14,6 +14,7 @@ use super::transformer::{Transformer, TransformerConfig, TransformerState};
 
 /// The loaded weights, shared by every conversation.
 pub struct TtsLm {
+    /// The configuration the model was built from.
     pub cfg: TtsConfig,
     emb: Vec<Embedding>,
     text_emb: Embedding,
@@ -45,6 +46,7 @@ impl TtsLm {
         Self::new(cfg, &vb)
     }
 
+    /// Builds the model from `cfg` with the weights of `vb`.
     pub fn new(cfg: TtsConfig, vb: &VarBuilder) -> Result<Self> {
         let dim = cfg.dim;
         let main_cfg = TransformerConfig {
@@ -158,14 +160,17 @@ impl TtsLm {
         })
     }
 
+    /// The device the weights are on.
     pub fn device(&self) -> &Device {
         &self.device
     }
 
+    /// The weights' dtype.
     pub fn dtype(&self) -> DType {
         self.dtype
     }
 
+    /// The conditioners, when the model has any.
     pub fn conditions(&self) -> Option<&ConditionProvider> {
         self.conditions.as_ref()
     }

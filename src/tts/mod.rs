@@ -22,5 +22,4 @@ pub mod transformer;
 
 pub use builder::{KyutaiTtsBuilder, KyutaiTtsConversation};
 pub use config::TtsConfig;
-pub use sampling::Sampler;
 pub use synth::TtsModel;

@@ -27,6 +27,7 @@ pub fn argmax(logits: &[f32]) -> usize {
 }
 
 impl Sampler {
+    /// A sampler whose draws are fixed by `seed`.
     pub fn new(seed: u64) -> Sampler {
         Sampler { state: seed }
     }
@@ -50,7 +51,7 @@ impl Sampler {
     /// `top_k` 0, as the reference's `top_k` of 0).
     ///
     /// ```
-    /// use fluent_voice_kyutai::tts::Sampler;
+    /// use fluent_voice_kyutai::internals::tts::sampling::Sampler;
     /// let mut sampler = Sampler::new(7);
     /// assert_eq!(sampler.sample(&[0.1, 3.0, 0.2], 0.0, 10), 1);
     /// // With top_k = 1, sampling is greedy whatever the temperature.

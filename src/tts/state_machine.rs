@@ -11,15 +11,22 @@ use std::collections::VecDeque;
 /// Special token values (`TokenIds`); `card` is `text_card + 1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenIds {
+    /// `text_card + 1`: the text start token.
     pub card: i64,
+    /// Starts a word.
     pub new_word: i64,
+    /// Padding (no text this step).
     pub pad: i64,
+    /// Marks the main speaker.
     pub main: i64,
+    /// Marks the other speaker.
     pub other: i64,
+    /// A token that contributes nothing (`-1`).
     pub zero: i64,
 }
 
 impl TokenIds {
+    /// The ids of the reference for a text vocabulary of `card - 1` tokens.
     pub fn new(card: i64) -> TokenIds {
         TokenIds {
             card,
@@ -35,18 +42,26 @@ impl TokenIds {
 /// One word to say (or, with no tokens, a pause of `padding` steps).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The word's text tokens.
     pub tokens: Vec<i64>,
+    /// The word as written.
     pub text: String,
+    /// Steps of padding after it, at least.
     pub padding: usize,
 }
 
 /// Progress through one script.
 #[derive(Debug, Clone)]
 pub struct State {
+    /// The words still to say.
     pub entries: VecDeque<Entry>,
+    /// Padding steps left before the next word may start.
     pub remaining_padding: usize,
+    /// Padding steps that must come whatever the model predicts.
     pub forced_padding: usize,
+    /// Tokens of the word being fed.
     pub queued: VecDeque<i64>,
+    /// Tokens of the second stream's word being fed.
     pub lookahead_queued: VecDeque<i64>,
     /// The step at which the model asked for a word past the last one.
     pub end_step: Option<usize>,
@@ -72,13 +87,18 @@ impl State {
 /// `StateMachine` with the settings `TTSModel.from_checkpoint_info` uses by default.
 #[derive(Debug, Clone, Copy)]
 pub struct StateMachine {
+    /// The special tokens.
     pub token_ids: TokenIds,
+    /// How many words ahead the second text stream runs.
     pub second_stream_ahead: usize,
+    /// At most this many padding steps before the next word is forced.
     pub max_padding: usize,
+    /// Padding steps before the first word.
     pub initial_padding: usize,
 }
 
 impl StateMachine {
+    /// The reference's defaults (`initial_padding` 2, `max_padding` 8).
     pub fn new(token_ids: TokenIds, second_stream_ahead: usize) -> StateMachine {
         StateMachine {
             token_ids,
@@ -88,6 +108,7 @@ impl StateMachine {
         }
     }
 
+    /// The state at the start of `entries`.
     pub fn new_state(&self, entries: Vec<Entry>) -> State {
         State {
             entries: entries.into(),

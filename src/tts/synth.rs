@@ -32,13 +32,21 @@ pub(crate) fn inference(context: &str, e: candle_core::Error) -> MoshiError {
 }
 
 /// Everything the TTS loads once per engine and shares between conversations.
+///
+/// Applications get one from [`KyutaiEngine::tts_model`](crate::KyutaiEngine::tts_model), for
+/// example to load the model before the first request; its workings are the crate's own.
 pub struct TtsModel {
+    #[doc(hidden)]
     pub lm: TtsLm,
+    #[doc(hidden)]
     pub tokenizer: Tokenizer,
     /// Loaded once; each conversation clones it (tensors are shared) and resets its state.
     mimi: Mimi,
+    #[doc(hidden)]
     pub frame_rate: f64,
+    #[doc(hidden)]
     pub sample_rate: u32,
+    #[doc(hidden)]
     pub delay_steps: usize,
     /// Generation steps run so far, by every conversation (see [`TtsModel::steps_run`]).
     steps_run: AtomicU64,
@@ -51,11 +59,13 @@ pub struct SynthesisSettings {
     pub temp: f64,
     /// Text temperature (0 = greedy).
     pub text_temp: f64,
+    /// Seed of the sampler (the same seed, the same audio).
     pub seed: u64,
 }
 
 impl TtsModel {
     /// Loads the model files of a TTS repository.
+    #[doc(hidden)]
     pub fn load(paths: &TtsModelPaths, device: &Device, dtype: DType) -> Result<TtsModel> {
         let bytes = std::fs::read(&paths.config)
             .map_err(|e| MoshiError::io("could not read", &paths.config, e))?;
@@ -101,6 +111,7 @@ impl TtsModel {
 
     /// Language-model steps this model has run, summed over all conversations: a measure of
     /// the work done, which also shows that a conversation whose listener went away stopped.
+    #[doc(hidden)]
     pub fn steps_run(&self) -> u64 {
         self.steps_run.load(Ordering::Relaxed)
     }
@@ -111,6 +122,7 @@ impl TtsModel {
     }
 
     /// Loads a voice embedding file (`speaker_wavs`, `[1, dim, frames]`) as `[dim, frames]`.
+    #[doc(hidden)]
     pub fn load_voice(&self, path: &Path) -> Result<Tensor> {
         let expected = self
             .lm
@@ -145,6 +157,7 @@ impl TtsModel {
     /// The audio prefix of a voice given as audio (`TTSModel.get_prefix`), for models without
     /// voice embeddings: `pcm` (mono, at the model's sample rate) encoded by Mimi, without its
     /// last 2 frames, as `[n_q][frames]` codes for [`Conditions::audio_prefix`].
+    #[doc(hidden)]
     pub fn audio_prefix(&self, pcm: &[f32]) -> Result<Vec<Vec<i64>>> {
         let encode = || -> candle_core::Result<Vec<Vec<i64>>> {
             let mut mimi = self.mimi.clone();
@@ -169,6 +182,7 @@ impl TtsModel {
     /// decoder reads), mono at the model's sample rate, and encodes it as an audio prefix
     /// ([`TtsModel::audio_prefix`]). The reference resamples with `sphn`, this crate with
     /// `rubato`: only audio already at 24 kHz gives the reference's exact codes.
+    #[doc(hidden)]
     pub fn load_audio_voice(&self, path: &Path) -> Result<Vec<Vec<i64>>> {
         let mut decoder = crate::audio::AudioDecoder::open(path)?;
         let mut converter = crate::audio::MonoConverter::new(
@@ -197,6 +211,7 @@ impl TtsModel {
     }
 
     /// `prepare_script([text], padding_between=1)`.
+    #[doc(hidden)]
     pub fn entries(&self, text: &str) -> Vec<Entry> {
         let encode = |word: &str| -> Vec<i64> {
             self.tokenizer
@@ -217,6 +232,7 @@ impl TtsModel {
 
     /// The conditioning of `make_condition_attributes([voice], cfg_coef)`; on a model without a
     /// `cfg` conditioner, a coefficient other than 1 asks for direct (two-pass) CFG.
+    #[doc(hidden)]
     pub fn conditions(&self, voice: Option<&Tensor>, cfg_coef: f64) -> Result<Conditions> {
         let mut conditions = Conditions::default();
         let Some(provider) = self.lm.conditions() else {
@@ -278,6 +294,7 @@ impl TtsModel {
     /// Synthesizes one segment of text with one voice, calling `emit` with the PCM of each
     /// decoded frame (24 kHz mono, clipped to [-1, 1]) as soon as it is decoded. `emit` returns
     /// false to stop early (the listener went away).
+    #[doc(hidden)]
     pub fn synthesize_segment(
         &self,
         text: &str,
@@ -379,7 +396,7 @@ fn prefix_frames(conditions: &Conditions) -> usize {
 /// (`.`, `!`, `?`, `…` followed by a space), else at word boundaries.
 ///
 /// ```
-/// use fluent_voice_kyutai::tts::synth::split_text;
+/// use fluent_voice_kyutai::internals::tts::synth::split_text;
 /// assert_eq!(split_text("One two. Three four!", 3), ["One two.", "Three four!"]);
 /// assert_eq!(split_text("a b c d e", 2), ["a b", "c d", "e"]);
 /// assert_eq!(split_text("Short.", 60), ["Short."]);

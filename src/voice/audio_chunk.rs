@@ -40,8 +40,11 @@ pub struct AudioChunk {
     pub start_ms: u64,
     /// How long this chunk lasts, in whole milliseconds (derived from the samples).
     pub duration_ms: u64,
-    /// The text this chunk voices, when the engine knows it.
+    /// The text this chunk voices (the spoken words only), when the engine knows it.
     pub text: Option<String>,
+    /// Who speaks this chunk: the name of the [`Speaker`](crate::voice::Speaker) whose line it
+    /// voices, when the engine knows it.
+    pub speaker: Option<String>,
     /// Whether this is the last chunk of the utterance.
     pub is_final: bool,
 }
@@ -58,6 +61,7 @@ impl AudioChunk {
             start_ms: 0,
             duration_ms,
             text: None,
+            speaker: None,
             is_final: false,
         }
     }
@@ -91,6 +95,12 @@ impl AudioChunk {
     /// Sets the text this chunk voices.
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
         self.text = Some(text.into());
+        self
+    }
+
+    /// Sets who speaks this chunk.
+    pub fn with_speaker(mut self, speaker: impl Into<String>) -> Self {
+        self.speaker = Some(speaker.into());
         self
     }
 
@@ -133,6 +143,11 @@ impl AudioChunk {
     /// The text this chunk voices, when known.
     pub fn text(&self) -> Option<&str> {
         self.text.as_deref()
+    }
+
+    /// Who speaks this chunk, when known.
+    pub fn speaker(&self) -> Option<&str> {
+        self.speaker.as_deref()
     }
 
     /// Whether this is the last chunk of the utterance.
@@ -200,6 +215,7 @@ impl fmt::Debug for AudioChunk {
             .field("start_ms", &self.start_ms)
             .field("duration_ms", &self.duration_ms)
             .field("text", &self.text)
+            .field("speaker", &self.speaker)
             .field("is_final", &self.is_final)
             .finish()
     }

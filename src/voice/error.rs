@@ -34,7 +34,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// let err = VoiceError::InvalidInput("The text to speak is empty.".into());
 /// assert!(err.to_string().starts_with("The input was rejected"));
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum VoiceError {
     /// The caller's configuration cannot work (a bad option value, conflicting settings,
@@ -42,8 +42,40 @@ pub enum VoiceError {
     #[error("The voice configuration is invalid: {0}")]
     Configuration(String),
 
-    /// A model could not be obtained or loaded (not downloaded, offline, corrupt, wrong
-    /// format). Retrying may help once the cause (network, disk, credentials) is fixed.
+    /// Something named does not exist: a model repository, a file in it, a voice.
+    /// Check the name; retrying will not help.
+    #[error("Not found: {message}")]
+    NotFound {
+        /// What was looked for, and where.
+        message: String,
+        /// The underlying failure, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// Offline mode is on and what is needed is not available locally.
+    #[error("Offline and not available locally: {message}")]
+    Offline {
+        /// What is missing, and how to make it available.
+        message: String,
+        /// The underlying failure, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The network failed (after retries), or a server answered in a way that cannot be used.
+    /// Retrying later may help.
+    #[error("A network operation failed: {message}")]
+    Network {
+        /// What failed.
+        message: String,
+        /// The underlying failure, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A model could not be obtained or loaded for another reason (corrupt, wrong format, no
+    /// access, no disk space). Retrying may help once the cause is fixed.
     #[error("The speech model is not available: {message}")]
     ModelUnavailable {
         /// What is missing and, where known, what to do about it.
@@ -96,6 +128,40 @@ pub enum VoiceError {
         #[source]
         source: Option<BoxError>,
     },
+}
+
+/// The message and its causes, so that `fn main() -> Result<(), VoiceError>` prints something a
+/// person can act on.
+impl std::fmt::Debug for VoiceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write_with_causes(self, f)
+    }
+}
+
+/// `error`'s message, then its chain of causes, one per line (as `anyhow` prints them).
+pub(crate) fn write_with_causes(
+    error: &dyn StdError,
+    f: &mut std::fmt::Formatter<'_>,
+) -> std::fmt::Result {
+    let mut shown = error.to_string();
+    f.write_str(&shown)?;
+    let mut heading = false;
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let text = error.to_string();
+        // A cause whose words the message already holds (an engine error wrapped by the
+        // surface) is not repeated.
+        if !shown.contains(&text) {
+            if !heading {
+                f.write_str("\n\nCaused by:")?;
+                heading = true;
+            }
+            write!(f, "\n    {text}")?;
+        }
+        shown = text;
+        cause = error.source();
+    }
+    Ok(())
 }
 
 impl VoiceError {

@@ -181,6 +181,13 @@ impl SpeechSource {
                         samples.len()
                     )));
                 }
+                if let Some(index) = samples.iter().position(|x| !x.is_finite()) {
+                    return Err(VoiceError::InvalidInput(format!(
+                        "The PCM audio holds a sample that is not a finite number ({} at \
+                         index {index}); samples must be finite, normally in [-1, 1].",
+                        samples[index]
+                    )));
+                }
                 Ok(())
             }
             Self::Stream {

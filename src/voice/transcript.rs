@@ -66,6 +66,133 @@ impl TranscriptionSegment {
     }
 }
 
+/// A whole transcript: the text, its words with their times, and the length of the audio.
+///
+/// The shape `kyutai transcribe --format json` prints; serializable as it is.
+///
+/// ```rust
+/// use fluent_voice_kyutai::voice::{Transcript, TranscriptionSegment};
+///
+/// let transcript = Transcript::from_words(
+///     vec![
+///         TranscriptionSegment::new("Hello", 100, 400),
+///         TranscriptionSegment::new("world.", 450, 900),
+///         TranscriptionSegment::new("Again", 2_000, 2_300),
+///     ],
+///     2_500,
+/// );
+/// assert_eq!(transcript.text, "Hello world. Again");
+/// assert_eq!(transcript.phrases().len(), 2); // a pause of over 700 ms starts a phrase
+/// assert!(transcript.to_srt().starts_with("1\n00:00:00,100 --> 00:00:00,900\nHello world.\n"));
+/// let json = serde_json::to_value(&transcript).unwrap();
+/// assert_eq!(json["duration_ms"], 2_500);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Transcript {
+    /// The words joined by spaces.
+    pub text: String,
+    /// Each word with its start and end, in milliseconds from the start of the audio.
+    pub words: Vec<TranscriptionSegment>,
+    /// The length of the audio, in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl Transcript {
+    /// The transcript of `words` (in order) over `duration_ms` of audio.
+    pub fn from_words(words: Vec<TranscriptionSegment>, duration_ms: u64) -> Transcript {
+        let text = words
+            .iter()
+            .map(|w| w.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Transcript {
+            text,
+            words,
+            duration_ms,
+        }
+    }
+
+    /// The words grouped into phrases, as subtitles show them ([`PhraseGrouper`]'s rule).
+    pub fn phrases(&self) -> Vec<TranscriptionSegment> {
+        let mut grouper = PhraseGrouper::default();
+        let mut phrases: Vec<_> = self
+            .words
+            .iter()
+            .filter_map(|w| grouper.push(w.clone()))
+            .collect();
+        phrases.extend(grouper.finish());
+        phrases
+    }
+
+    /// SubRip (`.srt`) subtitles: one cue per phrase.
+    pub fn to_srt(&self) -> String {
+        let stamp = |ms: u64| {
+            format!(
+                "{:02}:{:02}:{:02},{:03}",
+                ms / 3_600_000,
+                ms / 60_000 % 60,
+                ms / 1000 % 60,
+                ms % 1000
+            )
+        };
+        let mut out = String::new();
+        for (i, cue) in self.phrases().iter().enumerate() {
+            out.push_str(&format!(
+                "{}\n{} --> {}\n{}\n\n",
+                i + 1,
+                stamp(cue.start_ms),
+                stamp(cue.end_ms.max(cue.start_ms)),
+                cue.text
+            ));
+        }
+        out
+    }
+}
+
+/// Groups timed words into phrases as they arrive: a phrase ends before a word that follows a
+/// pause of more than 700 ms, that would stretch it past 4 s, or that would make it longer than
+/// 8 words (limits that keep a subtitle readable).
+#[derive(Debug, Default)]
+pub struct PhraseGrouper {
+    words: Vec<TranscriptionSegment>,
+}
+
+impl PhraseGrouper {
+    /// Words per phrase at most.
+    pub const MAX_WORDS: usize = 8;
+    /// A longer silence between two words starts a new phrase.
+    pub const MAX_PAUSE_MS: u64 = 700;
+    /// A phrase lasts at most this long.
+    pub const MAX_SPAN_MS: u64 = 4_000;
+
+    /// Adds a word; returns the phrase it closed, if it starts a new one.
+    pub fn push(&mut self, word: TranscriptionSegment) -> Option<TranscriptionSegment> {
+        let closes = match (self.words.first(), self.words.last()) {
+            (Some(first), Some(last)) => {
+                self.words.len() >= Self::MAX_WORDS
+                    || word.start_ms.saturating_sub(last.end_ms) > Self::MAX_PAUSE_MS
+                    || word.end_ms.saturating_sub(first.start_ms) > Self::MAX_SPAN_MS
+            }
+            _ => false,
+        };
+        let closed = if closes { self.finish() } else { None };
+        self.words.push(word);
+        closed
+    }
+
+    /// The phrase in progress, if any; the grouper starts over.
+    pub fn finish(&mut self) -> Option<TranscriptionSegment> {
+        let words = std::mem::take(&mut self.words);
+        let (first, last) = (words.first()?, words.last()?);
+        let text: Vec<&str> = words.iter().map(|w| w.text.as_str()).collect();
+        Some(TranscriptionSegment::new(
+            text.join(" "),
+            first.start_ms,
+            last.end_ms,
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,6 +183,12 @@ impl TestHub {
         }
     }
 
+    /// Answers the tree API (`/api/models/{repo}/tree/{revision}`) in pages of `per_page`
+    /// entries, linked as the Hub links them: `Link: <absolute url with ?cursor=...>; rel="next"`.
+    pub fn paginate_trees(&self, per_page: usize) {
+        self.shared.state.lock().tree_page_size = Some(per_page.max(1));
+    }
+
     /// The base URL to use as `HF_ENDPOINT`: `http://127.0.0.1:PORT` (no trailing slash).
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
@@ -329,6 +335,8 @@ struct Shared {
 #[derive(Default)]
 struct State {
     repos: HashMap<String, Repo>,
+    /// Entries per page of the tree API ([`TestHub::paginate_trees`]); all at once when unset.
+    tree_page_size: Option<usize>,
     faults: Vec<Fault>,
     log: Vec<Arc<LogEntry>>,
     /// Gates opened by [`TestHub::open_gate`].
@@ -1096,9 +1104,32 @@ fn api_tree(
             .map(|(path, file)| (path.as_str(), file_entry(path, file))),
     );
     entries.sort_by(|a, b| a.0.cmp(b.0));
-    Response::json(&serde_json::Value::Array(
-        entries.into_iter().map(|(_, entry)| entry).collect(),
-    ))
+    let entries: Vec<serde_json::Value> = entries.into_iter().map(|(_, entry)| entry).collect();
+    let Some(per_page) = state.tree_page_size else {
+        return Response::json(&serde_json::Value::Array(entries));
+    };
+    // Pages as the Hub serves them: an opaque cursor (here, the offset) in the next page's URL.
+    let query = request.query.as_deref().unwrap_or("");
+    let start: usize = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("cursor="))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let end = (start + per_page).min(entries.len());
+    let page = entries.get(start..end).unwrap_or_default().to_vec();
+    let response = Response::json(&serde_json::Value::Array(page));
+    if end >= entries.len() {
+        return response;
+    }
+    let host = request.header("host").unwrap_or("127.0.0.1");
+    let recursive = if recursive { "recursive=true&" } else { "" };
+    response.header(
+        "Link",
+        format!(
+            "<http://{host}{}?{recursive}cursor={end}>; rel=\"next\"",
+            request.raw_path
+        ),
+    )
 }
 
 /// Every folder that holds a file, at any depth (`a/b/c.txt` gives `a` and `a/b`).

@@ -26,29 +26,21 @@ pub const TEXT_EMB_SCALE: f32 = 2.0;
 
 /// The tiny STT repo with the rescaled text head.
 pub fn stt_repo_talkative() -> Vec<(String, Vec<u8>)> {
+    stt_repo_talkative_with_prefix(0.0)
+}
+
+/// [`stt_repo_talkative`] with `stt_config.audio_silence_prefix_seconds` set to `seconds` in its
+/// `config.json` (0 is the plain repo, byte for byte); the parity tests use
+/// [`tiny::STT_PREFIX_SECONDS`].
+pub fn stt_repo_talkative_with_prefix(seconds: f64) -> Vec<(String, Vec<u8>)> {
     let mut repo = tiny::stt_repo();
     for (path, bytes) in repo.iter_mut() {
         if path == tiny::STT_MOSHI_NAME {
             *bytes = rescale_text_head(bytes);
         }
-    }
-    repo
-}
-
-/// `stt_config.audio_silence_prefix_seconds` of [`stt_repo_talkative_with_prefix`]: 2 s, a whole
-/// number of frames (25), so that Kyutai's scripts (whole silent chunks, then
-/// `int(chunks / frame_rate)` seconds taken off the timings) and the Rust transcriber (the
-/// seconds' worth of samples) pad alike, and longer than the fixture audio, so that word times
-/// with the prefix left on, or taken off twice, fall outside it and cannot be clamped back.
-pub const PREFIX_SECONDS: f64 = 2.0;
-
-/// [`stt_repo_talkative`] with a silence prefix of [`PREFIX_SECONDS`] in its `config.json`.
-pub fn stt_repo_talkative_with_prefix() -> Vec<(String, Vec<u8>)> {
-    let mut repo = stt_repo_talkative();
-    for (path, bytes) in repo.iter_mut() {
         if path == "config.json" {
             let mut cfg = tiny::stt_config();
-            cfg["stt_config"]["audio_silence_prefix_seconds"] = PREFIX_SECONDS.into();
+            cfg["stt_config"]["audio_silence_prefix_seconds"] = seconds.into();
             *bytes = tiny::json_bytes(&cfg);
         }
     }

@@ -311,6 +311,14 @@ pub fn stt_config() -> Value {
     })
 }
 
+/// The silence prefix of the STT parity tests' second case (`stt_config.
+/// audio_silence_prefix_seconds`): 2 s, a whole number of frames (25), so that Kyutai's scripts
+/// (whole silent chunks, then `int(chunks / frame_rate)` seconds taken off the timings) and the
+/// Rust transcriber (the seconds' worth of samples) pad alike; and longer than the fixture audio
+/// (1.6 s), so that a word time that kept the prefix, or lost it twice, falls outside the audio
+/// and cannot be clamped back onto the reference's.
+pub const STT_PREFIX_SECONDS: f64 = 2.0;
+
 /// The tiny Mimi config, in the form the Python `get_mimi(filename, mimi_config)`
 /// (`moshi/models/loaders.py`) takes and `CheckpointInfo` reads from `mimi_config_name`:
 /// `sample_rate`, `channels`, `frame_rate` and the keyword arguments of `SEANetEncoder` /

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use fluent_voice_kyutai::tts::generate::Generator;
-use fluent_voice_kyutai::tts::state_machine::Entry;
+use fluent_voice_kyutai::internals::tts::generate::Generator;
+use fluent_voice_kyutai::internals::tts::state_machine::Entry;
 use serde_json::Value;
 
 /// Largest difference allowed between a Rust and a reference sample. The tiny Mimi's output

@@ -16,7 +16,7 @@ Writes (relative to the repository root):
   bursts with pauses), 24 kHz mono 16-bit, deterministic (kept if it exists).
 * ``tests/fixtures/stt_parity/reference.json`` -- one record per case of ``CASES``: the repo
   without a silence prefix (``stt_config`` as the published ``stt-1b-en_fr``) and the one with
-  a 2 s prefix (``stt_tiny::PREFIX_SECONDS``).
+  a 2 s prefix (``tiny::STT_PREFIX_SECONDS``).
 
 The loop is the one of Kyutai's ``scripts/stt_from_file_pytorch.py``
 (kyutai-labs/delayed-streams-modeling): the audio, zero-padded to a whole number of 1920-sample
