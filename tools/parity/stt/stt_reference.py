@@ -188,26 +188,30 @@ def reference_words(tokens: list[int], tokenizer, offset_seconds: float) -> list
 
 
 def check_clean(name: str, tokens: list[int], tokenizer, delay_steps: int) -> None:
-    """The token patterns on which this script's word rule and `asr::State`'s agree: no
-    word token before the first end-of-padding token or after the last one, nor in the first
-    steps the asr::State skips; in each segment the word tokens are contiguous and make one
-    word; no begin/end-of-sequence token (the script drops them, asr::State keeps them)."""
+    """Checks the token patterns on which this script's word rule and `asr::State`'s agree
+    (`asr::State` counts a step's token from step `delay_steps - 1` on, keeps begin/end-of-sequence
+    tokens as word pieces, and ends a word at a padding token too): from that step on no
+    begin/end-of-sequence token; every word alone between two end-of-padding tokens, the first
+    of them counted by `asr::State`, its pieces contiguous and making one word; no word piece
+    after the last end-of-padding token, nor between the first counted step and the first
+    end-of-padding token."""
+    first = delay_steps - 1
     boundaries = [i for i, t in enumerate(tokens) if t == END_OF_PADDING]
-    assert boundaries, f"{name}: no end-of-padding token"
+    assert boundaries, f"{name}: no end-of-padding token: {tokens}"
     problems = []
-    if any(t in (1, 2) for t in tokens):
+    if any(t in (1, 2) for t in tokens[first:]):
         problems.append("begin/end-of-sequence tokens")
-    if any(t > PADDING for t in tokens[: boundaries[0] + 1]):
+    if any(t > PADDING for t in tokens[first:boundaries[0]]):
         problems.append("a word before the first end-of-padding token")
     if any(t > PADDING for t in tokens[boundaries[-1]:]):
         problems.append("a word after the last end-of-padding token")
-    if END_OF_PADDING in tokens[: delay_steps - 1]:
-        problems.append("an end-of-padding token in the steps asr::State skips")
     for a, b in zip(boundaries, boundaries[1:]):
         segment = tokens[a + 1:b]
         words = [i for i, t in enumerate(segment) if t > PADDING]
         if not words:
             continue
+        if a < first:
+            problems.append(f"the word of steps {a + 1}..{b} opens before step {first}")
         if any(t <= PADDING for t in segment[words[0]:words[-1] + 1]):
             problems.append(f"padding inside the word of steps {a + 1}..{b}")
         if len(tokenizer.decode([segment[i] for i in words]).split()) != 1:
