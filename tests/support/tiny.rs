@@ -21,13 +21,17 @@
 //! - The text tokenizer is `tests/fixtures/tiny_spm.model` (96 pieces, trained by
 //!   `tools/fixtures/make_tiny_spm.py`), so `text_card` is 96.
 //! - Audio frames stay real: Mimi at 24 kHz, 12.5 Hz, ratios `[8, 6, 5, 4]`, 1920 samples/frame.
+//! - The tiny Mimi and the voices carry information, so that tests comparing audio or codes can
+//!   fail: Mimi's weights are scaled per layer ([`mimi_value_scale`]) and each voice has its own
+//!   per-channel levels ([`voice_values`]); `tests/codec_sensitivity.rs` checks it.
 //!
-//! `tools/fixtures/check_tiny_repos.py` loads repos dumped by `tests/tiny_models.rs`
-//! (`TINY_REPOS_DUMP_DIR=... cargo test --test tiny_models`) with the Python `moshi` package,
-//! strictly (no missing, unexpected or mis-shaped tensor), and runs them a few steps (TTS
-//! `simple_generate` with a tiny voice, STT `LMGen` with the VAD heads, Mimi encode/decode).
+//! `tools/fixtures/check_tiny_repos.py` loads the repos (written by
+//! `cargo run --example dump_tiny_repos -- <dir>`) with the Python `moshi` package, strictly (no
+//! missing, unexpected or mis-shaped tensor), and runs them a few steps (TTS `simple_generate`
+//! with two tiny voices, STT `LMGen` with the VAD heads, Mimi encode/decode and its sensitivity).
 //! `tools/fixtures/rust_moshi_check.rs` loads the STT repo with the Rust `moshi` 0.6.4 crate
-//! (`lm::LmModel`, `mimi::Mimi`, `asr::State`). Both passed on the current bytes.
+//! (`lm::LmModel`, `mimi::Mimi`, `asr::State`), as the STT tests do. The Python check passed on
+//! the current bytes.
 #![allow(dead_code)]
 
 use safetensors::Dtype;
