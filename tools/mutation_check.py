@@ -126,8 +126,11 @@ def cargo_test(tests: list[str]) -> tuple[bool, list[str], str]:
     for test in tests:
         command += ["--test", test]
     env = dict(os.environ, CARGO_TERM_COLOR="never")
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    output = done.stdout + done.stderr
+    # One stream, in order: cargo says which binary runs on stderr, the tests report on stdout.
+    done = subprocess.run(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output = done.stdout
     built = "error: could not compile" not in output
     binary = None
     failing = []
