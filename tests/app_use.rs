@@ -2,11 +2,10 @@
 //! the error types, readable `Debug`), output helpers (samples, WAV, whole transcripts), the
 //! voice list, and running on an executor that is not tokio.
 
-#[path = "support/stt_tiny.rs"]
-mod stt_tiny;
 mod support;
 
 use std::error::Error as _;
+use support::stt_tiny;
 
 use fluent_voice_kyutai::audio::{WavFormat, write_wav};
 use fluent_voice_kyutai::voice::{
