@@ -241,11 +241,7 @@ pub enum MoshiError {
 
 impl MoshiError {
     /// An I/O error on `path`; `action` reads as a verb phrase, e.g. "could not create".
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         MoshiError::Io {
             action,
             path: path.into(),

@@ -63,7 +63,9 @@ pub use models::{
 };
 pub use provider::{ConfigureError, ConfigureErrorKind, Kyutai};
 pub use stt::{AudioDuration, KyutaiSttBuilder, KyutaiSttConversation, SttModel};
-pub use tts::{KyutaiTtsBuilder, KyutaiTtsConversation, TtsModel};
+pub use tts::{
+    KyutaiTtsBuilder, KyutaiTtsConversation, TextSender, TextStream, TtsModel, text_channel,
+};
 
 /// Everything an application needs, in one import.
 pub mod prelude {

@@ -113,8 +113,8 @@ MUTATIONS = [
     Mutation(
         "a dropped TTS conversation keeps generating",
         "src/tts/builder.rs",
-        "alive = send(chunk, &mut pending);\n                        alive",
-        "alive = send(chunk, &mut pending) || true;\n                        alive",
+        "Some(previous) => self.tx.blocking_send(Ok(previous)).is_ok(),",
+        "Some(previous) => self.tx.blocking_send(Ok(previous)).is_ok() || true,",
         ["tts_engine"],
     ),
 ]

@@ -73,12 +73,18 @@ enum Command {
         /// The text to speak (or use -f).
         #[arg(required_unless_present = "file", conflicts_with = "file")]
         text: Option<String>,
-        /// Read the text from a file (`-` for standard input).
+        /// Read the text from a file; `-` reads standard input as it arrives and speaks while
+        /// it is still being written (`some-llm | kyutai say -f - -o - | aplay`).
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: Option<std::path::PathBuf>,
-        /// The output WAV file.
+        /// The output WAV file; `-` streams it to standard output as it is made (a WAV header
+        /// of open-ended length, then 16-bit samples).
         #[arg(short = 'o', long = "output", default_value = "out.wav")]
         output: std::path::PathBuf,
+        /// Also write each word's start and end in the audio: JSON
+        /// (`[{"text", "start_ms", "end_ms"}]`), or SRT subtitles when FILE ends in `.srt`.
+        #[arg(long, value_name = "FILE")]
+        timings: Option<std::path::PathBuf>,
         /// The voice, e.g. expresso/ex03-ex01_happy_001_channel1_334s.wav.
         #[arg(long, value_name = "NAME")]
         voice: Option<String>,
@@ -154,12 +160,14 @@ async fn run(cli: Cli) -> Result<ExitCode, MoshiError> {
             text,
             file,
             output,
+            timings,
             voice,
             seed,
             temperature,
             cfg_coef,
         } => {
             let options = say::Options {
+                timings,
                 voice,
                 seed,
                 temperature,
@@ -334,39 +342,41 @@ mod transcribe {
 
 /// `kyutai say`.
 mod say {
-    use std::io::Read;
-    use std::path::PathBuf;
+    use std::io::{Read, Write};
+    use std::path::{Path, PathBuf};
     use std::process::ExitCode;
 
-    use fluent_voice_kyutai::audio::{WavFormat, write_wav};
-    use fluent_voice_kyutai::voice::{Speaker, TtsConversation, TtsConversationBuilder};
-    use fluent_voice_kyutai::{KyutaiEngine, KyutaiModelConfig, MoshiError};
+    use fluent_voice_kyutai::audio::{WavFormat, streaming_wav_header, write_wav};
+    use fluent_voice_kyutai::voice::{
+        Speaker, Transcript, TranscriptionSegment, TtsConversation, TtsConversationBuilder,
+        VoiceError,
+    };
+    use fluent_voice_kyutai::{KyutaiEngine, KyutaiModelConfig, MoshiError, text_channel};
     use futures::StreamExt;
 
     pub struct Options {
+        pub timings: Option<PathBuf>,
         pub voice: Option<String>,
         pub seed: Option<u64>,
         pub temperature: Option<f32>,
         pub cfg_coef: Option<f32>,
     }
 
-    fn read_text(text: Option<String>, file: Option<PathBuf>) -> Result<String, MoshiError> {
+    /// Where the text comes from.
+    enum Text {
+        Whole(String),
+        /// Standard input, read as it arrives.
+        Stdin,
+    }
+
+    fn read_text(text: Option<String>, file: Option<PathBuf>) -> Result<Text, MoshiError> {
         match (text, file) {
-            (Some(text), _) => Ok(text),
-            (None, Some(path)) if path.as_os_str() == "-" => {
-                let mut text = String::new();
-                std::io::stdin().read_to_string(&mut text).map_err(|e| {
-                    MoshiError::InvalidInput(format!(
-                        "could not read the text from standard input: {e}"
-                    ))
-                })?;
-                Ok(text)
-            }
+            (Some(text), _) => Ok(Text::Whole(text)),
+            (None, Some(path)) if path.as_os_str() == "-" => Ok(Text::Stdin),
             (None, Some(path)) => {
-                let bytes = std::fs::read(&path).map_err(|e| {
-                    MoshiError::InvalidInput(format!("could not read {}: {e}", path.display()))
-                })?;
-                String::from_utf8(bytes).map_err(|_| {
+                let bytes = std::fs::read(&path)
+                    .map_err(|e| MoshiError::io("could not read the text file", &path, e))?;
+                String::from_utf8(bytes).map(Text::Whole).map_err(|_| {
                     MoshiError::InvalidInput(format!("{} is not UTF-8 text", path.display()))
                 })
             }
@@ -374,6 +384,39 @@ mod say {
                 "give a text to say, or -f FILE (-f - for standard input)".into(),
             )),
         }
+    }
+
+    /// Reads standard input on a thread of its own, handing on each piece as it arrives (whole
+    /// UTF-8 characters only; a character split between two reads waits for its end).
+    fn stdin_pieces() -> fluent_voice_kyutai::TextStream {
+        let (tx, text) = text_channel();
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buffer = [0u8; 4096];
+            let mut held: Vec<u8> = Vec::new();
+            loop {
+                let n = match stdin.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                held.extend_from_slice(&buffer[..n]);
+                let valid = match std::str::from_utf8(&held) {
+                    Ok(text) => text.len(),
+                    Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                    // Not UTF-8: take what can be read, replacing the rest.
+                    Err(_) => held.len(),
+                };
+                let piece = String::from_utf8_lossy(&held[..valid]).into_owned();
+                held.drain(..valid);
+                if tx.send(piece).is_err() {
+                    break;
+                }
+            }
+            if !held.is_empty() {
+                let _ = tx.send(String::from_utf8_lossy(&held).into_owned());
+            }
+        });
+        text
     }
 
     pub async fn run(
@@ -385,7 +428,10 @@ mod say {
     ) -> Result<ExitCode, MoshiError> {
         let text = read_text(text, file)?;
         let engine = KyutaiEngine::with_config(config).await?;
-        let mut speaker = Speaker::speaker("kyutai").speak(text);
+        let mut speaker = Speaker::speaker("kyutai");
+        if let Text::Whole(text) = &text {
+            speaker = speaker.speak(text.as_str());
+        }
         if let Some(voice) = options.voice {
             speaker = speaker.with_voice(voice);
         }
@@ -399,20 +445,83 @@ mod say {
         if let Some(c) = options.cfg_coef {
             builder = builder.cfg_coef(c);
         }
-        let mut stream = builder.synthesize().await?.into_stream();
+        let conversation = match text {
+            Text::Whole(_) => builder.synthesize().await?,
+            Text::Stdin => builder.synthesize_stream(stdin_pieces()).await?,
+        };
+        let mut stream = conversation.into_stream();
+        let to_stdout = output.as_os_str() == "-";
+        let mut stdout = std::io::stdout().lock();
+        let stdout_error =
+            |e: std::io::Error| MoshiError::io("could not write to", "standard output", e);
         let mut samples = Vec::new();
-        let mut sample_rate = fluent_voice_kyutai::SAMPLE_RATE;
+        let mut words: Vec<TranscriptionSegment> = Vec::new();
+        let sample_rate = fluent_voice_kyutai::SAMPLE_RATE;
+        if to_stdout {
+            stdout
+                .write_all(&streaming_wav_header(sample_rate, 1))
+                .map_err(stdout_error)?;
+            stdout.flush().map_err(stdout_error)?;
+        }
+        let mut total = 0usize;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
-            sample_rate = chunk.sample_rate;
-            samples.extend_from_slice(chunk.samples());
+            words.extend(chunk.words.iter().cloned());
+            total += chunk.samples.len();
+            if to_stdout {
+                // As it is made, so that a player starts at once.
+                stdout
+                    .write_all(&chunk.to_pcm16_bytes())
+                    .map_err(stdout_error)?;
+                stdout.flush().map_err(stdout_error)?;
+            } else {
+                samples.extend_from_slice(chunk.samples());
+            }
         }
-        write_wav(&output, &samples, sample_rate, 1, WavFormat::Pcm16)?;
+        if total == 0 {
+            // Only streamed text can get here (a whole text is checked before synthesis).
+            return Err(MoshiError::InvalidInput(
+                "nothing to say: the text held no words".into(),
+            ));
+        }
+        if !to_stdout {
+            write_wav(&output, &samples, sample_rate, 1, WavFormat::Pcm16)?;
+        }
+        if let Some(path) = &options.timings {
+            write_timings(path, words, (total as u64) * 1000 / u64::from(sample_rate))?;
+        }
+        let shown = if to_stdout {
+            "standard output".into()
+        } else {
+            output.display().to_string()
+        };
         eprintln!(
-            "wrote {} ({:.2} s of audio)",
-            output.display(),
-            samples.len() as f64 / f64::from(sample_rate)
+            "wrote {shown} ({:.2} s of audio)",
+            total as f64 / f64::from(sample_rate)
         );
         Ok(ExitCode::SUCCESS)
+    }
+
+    /// `--timings FILE`: JSON, or SRT for a `.srt` file.
+    fn write_timings(
+        path: &Path,
+        words: Vec<TranscriptionSegment>,
+        duration_ms: u64,
+    ) -> Result<(), MoshiError> {
+        let srt = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("srt"));
+        let text = if srt {
+            Transcript::from_words(words, duration_ms).to_srt()
+        } else {
+            serde_json::to_string_pretty(&words).map_err(|e| {
+                MoshiError::from(VoiceError::other_caused_by(
+                    "could not write the timings",
+                    e,
+                ))
+            })? + "\n"
+        };
+        std::fs::write(path, text)
+            .map_err(|e| MoshiError::io("could not write the timings to", path, e))
     }
 }
