@@ -21,6 +21,7 @@ variants. Keep the list in step with the code when the code moves.
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -144,7 +145,12 @@ def cargo_test(tests: list[str]) -> tuple[bool, list[str], str]:
     return built, failing, output
 
 
-def apply(mutation: Mutation) -> str:
+def backup_of(path: Path) -> Path:
+    return path.with_name(path.name + ".mutation-backup")
+
+
+def apply(mutation: Mutation) -> None:
+    """Writes the mutated source, after a backup copy of the original (see `restore`)."""
     path = ROOT / mutation.file
     original = path.read_text()
     count = original.count(mutation.old)
@@ -153,8 +159,15 @@ def apply(mutation: Mutation) -> str:
             f"mutation {mutation.name!r}: {mutation.old!r} occurs {count} times in "
             f"{mutation.file}, not once: update tools/mutation_check.py"
         )
+    shutil.copy2(path, backup_of(path))
     path.write_text(original.replace(mutation.old, mutation.new))
-    return original
+
+
+def restore(path: Path) -> None:
+    """Puts the backup back by renaming it (which needs no disk space, so it works on a full
+    disk too) and marks the file changed now, so that cargo rebuilds what the mutant built."""
+    os.replace(backup_of(path), path)
+    os.utime(path)
 
 
 def main() -> int:
@@ -172,6 +185,11 @@ def main() -> int:
     if not selected:
         print("no mutation matches", file=sys.stderr)
         return 2
+    # A run killed before it could restore leaves its backup: put it back first.
+    for path in sorted({ROOT / m.file for m in MUTATIONS}):
+        if backup_of(path).exists():
+            print(f"restoring {path.relative_to(ROOT)} left mutated by an interrupted run")
+            restore(path)
 
     if not args.no_baseline:
         tests = sorted({t for m in selected for t in m.tests})
@@ -186,11 +204,11 @@ def main() -> int:
     for mutation in selected:
         print(f"mutation: {mutation.name} ...", flush=True)
         started = time.monotonic()
-        original = apply(mutation)
+        apply(mutation)
         try:
             built, failing, output = cargo_test(mutation.tests)
         finally:
-            (ROOT / mutation.file).write_text(original)
+            restore(ROOT / mutation.file)
         seconds = time.monotonic() - started
         if not built:
             print(output[-3000:])
