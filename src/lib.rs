@@ -62,7 +62,10 @@ pub use models::{
     KyutaiModelConfig, KyutaiModelManager, KyutaiModelPaths, SttModelPaths, TtsModelPaths,
 };
 pub use provider::{ConfigureError, ConfigureErrorKind, Kyutai};
-pub use stt::{AudioDuration, KyutaiSttBuilder, KyutaiSttConversation, SttModel};
+pub use stt::{
+    AudioDuration, BoxEventStream, EndOfTurnSettings, KyutaiSttBuilder, KyutaiSttConversation,
+    SttModel,
+};
 pub use tts::{
     KyutaiTtsBuilder, KyutaiTtsConversation, TextSender, TextStream, TtsModel, text_channel,
 };
@@ -76,8 +79,8 @@ pub mod prelude {
     pub use crate::provider::Kyutai;
     pub use crate::voice::{
         AudioChunk, FluentVoice, Language, Speaker, SpeakerBuilder, SpeechSource, SttConversation,
-        SttConversationBuilder, SttEngine, Transcript, TranscriptionSegment, TtsConversation,
-        TtsConversationBuilder, TtsEngine, VoiceError, VoiceId,
+        SttConversationBuilder, SttEngine, Transcript, TranscriptEvent, TranscriptionSegment,
+        TtsConversation, TtsConversationBuilder, TtsEngine, VoiceError, VoiceId,
     };
 }
 
@@ -114,7 +117,9 @@ pub mod internals {
         }
     }
     pub mod stt {
-        pub use crate::stt::{FRAME_SAMPLES, SttConfig, transcribe_blocking};
+        pub use crate::stt::{
+            FRAME_SAMPLES, SttConfig, transcribe_blocking, transcribe_events_blocking,
+        };
     }
     pub mod tts {
         pub use crate::tts::{

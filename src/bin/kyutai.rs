@@ -292,9 +292,7 @@ mod transcribe {
     use std::path::PathBuf;
     use std::process::ExitCode;
 
-    use fluent_voice_kyutai::voice::{
-        SpeechSource, SttConversation, SttConversationBuilder, Transcript,
-    };
+    use fluent_voice_kyutai::voice::{SpeechSource, SttConversation, SttConversationBuilder};
     use fluent_voice_kyutai::{KyutaiEngine, KyutaiModelConfig, MoshiError};
     use futures::StreamExt;
 
@@ -316,25 +314,25 @@ mod transcribe {
             .with_source(SpeechSource::from_file(audio))
             .listen()
             .await?;
-        let duration = conversation.audio_duration();
-        let mut stream = conversation.into_stream();
-        let mut words = Vec::new();
         let mut out = std::io::stdout().lock();
-        while let Some(word) = stream.next().await {
-            let word = word?;
-            if let Format::Text = format {
-                // Printed as recognised, so that a long file shows progress.
-                let sep = if words.is_empty() { "" } else { " " };
-                let _ = write!(out, "{sep}{}", word.text);
-                let _ = out.flush();
-            }
-            words.push(word);
-        }
-        let transcript = Transcript::from_words(words, duration.ms().unwrap_or(0));
         let _ = match format {
-            Format::Text => writeln!(out),
-            Format::Json => writeln!(out, "{}", serde_json::json!(transcript)),
-            Format::Srt => write!(out, "{}", transcript.to_srt()),
+            Format::Text => {
+                // Printed as recognised, so that a long file shows progress.
+                let mut words = conversation.into_stream();
+                let mut sep = "";
+                while let Some(word) = words.next().await {
+                    let _ = write!(out, "{sep}{}", word?.text);
+                    let _ = out.flush();
+                    sep = " ";
+                }
+                writeln!(out)
+            }
+            Format::Json => writeln!(
+                out,
+                "{}",
+                serde_json::json!(conversation.transcript().await?)
+            ),
+            Format::Srt => write!(out, "{}", conversation.transcript().await?.to_srt()),
         };
         Ok(ExitCode::SUCCESS)
     }

@@ -8,12 +8,14 @@
 
 mod builder;
 mod config;
+mod end_of_turn;
 mod model;
 mod source;
 mod transcriber;
 
-pub use builder::{AudioDuration, KyutaiSttBuilder, KyutaiSttConversation};
+pub use builder::{AudioDuration, BoxEventStream, KyutaiSttBuilder, KyutaiSttConversation};
 pub use config::SttConfig;
+pub use end_of_turn::EndOfTurnSettings;
 pub use model::SttModel;
-pub use source::transcribe_blocking;
+pub use source::{transcribe_blocking, transcribe_events_blocking};
 pub use transcriber::FRAME_SAMPLES;

@@ -7,10 +7,11 @@ use candle_core::{Device, Tensor};
 use moshi::asr::{AsrMsg, State};
 
 use super::config::{FRAME_RATE, SttConfig};
+use super::end_of_turn::{EndOfTurn, EndOfTurnSettings};
 use crate::codec::SAMPLE_RATE;
 use crate::error::MoshiError;
 use crate::text::Tokenizer;
-use crate::voice::TranscriptionSegment;
+use crate::voice::{TranscriptEvent, TranscriptionSegment};
 
 /// Samples per model step: 80 ms at 24 kHz (one Mimi frame).
 pub const FRAME_SAMPLES: usize = 1920;
@@ -22,7 +23,8 @@ const TAIL_SECONDS: f64 = 1.0;
 /// Streaming speech-to-text for one audio stream.
 ///
 /// Feed 24 kHz mono samples in chunks of any size with [`push`](Self::push); each call returns
-/// the words the model has decided so far. [`finish`](Self::finish) pads the end with silence
+/// what the model has decided so far: words, and (for models with voice-activity heads) each
+/// step's pause probabilities and the ends of turns ([`EndOfTurn`]). [`finish`](Self::finish) pads the end with silence
 /// (the model's delay plus a second) and returns the last words. Word timings follow the
 /// `moshi` crate's `asr::State`: a word starts at the end-of-padding token that precedes it and
 /// ends at the next one (or when the next word starts, or at the end of the audio), minus the
@@ -41,6 +43,7 @@ pub struct Transcriber {
     audio_samples: u64,
     pending: Option<(String, f64)>,
     trace: Option<RefCell<Trace>>,
+    end_of_turn: EndOfTurn,
 }
 
 /// What [`Transcriber::record_text_tokens`] records, per step.
@@ -73,7 +76,13 @@ impl Transcriber {
             audio_samples: 0,
             pending: None,
             trace: None,
+            end_of_turn: EndOfTurn::new(EndOfTurnSettings::default()),
         }
+    }
+
+    /// Uses `settings` for the end-of-turn rule.
+    pub(crate) fn set_end_of_turn(&mut self, settings: EndOfTurnSettings) {
+        self.end_of_turn = EndOfTurn::new(settings);
     }
 
     /// Records the text token the model picks and the audio codes it is fed at every step (see
@@ -112,8 +121,8 @@ impl Transcriber {
         self.state.model_step_idx()
     }
 
-    /// Feeds 24 kHz mono samples; returns the words decided so far.
-    pub fn push(&mut self, samples: &[f32]) -> Result<Vec<TranscriptionSegment>, MoshiError> {
+    /// Feeds 24 kHz mono samples; returns what was decided so far.
+    pub fn push(&mut self, samples: &[f32]) -> Result<Vec<TranscriptEvent>, MoshiError> {
         if self.finished {
             return Err(MoshiError::InvalidInput(
                 "audio pushed after the end of the transcription".into(),
@@ -132,7 +141,7 @@ impl Transcriber {
     /// Ends the audio: pads it with silence so the model decides its last words, and returns
     /// them. Audio without a single sample is an error (there is nothing to transcribe);
     /// silence is not (it gives no words).
-    pub fn finish(&mut self) -> Result<Vec<TranscriptionSegment>, MoshiError> {
+    pub fn finish(&mut self) -> Result<Vec<TranscriptEvent>, MoshiError> {
         if self.audio_samples == 0 {
             return Err(MoshiError::InvalidInput(
                 "the audio holds no samples (0 seconds): there is nothing to transcribe".into(),
@@ -147,7 +156,7 @@ impl Transcriber {
         self.finished = true;
         if let Some((text, start)) = self.pending.take() {
             let end = self.now();
-            words.extend(self.segment(text, start, end));
+            self.word(text, start, end, &mut words);
         }
         Ok(words)
     }
@@ -155,7 +164,7 @@ impl Transcriber {
     fn feed_silence(
         &mut self,
         n: usize,
-        words: &mut Vec<TranscriptionSegment>,
+        words: &mut Vec<TranscriptEvent>,
     ) -> Result<(), MoshiError> {
         let zeros = [0.0f32; FRAME_SAMPLES];
         let mut left = n;
@@ -170,7 +179,7 @@ impl Transcriber {
     fn feed(
         &mut self,
         mut samples: &[f32],
-        words: &mut Vec<TranscriptionSegment>,
+        words: &mut Vec<TranscriptEvent>,
     ) -> Result<(), MoshiError> {
         while !samples.is_empty() {
             let take = (FRAME_SAMPLES - self.frame.len()).min(samples.len());
@@ -185,7 +194,7 @@ impl Transcriber {
     }
 
     /// One model step on the 1920 samples in `self.frame`.
-    fn step(&mut self, words: &mut Vec<TranscriptionSegment>) -> Result<(), MoshiError> {
+    fn step(&mut self, events: &mut Vec<TranscriptEvent>) -> Result<(), MoshiError> {
         let inference = |e: candle_core::Error| MoshiError::Inference {
             message: e.to_string(),
             source: Some(Arc::new(e)),
@@ -219,19 +228,50 @@ impl Transcriber {
                 } => {
                     if let Some((text, start)) = self.pending.take() {
                         let end = self.now();
-                        words.extend(self.segment(text, start, end));
+                        self.word(text, start, end, events);
                     }
                     self.pending = Some((self.tokenizer.decode(&tokens), start_time));
                 }
                 AsrMsg::EndWord { stop_time, .. } => {
                     if let Some((text, start)) = self.pending.take() {
-                        words.extend(self.segment(text, start, stop_time));
+                        self.word(text, start, stop_time, events);
                     }
                 }
-                AsrMsg::Step { .. } => {}
+                AsrMsg::Step { prs, .. } => {
+                    // One value per head for the one stream of this state (batch of 1).
+                    let pause_probabilities: Vec<f32> = prs
+                        .iter()
+                        .filter_map(|head| head.first().copied())
+                        .collect();
+                    let time_ms = self.heard_ms();
+                    let ends = self.end_of_turn.on_step(&pause_probabilities);
+                    events.push(TranscriptEvent::VoiceActivity {
+                        time_ms,
+                        pause_probabilities,
+                    });
+                    if ends {
+                        events.push(TranscriptEvent::EndOfTurn { time_ms });
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// A finished word, as an event (and as speech, for the end-of-turn rule).
+    fn word(&mut self, text: String, start: f64, end: f64, events: &mut Vec<TranscriptEvent>) {
+        if let Some(word) = self.segment(text, start, end) {
+            self.end_of_turn.on_word();
+            events.push(TranscriptEvent::Word(word));
+        }
+    }
+
+    /// How much of the caller's audio the model has heard: the steps run, less the silence
+    /// prefix, within the audio pushed.
+    fn heard_ms(&self) -> u64 {
+        let steps_ms = self.state.model_step_idx() as f64 * 1000.0 / FRAME_RATE;
+        let heard = (steps_ms - self.prefix_seconds * 1000.0).max(0.0).round() as u64;
+        heard.min(self.duration_ms())
     }
 
     /// The time the model has reached, in seconds of the padded stream.
