@@ -2,6 +2,8 @@
 //! French; others are `Unsupported`), word timestamps (off: phrases timed as a whole), speed
 //! (Kyutai's models have one speed), and non-finite input.
 
+#[path = "support/stt_tiny.rs"]
+mod stt_tiny;
 mod support;
 
 use fluent_voice_kyutai::KyutaiEngine;
@@ -10,7 +12,6 @@ use fluent_voice_kyutai::voice::{
     TranscriptionSegment, TtsConversation, TtsConversationBuilder, VoiceError,
 };
 use futures::StreamExt;
-use support::stt_tiny;
 use support::*;
 
 const AUDIO: &str = "tests/fixtures/stt_parity/speech.wav";

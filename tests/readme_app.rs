@@ -4,10 +4,11 @@
 
 #[path = "../examples/app.rs"]
 mod app;
+#[path = "support/stt_tiny.rs"]
+mod stt_tiny;
 mod support;
 
 use fluent_voice_kyutai::Kyutai;
-use support::stt_tiny;
 use support::*;
 
 /// The blocks of `examples/app.rs` between `// README: <name>` and `// README: end`.

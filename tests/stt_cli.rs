@@ -1,11 +1,13 @@
 //! `kyutai transcribe` as a separate process against the loopback hub, and `Kyutai::stt()`
 //! (the process-wide provider).
 
+#[path = "support/stt_tiny.rs"]
+mod stt_tiny;
 mod support;
 
 use std::path::Path;
 use std::process::Output;
-use support::{stt_reference, stt_tiny};
+use support::stt_reference;
 
 use fluent_voice_kyutai::Kyutai;
 use fluent_voice_kyutai::voice::{

@@ -13,6 +13,8 @@
 //! the audio: a word time that kept the prefix, or lost it twice, would leave the audio and
 //! could not be clamped back onto the reference's.
 
+#[path = "support/stt_tiny.rs"]
+mod stt_tiny;
 mod support;
 
 use candle_core::{DType, Device, Tensor};
@@ -24,7 +26,7 @@ use fluent_voice_kyutai::voice::{
 use futures::StreamExt;
 use stt_reference::{AUDIO, case, expected_words, u32s};
 use support::TestHub;
-use support::{stt_reference, stt_tiny, tiny};
+use support::{stt_reference, tiny};
 
 type Repo = Vec<(String, Vec<u8>)>;
 

@@ -1,11 +1,13 @@
 //! The STT pipeline end to end on tiny models served by the loopback hub: every input form,
 //! streaming delivery, load-once sharing, concurrency, and bad input.
 
+#[path = "support/stt_tiny.rs"]
+mod stt_tiny;
 mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
-use support::{stt_reference, stt_tiny, tiny};
+use support::{stt_reference, tiny};
 
 use fluent_voice_kyutai::KyutaiEngine;
 use fluent_voice_kyutai::audio::wav_bytes;

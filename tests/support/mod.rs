@@ -3,7 +3,6 @@
 
 pub mod hub;
 pub mod stt_reference;
-pub mod stt_tiny;
 pub mod tiny;
 
 use std::collections::BTreeMap;
