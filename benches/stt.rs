@@ -47,12 +47,14 @@ fn tiny_model(dir: &Path) -> SttModel {
         tokenizer: dir.join(tiny::STT_TOKENIZER_NAME),
         mimi_config: Some(dir.join("mimi_config.json")),
     };
-    SttModel::load(&paths, &Device::Cpu, DType::F32).unwrap()
+    SttModel::load(&paths, &Device::Cpu, DType::F32, 1).unwrap()
 }
 
 /// The pipeline on `clip`; returns the number of model steps it ran.
 fn pipeline(model: &SttModel, clip: &[f32]) -> usize {
-    let mut t = model.transcriber().unwrap();
+    let mut t = model
+        .transcriber(fluent_voice_kyutai::models::WhenBusy::Wait)
+        .unwrap();
     transcribe_blocking(
         SpeechSource::from_pcm(clip.to_vec(), 24_000, 1),
         &mut t,
@@ -74,13 +76,14 @@ fn bare(
     steps: usize,
 ) {
     let mut state = moshi::asr::State::new(1, delay, 0.0, mimi.clone(), lm.clone()).unwrap();
+    let mask = moshi::StreamMask::new(vec![true], &Device::Cpu).unwrap();
     let zeros = [0.0f32; FRAME_SAMPLES];
     for k in 0..steps {
         let frame = clip
             .get(k * FRAME_SAMPLES..(k + 1) * FRAME_SAMPLES)
             .unwrap_or(&zeros);
         let pcm = Tensor::from_slice(frame, (1, 1, FRAME_SAMPLES), &Device::Cpu).unwrap();
-        let msgs = state.step_pcm(pcm, None, &().into(), |_, _, _| ()).unwrap();
+        let msgs = state.step_pcm(pcm, None, &mask, |_, _, _| ()).unwrap();
         std::hint::black_box(msgs);
     }
 }
@@ -137,7 +140,8 @@ fn bare_parts(dir: &Path) -> (moshi::lm::LmModel, moshi::mimi::Mimi) {
         )
         .unwrap()
     };
-    let lm = moshi::lm::LmModel::new(
+    let lm = moshi::lm::LmModel::batched(
+        1,
         &config.lm_config(),
         moshi::nn::MaybeQuantizedVarBuilder::Real(vb),
     )
@@ -148,6 +152,7 @@ fn bare_parts(dir: &Path) -> (moshi::lm::LmModel, moshi::mimi::Mimi) {
         config.n_q,
         &Device::Cpu,
         DType::F32,
+        Some(1),
     )
     .unwrap();
     (lm, mimi)
@@ -176,7 +181,8 @@ fn rtf_1b(c: &mut Criterion) {
     let varmap = candle_nn::VarMap::new();
     let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let setup = Instant::now();
-    let lm = moshi::lm::LmModel::new(
+    let lm = moshi::lm::LmModel::batched(
+        1,
         &config.lm_config(),
         moshi::nn::MaybeQuantizedVarBuilder::Real(vb),
     )
@@ -194,7 +200,7 @@ fn rtf_1b(c: &mut Criterion) {
         setup.elapsed()
     );
     let tokenizer = Tokenizer::from_file("tests/fixtures/tiny_spm.model").unwrap();
-    let model = SttModel::from_parts(config, lm, mimi, tokenizer, device);
+    let model = SttModel::from_parts(config, lm, mimi, tokenizer, device, 1).unwrap();
     // 1 s of audio: with the model's padding, 26 steps.
     let clip: Vec<f32> = clip()[..24_000].to_vec();
     let steps = pipeline(&model, &clip);

@@ -54,7 +54,8 @@ pub fn weight_dtype(device: &Device, configured: Option<crate::models::DType>) -
 }
 
 /// Loads Mimi from its safetensors `weights`, configured by `config_json` when the repository has
-/// one (else the standard Mimi), with `num_codebooks` codebooks (the LM's `n_q`).
+/// one (else the standard Mimi), with `num_codebooks` codebooks (the LM's `n_q`); `batch` items
+/// with a state each (batched streaming, every step masked), or one without masks (`None`).
 ///
 /// Mimi is always run in f32 (as Kyutai's own Rust server does): it is small next to the
 /// language model, and its convolutions are sensitive to reduced precision. `dtype` is the
@@ -70,6 +71,7 @@ pub fn weight_dtype(device: &Device, configured: Option<crate::models::DType>) -
 ///     32,
 ///     &Device::Cpu,
 ///     DType::F32,
+///     None, // one stream, unbatched
 /// )?;
 /// # Ok::<(), fluent_voice_kyutai::MoshiError>(())
 /// ```
@@ -79,6 +81,7 @@ pub fn load_mimi(
     num_codebooks: usize,
     device: &Device,
     dtype: DType,
+    batch: Option<usize>,
 ) -> Result<Mimi, MoshiError> {
     let config = match config_json {
         Some(path) => {
@@ -94,7 +97,11 @@ pub fn load_mimi(
     // place (new downloads go to new blobs), so the mapping stays valid.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], dtype, device) }
         .map_err(|e| MoshiError::invalid_file(weights, format!("cannot read safetensors: {e}")))?;
-    Mimi::new(config, vb).map_err(|e| {
+    match batch {
+        Some(size) => Mimi::batched(size, config, vb),
+        None => Mimi::new(config, vb),
+    }
+    .map_err(|e| {
         MoshiError::invalid_file(
             weights,
             format!("the Mimi weights do not match the Mimi config: {e}"),

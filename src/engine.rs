@@ -149,12 +149,19 @@ impl KyutaiEngine {
     /// every conversation of this engine shares it.
     pub async fn stt_model(&self) -> Result<Arc<SttModel>> {
         let paths = self.ensure_stt().await?.clone();
+        let batch_size = self.inner.manager.config().batch_size;
         self.load_once(
             &self.inner.stt_model,
             "loading the STT model",
-            move |device, dtype| SttModel::load(&paths, device, dtype),
+            move |device, dtype| SttModel::load(&paths, device, dtype, batch_size),
         )
         .await
+    }
+
+    /// `(used, total)` slots of the speech-to-text batch, once the model is loaded: how many
+    /// conversations run now, and how many can run at once (`KyutaiModelConfig::batch_size`).
+    pub fn stt_slots(&self) -> Option<(usize, usize)> {
+        self.inner.stt_model.get().map(|model| model.slots())
     }
 
     /// Loads a model into `cell` once, on a blocking thread, on the configured device.

@@ -216,6 +216,19 @@ pub enum MoshiError {
     #[error("{0}")]
     Unsupported(String),
 
+    /// Every slot of the engine's batch is serving a conversation, and the configuration says
+    /// not to wait ([`WhenBusy::Fail`](crate::models::WhenBusy::Fail)).
+    #[error(
+        "no free channels: all {slots} {what} slots of this engine are in use; try again when a \
+         conversation ends, or raise KyutaiModelConfig::batch_size"
+    )]
+    Busy {
+        /// Which model: "speech-to-text" or "text-to-speech".
+        what: String,
+        /// The engine's slots (its batch size).
+        slots: usize,
+    },
+
     /// Running the model failed.
     #[error("inference failed: {message}")]
     Inference {
@@ -290,6 +303,7 @@ impl MoshiError {
             MoshiError::Network { .. } | MoshiError::UnexpectedStatus { .. } => {
                 VoiceError::Network { message, source }
             }
+            MoshiError::Busy { .. } => VoiceError::Busy { message, source },
             MoshiError::InvalidInput(reason) => VoiceError::InvalidInput(reason.clone()),
             MoshiError::InvalidConfig(reason) => VoiceError::Configuration(reason.clone()),
             MoshiError::Unsupported(reason) => VoiceError::Unsupported(reason.clone()),

@@ -24,7 +24,7 @@ fn mimi() -> Mimi {
     let config = dir.path().join("mimi_config.json");
     std::fs::write(&weights, tiny::mimi_safetensors()).unwrap();
     std::fs::write(&config, tiny::json_bytes(&tiny::mimi_config())).unwrap();
-    load_mimi(&weights, Some(&config), N_Q, &Device::Cpu, DType::F32).unwrap()
+    load_mimi(&weights, Some(&config), N_Q, &Device::Cpu, DType::F32, None).unwrap()
 }
 
 fn decode(mimi: &mut Mimi, codes: &[Vec<u32>]) -> Vec<f32> {

@@ -304,7 +304,9 @@ async fn the_silence_prefix_is_fed_and_taken_off_the_timings() {
     ))
     .await;
     let model = s.engine.stt_model().await.unwrap();
-    let mut transcriber = model.transcriber().unwrap();
+    let mut transcriber = model
+        .transcriber(fluent_voice_kyutai::models::WhenBusy::Wait)
+        .unwrap();
     let mut words = Vec::new();
     fluent_voice_kyutai::internals::stt::transcribe_blocking(
         SpeechSource::from_file(AUDIO),
@@ -321,7 +323,7 @@ async fn the_silence_prefix_is_fed_and_taken_off_the_timings() {
         .stt_model()
         .await
         .unwrap()
-        .transcriber()
+        .transcriber(fluent_voice_kyutai::models::WhenBusy::Wait)
         .unwrap();
     fluent_voice_kyutai::internals::stt::transcribe_blocking(
         SpeechSource::from_file(AUDIO),

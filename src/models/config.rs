@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::progress::{ProgressCallback, ProgressEvent};
+pub use crate::stt::WhenBusy;
 
 /// The public TTS model (Delayed Streams Modeling, English and French).
 pub const DEFAULT_TTS_REPO: &str = "kyutai/tts-1.6b-en_fr";
@@ -21,6 +22,8 @@ pub const DEFAULT_STT_REPO: &str = "kyutai/stt-1b-en_fr-candle";
 pub const DEFAULT_VOICES_REPO: &str = "kyutai/tts-voices";
 /// The voice the Python reference uses by default.
 pub const DEFAULT_VOICE: &str = "expresso/ex03-ex01_happy_001_channel1_334s.wav";
+/// Conversations per model that share a batched step by default (a laptop's share of memory).
+pub const DEFAULT_BATCH_SIZE: usize = 4;
 /// The endpoint used when neither the config nor `HF_ENDPOINT` names one.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
@@ -143,6 +146,12 @@ pub struct KyutaiModelConfig {
     /// progress, before reporting it as stuck (a holder that makes progress is waited for as long
     /// as it takes; one that died has released the lock already).
     pub lock_stale_after: Duration,
+    /// Conversations of each model that run at the same time, in one batched step: the slots of
+    /// the engine's batch. Each slot keeps its own attention cache (about 200 MB for the 1B STT
+    /// in f32), so memory grows with it; on a CPU a batched step costs little more than one.
+    pub batch_size: usize,
+    /// What a conversation does when every slot is taken: wait for one, or fail.
+    pub when_busy: WhenBusy,
     /// Per-file overrides for the TTS repository: `hf://org/repo/path` or `file:///abs/path`.
     pub tts_files: BTreeMap<ModelFile, String>,
     /// Per-file overrides for the STT repository.
@@ -177,6 +186,8 @@ impl Default for KyutaiModelConfig {
             // retries' backoff, or a Retry-After (capped at two minutes), or re-hashing a large
             // partial file before resuming it.
             lock_stale_after: Duration::from_secs(300),
+            batch_size: DEFAULT_BATCH_SIZE,
+            when_busy: WhenBusy::Wait,
             tts_files: BTreeMap::new(),
             stt_files: BTreeMap::new(),
         }
@@ -309,6 +320,17 @@ impl KyutaiModelConfig {
         self.lock_stale_after = timeout;
         self
     }
+    /// How many conversations of each model run at the same time, sharing one batched step
+    /// (default 4; at least 1). Each takes a slot with its own attention cache.
+    pub fn batch_size(mut self, slots: usize) -> Self {
+        self.batch_size = slots.max(1);
+        self
+    }
+    /// What a conversation does when every slot is taken (default: wait for one).
+    pub fn when_busy(mut self, when_busy: WhenBusy) -> Self {
+        self.when_busy = when_busy;
+        self
+    }
     /// Overrides one TTS file: `hf://org/repo/path/in/repo` or `file:///abs/path`.
     pub fn tts_file(mut self, file: ModelFile, location: impl Into<String>) -> Self {
         self.tts_files.insert(file, location.into());
@@ -349,6 +371,8 @@ impl fmt::Debug for KyutaiModelConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("read_timeout", &self.read_timeout)
             .field("lock_stale_after", &self.lock_stale_after)
+            .field("batch_size", &self.batch_size)
+            .field("when_busy", &self.when_busy)
             .field("tts_files", &self.tts_files)
             .field("stt_files", &self.stt_files)
             .finish_non_exhaustive()

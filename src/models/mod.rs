@@ -11,7 +11,9 @@ mod progress;
 pub(crate) mod repo_config;
 pub(crate) mod verify;
 
-pub use config::{DType, Device, KyutaiModelConfig, ModelFile, ProgressMode, ResolvedSettings};
+pub use config::{
+    DType, Device, KyutaiModelConfig, ModelFile, ProgressMode, ResolvedSettings, WhenBusy,
+};
 pub use inventory::{CachedFile, FileState};
 pub use manager::{FetchedFile, KyutaiModelManager};
 pub use paths::{KyutaiModelPaths, SttModelPaths, TtsModelPaths};

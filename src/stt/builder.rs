@@ -104,7 +104,14 @@ impl SttConversationBuilder for KyutaiSttBuilder {
         // Open (probe) the audio before answering, so that a missing or unreadable file fails
         // here rather than as the first item of the stream.
         let opened = blocking("opening the audio", move || OpenedSource::open(source)).await?;
-        let mut transcriber = model.transcriber()?;
+        // A slot of the model's batch: waiting for one (or failing) as configured, off the
+        // async threads.
+        let when_busy = engine.manager().config().when_busy;
+        let slot_model = model.clone();
+        let mut transcriber = blocking("waiting for a free slot", move || {
+            slot_model.transcriber(when_busy)
+        })
+        .await?;
         transcriber.set_end_of_turn(self.end_of_turn);
         let duration = AudioDuration::default();
         let duration_out = duration.clone();

@@ -6,6 +6,7 @@
 //! `moshi` crate's `asr::State`, and turn the text tokens into timed words as the model emits
 //! them.
 
+mod batch;
 mod builder;
 mod config;
 mod end_of_turn;
@@ -13,6 +14,7 @@ mod model;
 mod source;
 mod transcriber;
 
+pub use batch::WhenBusy;
 pub use builder::{AudioDuration, BoxEventStream, KyutaiSttBuilder, KyutaiSttConversation};
 pub use config::SttConfig;
 pub use end_of_turn::EndOfTurnSettings;

@@ -7,6 +7,7 @@ use candle_nn::VarBuilder;
 use moshi::lm::LmModel;
 use moshi::mimi::Mimi;
 
+use super::batch::{SttBatch, WhenBusy};
 use super::config::SttConfig;
 use super::transcriber::Transcriber;
 use crate::error::MoshiError;
@@ -22,7 +23,9 @@ use crate::text::Tokenizer;
 /// Applications get one from [`KyutaiEngine::stt_model`](crate::KyutaiEngine::stt_model), for
 /// example to load the model before the first request; its workings are the crate's own.
 pub struct SttModel {
-    lm: LmModel,
+    /// The stepping loop every conversation of this model runs in (its slots are the batch).
+    batch: SttBatch,
+    /// Mimi as loaded: each conversation encodes with a copy (weights shared, state its own).
     mimi: Mimi,
     tokenizer: Arc<Tokenizer>,
     config: SttConfig,
@@ -30,13 +33,14 @@ pub struct SttModel {
 }
 
 impl SttModel {
-    /// Loads the files of an STT repository on `device`, with the LM weights as `dtype`
-    /// (Mimi stays f32).
+    /// Loads the files of an STT repository on `device`, with the LM weights as `dtype` (Mimi
+    /// stays f32), for `batch_size` conversations at a time.
     #[doc(hidden)]
     pub fn load(
         paths: &SttModelPaths,
         device: &Device,
         dtype: DType,
+        batch_size: usize,
     ) -> Result<SttModel, MoshiError> {
         let config = SttConfig::from_file(&paths.config)?;
         let tokenizer = Tokenizer::from_file(&paths.tokenizer)?;
@@ -57,6 +61,7 @@ impl SttModel {
             config.n_q,
             device,
             DType::F32,
+            None,
         )?;
         // SAFETY: read-only mapping of a cache file that is never rewritten in place.
         let vb =
@@ -67,7 +72,8 @@ impl SttModel {
                         format!("cannot read safetensors: {e}"),
                     )
                 })?;
-        let lm = LmModel::new(
+        let lm = LmModel::batched(
+            batch_size,
             &config.lm_config(),
             moshi::nn::MaybeQuantizedVarBuilder::Real(vb),
         )
@@ -77,16 +83,11 @@ impl SttModel {
                 format!("the weights do not match config.json: {e}"),
             )
         })?;
-        Ok(SttModel {
-            lm,
-            mimi,
-            tokenizer: Arc::new(tokenizer),
-            config,
-            device: device.clone(),
-        })
+        SttModel::from_parts(config, lm, mimi, tokenizer, device.clone(), batch_size)
     }
 
-    /// A model from parts already built (custom loading, benchmarks with random weights).
+    /// A model from parts already built (custom loading, benchmarks with random weights): `lm`
+    /// built batched for `batch_size` (`LmModel::batched`), `mimi` not (`Mimi::new`).
     #[doc(hidden)]
     pub fn from_parts(
         config: SttConfig,
@@ -94,36 +95,50 @@ impl SttModel {
         mimi: Mimi,
         tokenizer: Tokenizer,
         device: Device,
-    ) -> SttModel {
-        SttModel {
-            lm,
+        batch_size: usize,
+    ) -> Result<SttModel, MoshiError> {
+        // The state's own Mimi is not used to encode (each conversation has its own); it is
+        // there because the state takes one.
+        let state = moshi::asr::State::new(batch_size, config.delay_steps(), 0.0, mimi.clone(), lm)
+            .map_err(|e| MoshiError::Inference {
+                message: format!("could not start the STT state: {e}"),
+                source: Some(Arc::new(e)),
+            })?;
+        Ok(SttModel {
+            batch: SttBatch::start(state, device.clone()),
             mimi,
             tokenizer: Arc::new(tokenizer),
             config,
             device,
-        }
+        })
     }
 
-    /// A fresh streaming transcriber sharing this model's weights.
+    /// A streaming transcriber in a free slot of this model's batch, waiting for one (or
+    /// failing, as `when_busy` says) when all are taken. Blocking.
     #[doc(hidden)]
-    pub fn transcriber(&self) -> Result<Transcriber, MoshiError> {
-        let state = moshi::asr::State::new(
-            1,
-            self.config.delay_steps(),
-            0.0,
-            self.mimi.clone(),
-            self.lm.clone(),
-        )
-        .map_err(|e| MoshiError::Inference {
-            message: format!("could not start the STT state: {e}"),
-            source: None,
-        })?;
+    pub fn transcriber(&self, when_busy: WhenBusy) -> Result<Transcriber, MoshiError> {
+        let slot = self.batch.acquire(when_busy)?;
+        let mut mimi = self.mimi.clone();
+        mimi.reset_state();
         Ok(Transcriber::new(
-            state,
+            slot,
+            mimi,
             self.tokenizer.clone(),
             &self.config,
             self.device.clone(),
         ))
+    }
+
+    /// `(used, total)` slots of the batch.
+    pub fn slots(&self) -> (usize, usize) {
+        (self.batch.used(), self.batch.size())
+    }
+
+    /// `(steps, slot-steps)` run so far; their ratio is the mean number of conversations per
+    /// step.
+    #[doc(hidden)]
+    pub fn step_counters(&self) -> (u64, u64) {
+        self.batch.counters()
     }
 
     /// The model's tokenizer.

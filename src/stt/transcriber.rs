@@ -4,8 +4,10 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use moshi::asr::{AsrMsg, State};
+use moshi::asr::AsrMsg;
+use moshi::mimi::Mimi;
 
+use super::batch::Slot;
 use super::config::{FRAME_RATE, SttConfig};
 use super::end_of_turn::{EndOfTurn, EndOfTurnSettings};
 use crate::codec::SAMPLE_RATE;
@@ -30,9 +32,14 @@ const TAIL_SECONDS: f64 = 1.0;
 /// ends at the next one (or when the next word starts, or at the end of the audio), minus the
 /// model's text delay and the silence prefix, clamped to the audio.
 pub struct Transcriber {
-    state: State,
-    tokenizer: Arc<Tokenizer>,
+    /// This stream's item of the model's batch.
+    slot: Slot,
+    /// This stream's audio encoder.
+    mimi: Mimi,
     device: Device,
+    /// Steps this stream has run.
+    steps: usize,
+    tokenizer: Arc<Tokenizer>,
     frame: Vec<f32>,
     prefix_samples: usize,
     delay_steps: usize,
@@ -55,7 +62,8 @@ struct Trace {
 
 impl Transcriber {
     pub(crate) fn new(
-        state: State,
+        slot: Slot,
+        mimi: Mimi,
         tokenizer: Arc<Tokenizer>,
         config: &SttConfig,
         device: Device,
@@ -63,9 +71,11 @@ impl Transcriber {
         let rate = f64::from(SAMPLE_RATE);
         let settings = config.stt_config;
         Transcriber {
-            state,
-            tokenizer,
+            slot,
+            mimi,
             device,
+            steps: 0,
+            tokenizer,
             frame: Vec::with_capacity(FRAME_SAMPLES),
             prefix_samples: (settings.audio_silence_prefix_seconds * rate).round() as usize,
             delay_steps: config.delay_steps(),
@@ -85,7 +95,7 @@ impl Transcriber {
         self.end_of_turn = EndOfTurn::new(settings);
     }
 
-    /// Records the text token the model picks and the audio codes it is fed at every step (see
+    /// Records the text token the model picks and the Mimi codes of every frame (see
     /// [`text_tokens`](Self::text_tokens) and [`audio_codes`](Self::audio_codes)); for parity
     /// checks and debugging.
     pub fn record_text_tokens(&mut self) {
@@ -101,9 +111,9 @@ impl Transcriber {
             .unwrap_or_default()
     }
 
-    /// The audio codes fed to the model at each step so far (one per codebook), when
-    /// recording. The `asr::State` feeds a frame's Mimi codes one step after the frame: the
-    /// codes of step `k` are those of frame `k - 1`, and step 0 gets the padding token.
+    /// The Mimi codes of each frame so far (one per codebook), in the order they were given to
+    /// the model, when recording. (The `asr::State` feeds a frame's codes to the language model
+    /// one step after the frame: frame `k`'s at step `k + 1`, the padding token at step 0.)
     pub fn audio_codes(&self) -> Vec<Vec<u32>> {
         self.trace
             .as_ref()
@@ -118,7 +128,7 @@ impl Transcriber {
 
     /// Model steps run so far.
     pub fn steps(&self) -> usize {
-        self.state.model_step_idx()
+        self.steps
     }
 
     /// Feeds 24 kHz mono samples; returns what was decided so far.
@@ -193,7 +203,8 @@ impl Transcriber {
         Ok(())
     }
 
-    /// One model step on the 1920 samples in `self.frame`.
+    /// One model step on the 1920 samples in `self.frame`: Mimi's codes, then the language
+    /// model in the model's batch.
     fn step(&mut self, events: &mut Vec<TranscriptEvent>) -> Result<(), MoshiError> {
         let inference = |e: candle_core::Error| MoshiError::Inference {
             message: e.to_string(),
@@ -201,26 +212,26 @@ impl Transcriber {
         };
         let pcm = Tensor::from_slice(&self.frame, (1, 1, FRAME_SAMPLES), &self.device)
             .map_err(inference)?;
-        let trace = self.trace.as_ref();
-        let msgs = self
-            .state
-            .step_pcm(pcm, None, &().into(), |items, _, audio| {
-                if let Some(trace) = trace {
-                    let mut trace = trace.borrow_mut();
-                    if !items[0].is_first_step() {
-                        trace.text_tokens.push(items[0].text_token());
-                    }
-                    // One `[batch, 1]` tensor per codebook; a read error leaves the step out,
-                    // which the parity tests would see.
-                    let codes: Option<Vec<u32>> = audio
-                        .iter()
-                        .map(|c| c.flatten_all().and_then(|c| c.to_vec1::<u32>()).ok())
-                        .map(|c| c.and_then(|c| c.first().copied()))
-                        .collect();
-                    trace.audio_codes.extend(codes);
-                }
-            })
+        let codes = self
+            .mimi
+            .encode_step(&pcm.into(), &moshi::StreamMask::empty())
             .map_err(inference)?;
+        let Some(codes) = codes.as_option() else {
+            return Ok(()); // Mimi holds the audio until it has a whole frame of codes.
+        };
+        let codes = codes
+            .flatten_all()
+            .and_then(|c| c.to_vec1::<u32>())
+            .map_err(inference)?;
+        if let Some(trace) = &self.trace {
+            trace.borrow_mut().audio_codes.push(codes.clone());
+        }
+        let step = self.slot.step(codes)?;
+        self.steps += 1;
+        if let (Some(trace), Some(token)) = (&self.trace, step.previous_text_token) {
+            trace.borrow_mut().text_tokens.push(token);
+        }
+        let msgs = step.msgs;
         for msg in msgs {
             match msg {
                 AsrMsg::Word {
@@ -269,14 +280,14 @@ impl Transcriber {
     /// How much of the caller's audio the model has heard: the steps run, less the silence
     /// prefix, within the audio pushed.
     fn heard_ms(&self) -> u64 {
-        let steps_ms = self.state.model_step_idx() as f64 * 1000.0 / FRAME_RATE;
+        let steps_ms = self.steps as f64 * 1000.0 / FRAME_RATE;
         let heard = (steps_ms - self.prefix_seconds * 1000.0).max(0.0).round() as u64;
         heard.min(self.duration_ms())
     }
 
     /// The time the model has reached, in seconds of the padded stream.
     fn now(&self) -> f64 {
-        self.state.model_step_idx().saturating_sub(self.delay_steps) as f64 / FRAME_RATE
+        self.steps.saturating_sub(self.delay_steps) as f64 / FRAME_RATE
     }
 
     fn segment(&self, text: String, start: f64, end: f64) -> Option<TranscriptionSegment> {

@@ -93,6 +93,7 @@ impl TtsModel {
             n_q,
             device,
             DType::F32,
+            None,
         )?;
         let frame_rate = mimi.config().frame_rate;
         let sample_rate = mimi.config().sample_rate as u32;
