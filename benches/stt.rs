@@ -4,12 +4,15 @@
 //!   80 ms frame against a bare loop over the `moshi` crate's `asr::State` on the same tiny
 //!   model, in the same run. Target: pipeline / bare <= 1.05.
 //! * `stt_rtf_1b/*`: the pipeline on a model with the published `kyutai/stt-1b-en_fr-candle`
-//!   dimensions and random weights (no download), CPU f32: seconds of compute per 80 ms frame;
-//!   the real-time factor is frame time / 0.08 s. Skipped unless `STT_BENCH_1B=1` (it needs
-//!   ~5 GB of memory and minutes to set up).
+//!   dimensions and random weights (no download), CPU f32 unless `KYUTAI_BENCH_DEVICE` /
+//!   `KYUTAI_BENCH_DTYPE` say otherwise (`benches/support/device.rs`): seconds of compute per
+//!   80 ms frame; the real-time factor is frame time / 0.08 s. Skipped unless `STT_BENCH_1B=1`
+//!   (it needs ~5 GB of memory and minutes to set up on a CPU).
 //!
 //! `cargo bench --bench stt`; the ratio is printed at the end.
 
+#[path = "support/device.rs"]
+mod device;
 #[path = "../tests/support/tiny.rs"]
 mod tiny;
 
@@ -176,10 +179,14 @@ fn rtf_1b(c: &mut Criterion) {
         eprintln!("stt_rtf_1b: skipped (set STT_BENCH_1B=1)");
         return;
     }
-    let device = Device::Cpu;
+    let (device, dtype, target) = device::bench_target();
     let config = config_1b();
-    let varmap = candle_nn::VarMap::new();
-    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let recorded = device::Recording::default();
+    let vb = if device::load_timing() {
+        candle_nn::VarBuilder::from_backend(Box::new(recorded.clone()), dtype, device.clone())
+    } else {
+        candle_nn::VarBuilder::from_backend(Box::new(device::Random), dtype, device.clone())
+    };
     let setup = Instant::now();
     let lm = moshi::lm::LmModel::batched(
         1,
@@ -187,18 +194,35 @@ fn rtf_1b(c: &mut Criterion) {
         moshi::nn::MaybeQuantizedVarBuilder::Real(vb),
     )
     .unwrap();
-    let mimi_map = candle_nn::VarMap::new();
-    let mimi = moshi::mimi::Mimi::new(
-        moshi::mimi::Config::v0_1(Some(config.n_q)),
-        candle_nn::VarBuilder::from_varmap(&mimi_map, DType::F32, &device),
-    )
-    .unwrap();
-    let params: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+    device.synchronize().unwrap();
     eprintln!(
-        "stt_rtf_1b: {:.2}B LM parameters, set up in {:.1?}",
-        params as f64 / 1e9,
+        "stt_rtf_1b: random 1B-shaped model built on {target} in {:.1?}",
         setup.elapsed()
     );
+    if device::load_timing() {
+        device::time_load("stt_rtf_1b LM", &recorded, &target, |path| {
+            // What `SttModel::load` does with the LM file.
+            // SAFETY: a temporary file nobody else writes.
+            let vb = unsafe {
+                candle_nn::VarBuilder::from_mmaped_safetensors(&[path], dtype, &device).unwrap()
+            };
+            let lm = moshi::lm::LmModel::batched(
+                1,
+                &config.lm_config(),
+                moshi::nn::MaybeQuantizedVarBuilder::Real(vb),
+            )
+            .unwrap();
+            device.synchronize().unwrap();
+            lm
+        });
+        recorded.0.lock().unwrap().clear();
+    }
+    // Mimi runs in f32 whatever the LM's dtype, as in the library.
+    let mimi = moshi::mimi::Mimi::new(
+        moshi::mimi::Config::v0_1(Some(config.n_q)),
+        candle_nn::VarBuilder::from_backend(Box::new(device::Random), DType::F32, device.clone()),
+    )
+    .unwrap();
     let tokenizer = Tokenizer::from_file("tests/fixtures/tiny_spm.model").unwrap();
     let model = SttModel::from_parts(config, lm, mimi, tokenizer, device, 1).unwrap();
     // 1 s of audio: with the model's padding, 26 steps.
@@ -208,13 +232,14 @@ fn rtf_1b(c: &mut Criterion) {
     group.throughput(Throughput::Elements(steps as u64));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(60));
-    group.bench_function("pipeline_cpu_f32", |b| b.iter(|| pipeline(&model, &clip)));
+    let id = format!("pipeline_{}", target.replace([' ', ':'], "_"));
+    group.bench_function(id, |b| b.iter(|| pipeline(&model, &clip)));
     group.finish();
     let start = Instant::now();
     pipeline(&model, &clip);
     let per_frame = start.elapsed().as_secs_f64() / steps as f64;
     println!(
-        "stt_rtf_1b: {:.1} ms per 80 ms frame on CPU f32, real-time factor {:.2} \
+        "stt_rtf_1b: {:.1} ms per 80 ms frame on {target}, real-time factor {:.2} \
          (compute time / audio time; below 1 is faster than real time)",
         per_frame * 1e3,
         per_frame / 0.08

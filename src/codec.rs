@@ -19,24 +19,68 @@ use crate::error::MoshiError;
 /// Samples per second of every Kyutai model's audio.
 pub const SAMPLE_RATE: u32 = 24_000;
 
-/// The candle device for a configured [`Device`](crate::models::Device); a GPU asked for in a
-/// build without its cargo feature is a clear error rather than a silent CPU fallback.
+/// The candle device for a configured [`Device`](crate::models::Device). A GPU that cannot be
+/// used is a [`MoshiError::DeviceUnavailable`] that says why (no cargo feature in this build,
+/// no driver, no device), never a silent CPU fallback and never a panic.
+///
+/// One limit is outside this crate's reach: candle 0.9 links the CUDA driver library at build
+/// time (cudarc's `dynamic-linking`), so a `cuda` build started on a machine without any NVIDIA
+/// driver stops in the system loader (`libcuda.so.1: cannot open shared object file`) before
+/// this function can run. With the driver library present but unusable (no GPU, a driver too
+/// old for the toolkit, the toolkit's stub library), the error comes from here.
 pub fn candle_device(device: crate::models::Device) -> Result<Device, MoshiError> {
     use crate::models::Device as D;
-    let unavailable = |what: &str, feature: &str, e: String| {
-        MoshiError::InvalidConfig(format!(
-            "the {what} device is not available: {e}; build with `--features {feature}` on a \
-             machine with that GPU, or use the CPU"
-        ))
+    let unavailable =
+        |reason: String, source: Option<candle_core::Error>| MoshiError::DeviceUnavailable {
+            device: device.to_string(),
+            reason,
+            source: source.map(|e| std::sync::Arc::new(e) as crate::error::SharedSource),
+        };
+    let not_built = |gpu: &str, feature: &str| {
+        unavailable(
+            format!(
+                "this build has no {gpu} support; rebuild with `--features {feature}` (see the \
+                 README, section GPU), or use the CPU (`--device cpu`)"
+            ),
+            None,
+        )
     };
     match device {
         D::Cpu => Ok(Device::Cpu),
-        D::Cuda(ordinal) => {
-            Device::new_cuda(ordinal).map_err(|e| unavailable("CUDA", "cuda", e.to_string()))
+        D::Cuda(_) if !candle_core::utils::cuda_is_available() => Err(not_built("CUDA", "cuda")),
+        D::Cuda(ordinal) => Device::new_cuda(ordinal).map_err(|e| {
+            unavailable(
+                format!(
+                    "the NVIDIA CUDA driver could not start GPU {ordinal} ({}); install the \
+                     NVIDIA driver, at least as new as the CUDA toolkit of this build (R580 for \
+                     the CUDA 13.0 of tools/setup-cuda.sh), check that `nvidia-smi` lists the \
+                     GPU, or use the CPU (`--device cpu`)",
+                    message(&e)
+                ),
+                Some(e),
+            )
+        }),
+        D::Metal(_) if !candle_core::utils::metal_is_available() => {
+            Err(not_built("Metal", "metal"))
         }
-        D::Metal(ordinal) => {
-            Device::new_metal(ordinal).map_err(|e| unavailable("Metal", "metal", e.to_string()))
-        }
+        D::Metal(ordinal) => Device::new_metal(ordinal).map_err(|e| {
+            unavailable(
+                format!(
+                    "Metal could not start GPU {ordinal} ({}); use the CPU (`--device cpu`)",
+                    message(&e)
+                ),
+                Some(e),
+            )
+        }),
+    }
+}
+
+/// A candle error's message without the backtrace candle appends when `RUST_BACKTRACE` is set,
+/// so that the error stays one line.
+fn message(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => message(inner),
+        e => e.to_string(),
     }
 }
 

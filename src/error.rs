@@ -212,6 +212,20 @@ pub enum MoshiError {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// The configured GPU cannot be used: this build lacks the cargo feature for it, or the
+    /// machine lacks the driver or the device. Its own variant so that an application can
+    /// fall back to `Device::Cpu`.
+    #[error("the {device} device cannot be used: {reason}")]
+    DeviceUnavailable {
+        /// The device, as `--device` names it (`cuda:0`).
+        device: String,
+        /// Why it cannot be used and what to do, in words.
+        reason: String,
+        /// The GPU back end's error, if it got that far.
+        #[source]
+        source: Option<SharedSource>,
+    },
+
     /// A capability that this build of the crate cannot run yet.
     #[error("{0}")]
     Unsupported(String),
@@ -321,7 +335,8 @@ impl MoshiError {
             | MoshiError::SizeMismatch { .. }
             | MoshiError::DiskFull { .. }
             | MoshiError::DownloadLockStale { .. }
-            | MoshiError::InvalidModelFile { .. } => {
+            | MoshiError::InvalidModelFile { .. }
+            | MoshiError::DeviceUnavailable { .. } => {
                 VoiceError::ModelUnavailable { message, source }
             }
         }

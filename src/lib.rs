@@ -88,7 +88,7 @@ pub mod prelude {
 /// changes without notice.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::codec::load_mimi;
+    pub use crate::codec::{candle_device, load_mimi};
     pub use crate::provider::Provider;
     pub use crate::text::{PieceKind, Tokenizer};
 

@@ -40,6 +40,10 @@ struct Common {
     /// No progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Where the models run: cpu, cuda, cuda:N, metal or metal:N (GPUs need a build with the
+    /// `cuda` or `metal` feature).
+    #[arg(long, global = true, value_name = "DEVICE", default_value = "cpu")]
+    device: fluent_voice_kyutai::models::Device,
 }
 
 #[derive(Subcommand)]
@@ -127,7 +131,7 @@ impl Common {
         if self.quiet {
             config = config.progress(ProgressMode::Quiet);
         }
-        config
+        config.device(self.device)
     }
 }
 
@@ -148,6 +152,13 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode, MoshiError> {
     let config = cli.common.config();
+    if matches!(
+        cli.command,
+        Command::Say { .. } | Command::Transcribe { .. }
+    ) {
+        // A GPU that cannot be used fails here, before gigabytes of weights are downloaded.
+        config.device.check()?;
+    }
     match cli.command {
         Command::Download {
             tts,

@@ -39,6 +39,65 @@ pub enum Device {
     Metal(usize),
 }
 
+impl Device {
+    /// Whether this build, on this machine, can run models on this device: `Ok` for the CPU and
+    /// for a GPU that starts, else the [`MoshiError::DeviceUnavailable`](crate::MoshiError) that
+    /// says why (no cargo feature, no driver, no device). Cheap next to loading a model, so an
+    /// application can ask first and fall back to [`Device::Cpu`].
+    ///
+    /// ```
+    /// use fluent_voice_kyutai::models::Device;
+    /// assert!(Device::Cpu.check().is_ok());
+    /// ```
+    pub fn check(self) -> crate::Result<()> {
+        crate::codec::candle_device(self).map(|_| ())
+    }
+}
+
+impl fmt::Display for Device {
+    /// The form [`Device::from_str`](std::str::FromStr) reads: `cpu`, `cuda:0`, `metal:0`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(ordinal) => write!(f, "cuda:{ordinal}"),
+            Device::Metal(ordinal) => write!(f, "metal:{ordinal}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+
+    /// Reads `cpu`, `cuda`, `cuda:N`, `metal` or `metal:N` (N: the GPU's ordinal, default 0),
+    /// as the CLI's `--device` takes it.
+    ///
+    /// ```
+    /// use fluent_voice_kyutai::models::Device;
+    /// assert_eq!("cuda".parse(), Ok(Device::Cuda(0)));
+    /// assert_eq!("cuda:1".parse(), Ok(Device::Cuda(1)));
+    /// assert_eq!("CPU".parse(), Ok(Device::Cpu));
+    /// assert!("gpu".parse::<Device>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Device, String> {
+        let s = s.trim().to_ascii_lowercase();
+        let (kind, ordinal) = match s.split_once(':') {
+            Some((kind, n)) => match n.parse::<usize>() {
+                Ok(n) => (kind, Some(n)),
+                Err(_) => return Err(format!("`{n}` is not a GPU number in `{s}`")),
+            },
+            None => (s.as_str(), None),
+        };
+        match (kind, ordinal) {
+            ("cpu", None) => Ok(Device::Cpu),
+            ("cuda", n) => Ok(Device::Cuda(n.unwrap_or(0))),
+            ("metal", n) => Ok(Device::Metal(n.unwrap_or(0))),
+            _ => Err(format!(
+                "unknown device `{s}`: use cpu, cuda, cuda:N, metal or metal:N"
+            )),
+        }
+    }
+}
+
 /// The floating-point type weights are converted to at load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {

@@ -63,15 +63,15 @@ impl SttModel {
             DType::F32,
             None,
         )?;
-        // SAFETY: read-only mapping of a cache file that is never rewritten in place.
-        let vb =
+        let vb = if device.is_cpu() && dtype == DType::BF16 {
+            bf16_weights_f32_compute(&paths.lm_weights)
+        } else {
+            // SAFETY: read-only mapping of a cache file that is never rewritten in place.
             unsafe { VarBuilder::from_mmaped_safetensors(&[&paths.lm_weights], dtype, device) }
-                .map_err(|e| {
-                    MoshiError::invalid_file(
-                        &paths.lm_weights,
-                        format!("cannot read safetensors: {e}"),
-                    )
-                })?;
+        }
+        .map_err(|e| {
+            MoshiError::invalid_file(&paths.lm_weights, format!("cannot read safetensors: {e}"))
+        })?;
         let lm = LmModel::batched(
             batch_size,
             &config.lm_config(),
@@ -158,6 +158,28 @@ impl SttModel {
     pub fn device(&self) -> &Device {
         &self.device
     }
+}
+
+/// The LM weights rounded to bf16 and widened back to f32, on the CPU. The `moshi` crate's LM
+/// does its own matrix products, which candle 0.9 cannot do in bf16 on the CPU; so there a bf16
+/// STT model keeps the precision of bf16 weights (what the GPU loads) but computes in f32.
+fn bf16_weights_f32_compute(path: &std::path::Path) -> candle_core::Result<VarBuilder<'static>> {
+    // SAFETY: read-only mapping of a cache file that is never rewritten in place.
+    let file = unsafe { candle_core::safetensors::MmapedSafetensors::new(path)? };
+    let tensors = file
+        .tensors()
+        .into_iter()
+        .map(|(name, _)| {
+            let t = file.load(&name, &Device::Cpu)?;
+            let t = if t.dtype().is_float() {
+                t.to_dtype(DType::BF16)?.to_dtype(DType::F32)?
+            } else {
+                t
+            };
+            Ok((name, t))
+        })
+        .collect::<candle_core::Result<_>>()?;
+    Ok(VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu))
 }
 
 impl std::fmt::Debug for SttModel {

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::config::{ConditionerCommon, ConditionerConfig, FuserConfig, LutConfig};
-use super::layers::linear;
+use super::layers::{Linear, linear};
 
 /// Voice slots of the cross-attention source (`TTSModel.max_speakers`).
 pub const MAX_SPEAKERS: usize = 5;

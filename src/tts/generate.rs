@@ -240,7 +240,7 @@ impl<'a> Generator<'a> {
                 if offset > self.delays[0] {
                     null_input[0] = zero;
                 }
-                Some(self.lm.forward_text(null_state, &null_input)?.0)
+                Some(self.lm.forward_hidden(null_state, &null_input)?)
             }
             None => None,
         };

@@ -6,13 +6,69 @@
 //! embeddings, and per-step weight sets selected through a schedule.
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::config::{Gating, NormKind};
 
-/// A bias-free linear layer, weight `[out, in]` as stored by PyTorch.
+/// True where candle 0.9 computes bf16 worse than a GPU does, or not at all: on the CPU (its
+/// `gemm` has no bf16; its softmax sums bf16 in bf16). There [`matmul`], [`Linear`] and
+/// [`softmax_last_dim`] compute in f32 and round the result to bf16, as a GPU's kernels do.
+fn widen_bf16_on_cpu(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::BF16
+}
+
+/// `a.matmul(b)`, also for bf16 on the CPU: there both operands are widened to f32 and the
+/// product rounded back to bf16, as a GPU's bf16 GEMM does (f32 accumulation, bf16 result).
+/// This lets a bf16 model, and so every dtype conversion the GPU path makes, run on the CPU.
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if widen_bf16_on_cpu(a) {
+        a.to_dtype(DType::F32)?
+            .matmul(&b.to_dtype(DType::F32)?)?
+            .to_dtype(DType::BF16)
+    } else {
+        a.matmul(b)
+    }
+}
+
+/// `softmax_last_dim(x)`, also for bf16 on the CPU: candle's CPU kernel sums a bf16 row in
+/// bf16, losing most of its precision over a long row, where its CUDA kernel (and PyTorch)
+/// sums in f32; so there the row is widened to f32 and the result rounded back to bf16.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if widen_bf16_on_cpu(x) {
+        candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(DType::BF16)
+    } else {
+        candle_nn::ops::softmax_last_dim(x)
+    }
+}
+
+/// A bias-free linear layer (`x @ weight^T`, weight `[out, in]` as stored by PyTorch):
+/// candle's, with the CPU bf16 case of [`matmul`]. That case widens the weight at every call,
+/// so bf16 on the CPU is slower than f32; it exists to check the bf16 path, not for speed.
+#[derive(Debug, Clone)]
+pub struct Linear(candle_nn::Linear);
+
+impl Linear {
+    pub fn new(weight: Tensor) -> Linear {
+        Linear(candle_nn::Linear::new(weight, None))
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if widen_bf16_on_cpu(x) {
+            let weight = self.0.weight().to_dtype(DType::F32)?;
+            candle_nn::Linear::new(weight, None)
+                .forward(&x.to_dtype(DType::F32)?)?
+                .to_dtype(DType::BF16)
+        } else {
+            self.0.forward(x)
+        }
+    }
+}
+
+/// A bias-free linear layer read from `vb`.
 pub fn linear(vb: &VarBuilder, in_dim: usize, out_dim: usize, name: &str) -> Result<Linear> {
-    Ok(Linear::new(vb.get((out_dim, in_dim), name)?, None))
+    Ok(Linear::new(vb.get((out_dim, in_dim), name)?))
 }
 
 /// Splits a stacked projection `[steps * rows, cols]` (the published layout of `in_proj_weight`
@@ -20,12 +76,7 @@ pub fn linear(vb: &VarBuilder, in_dim: usize, out_dim: usize, name: &str) -> Res
 pub fn stacked_linears(weight: &Tensor, steps: usize) -> Result<Vec<Linear>> {
     let rows = weight.dim(0)? / steps;
     (0..steps)
-        .map(|i| {
-            Ok(Linear::new(
-                weight.narrow(0, i * rows, rows)?.contiguous()?,
-                None,
-            ))
-        })
+        .map(|i| Ok(Linear::new(weight.narrow(0, i * rows, rows)?.contiguous()?)))
         .collect()
 }
 

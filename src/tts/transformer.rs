@@ -8,11 +8,13 @@
 //! sequence and one step at a time (what generation needs).
 
 use candle_core::{D, Module, Result, Tensor};
+use candle_nn::VarBuilder;
 use candle_nn::kv_cache::RotatingKvCache;
-use candle_nn::{Linear, VarBuilder};
 
 use super::config::{Gating, NormKind};
-use super::layers::{GatedFeedForward, Norm, linear, stacked_linears};
+use super::layers::{
+    GatedFeedForward, Linear, Norm, linear, matmul, softmax_last_dim, stacked_linears,
+};
 
 /// Shape and options of one transformer.
 #[derive(Debug, Clone)]
@@ -116,9 +118,9 @@ fn split_heads(x: &Tensor, num_heads: usize) -> Result<Tensor> {
 fn attend(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     // No mask: one query step attends to every cached key (all in the past and in context).
     let head_dim = q.dim(D::Minus1)?;
-    let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?;
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-    let out = probs.matmul(v)?; // [1, H, T, d]
+    let scores = (matmul(q, &k.t()?)? / (head_dim as f64).sqrt())?;
+    let probs = softmax_last_dim(&scores)?;
+    let out = matmul(&probs, v)?; // [1, H, T, d]
     let (b, h, t, d) = out.dims4()?;
     out.transpose(1, 2)?.reshape((b, t, h * d))
 }
@@ -140,8 +142,8 @@ impl Transformer {
                 let ca = vb.pp("cross_attention");
                 let w = ca.get((3 * d, d), "in_proj_weight")?;
                 let attn = CrossAttention {
-                    q_proj: Linear::new(w.narrow(0, 0, d)?.contiguous()?, None),
-                    kv_proj: Linear::new(w.narrow(0, d, 2 * d)?.contiguous()?, None),
+                    q_proj: Linear::new(w.narrow(0, 0, d)?.contiguous()?),
+                    kv_proj: Linear::new(w.narrow(0, d, 2 * d)?.contiguous()?),
                     out_proj: linear(&ca.pp("out_proj"), d, d, "weight")?,
                     num_heads: cfg.num_heads,
                 };
