@@ -53,6 +53,8 @@ mod tts;
 
 pub mod audio;
 pub mod models;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod voice;
 
 pub use codec::SAMPLE_RATE;

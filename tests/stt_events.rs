@@ -198,3 +198,66 @@ fn transcribe_json_says_when_turns_ended() {
     assert!(ends.iter().all(|t| t.as_u64().unwrap() <= 1_600));
     assert!(json["words"].as_array().is_some() && json["text"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_events_say_how_far_the_transcript_is_settled() {
+    let hub = TestHub::start();
+    publish(&hub, STT, "main", &stt_tiny::stt_repo_talkative());
+    let cache = tempfile::tempdir().unwrap();
+    let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
+        .await
+        .unwrap();
+    let without = events(&engine, EndOfTurnSettings::default()).await.unwrap();
+    assert!(
+        !without
+            .iter()
+            .any(|e| matches!(e, TranscriptEvent::Progress { .. })),
+        "off by default"
+    );
+    let mut stream = engine
+        .stt()
+        .with_source(SpeechSource::from_file(AUDIO))
+        .progress_events(true)
+        .listen()
+        .await
+        .unwrap()
+        .into_events();
+    let mut all = Vec::new();
+    while let Some(event) = stream.next().await {
+        all.push(event.unwrap());
+    }
+    // The same words and steps as without, plus progress.
+    let others: Vec<_> = all
+        .iter()
+        .filter(|e| !matches!(e, TranscriptEvent::Progress { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(others, without);
+    let progress: Vec<(usize, u64)> = all
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e {
+            TranscriptEvent::Progress { time_ms } => Some((i, *time_ms)),
+            _ => None,
+        })
+        .collect();
+    // One per step from the one that completes the delay (6 steps): steps 6 to 38, 33.
+    assert_eq!(progress.len(), 33);
+    assert_eq!(progress[0].1, 0);
+    assert!(progress.windows(2).all(|w| w[0].1 <= w[1].1));
+    assert_eq!(
+        progress.last().unwrap().1,
+        1_600,
+        "the whole audio, at the end"
+    );
+    // Every word that ended by a progress time was reported before it.
+    for (at, time_ms) in &progress {
+        for (i, event) in all.iter().enumerate() {
+            if let TranscriptEvent::Word(w) = event
+                && w.end_ms < *time_ms
+            {
+                assert!(i < *at, "{w:?} ended by {time_ms} ms but came after");
+            }
+        }
+    }
+}

@@ -102,6 +102,11 @@ enum Command {
         #[arg(long = "cfg-coef")]
         cfg_coef: Option<f32>,
     },
+    /// Serve Kyutai's streaming protocol (moshi-server's): speech-to-text at
+    /// /api/asr-streaming, text-to-speech at /api/tts_streaming, for Kyutai's client scripts
+    /// and Unmute.
+    #[cfg(feature = "server")]
+    Serve(serve::Options),
     /// List what the cache holds; with --verify, re-hash every file.
     Cache {
         /// Re-hash every cached file against the hash the hub announced.
@@ -187,6 +192,8 @@ async fn run(cli: Cli) -> Result<ExitCode, MoshiError> {
             say::run(config, text, file, output, options).await
         }
         Command::Transcribe { audio, format } => transcribe::run(config, audio, format).await,
+        #[cfg(feature = "server")]
+        Command::Serve(options) => serve::run(config, cli.common, options).await,
     }
 }
 
@@ -532,5 +539,169 @@ mod say {
         };
         std::fs::write(path, text)
             .map_err(|e| MoshiError::io("could not write the timings to", path, e))
+    }
+}
+
+#[cfg(feature = "server")]
+mod serve {
+    //! `kyutai serve`: flags and the optional TOML file into a `ServerConfig`, then the server
+    //! until SIGINT/SIGTERM.
+
+    use std::net::IpAddr;
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+
+    use clap::Args;
+    use fluent_voice_kyutai::models::{DType, KyutaiModelConfig};
+    use fluent_voice_kyutai::server::{Server, ServerConfig, ServerFile, shutdown_signal};
+    use fluent_voice_kyutai::{KyutaiEngine, MoshiError};
+
+    #[derive(Args)]
+    pub struct Options {
+        /// A TOML file with the same settings (flags win over it).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The address to listen on [default: 127.0.0.1].
+        #[arg(long)]
+        addr: Option<IpAddr>,
+        /// The port [default: 8080].
+        #[arg(long)]
+        port: Option<u16>,
+        /// Streams served at once by each endpoint [default: 8].
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// How the language models' weights are held: f32 (the CPU default), bf16 or f16.
+        #[arg(long, value_name = "f32|bf16|f16")]
+        weights: Option<String>,
+        /// An accepted API key (repeatable); clients send it in the `kyutai-api-key` header
+        /// or as `?auth_id=`. Without any key, every client is accepted.
+        #[arg(long = "api-key", value_name = "KEY")]
+        api_keys: Vec<String>,
+        /// A file of accepted API keys, one per line.
+        #[arg(long, value_name = "FILE")]
+        api_keys_file: Option<PathBuf>,
+        /// Fetch and load the models on first use instead of at start.
+        #[arg(long)]
+        lazy: bool,
+        /// Do not serve speech-to-text.
+        #[arg(long)]
+        no_asr: bool,
+        /// Do not serve text-to-speech.
+        #[arg(long)]
+        no_tts: bool,
+    }
+
+    fn weights(name: &str) -> Result<DType, MoshiError> {
+        match name {
+            "f32" => Ok(DType::F32),
+            "bf16" => Ok(DType::BF16),
+            "f16" => Ok(DType::F16),
+            other => Err(MoshiError::InvalidInput(format!(
+                "unknown weights `{other}`: use f32, bf16 or f16"
+            ))),
+        }
+    }
+
+    pub async fn run(
+        mut models: KyutaiModelConfig,
+        common: super::Common,
+        options: Options,
+    ) -> Result<ExitCode, MoshiError> {
+        log::set_logger(&LOGGER).map_err(|e| MoshiError::InvalidInput(e.to_string()))?;
+        log::set_max_level(log::LevelFilter::Info);
+        let file = match &options.config {
+            Some(path) => ServerFile::read(path)?,
+            None => ServerFile::default(),
+        };
+        // The file's model settings, where no flag gave one.
+        if common.tts_repo.is_none()
+            && let Some(repo) = &file.tts_repo
+        {
+            models = models.tts_repo(repo);
+        }
+        if common.stt_repo.is_none()
+            && let Some(repo) = &file.stt_repo
+        {
+            models = models.stt_repo(repo);
+        }
+        if common.voices_repo.is_none()
+            && let Some(repo) = &file.voices_repo
+        {
+            models = models.voices_repo(repo);
+        }
+        if common.cache_dir.is_none()
+            && let Some(dir) = &file.cache_dir
+        {
+            models = models.cache_dir(dir);
+        }
+        if !common.offline && file.offline == Some(true) {
+            models = models.offline(true);
+        }
+        if let Some(voice) = &file.default_voice {
+            models = models.default_voice(voice);
+        }
+        if let Some(name) = options.weights.as_ref().or(file.weights.as_ref()) {
+            models = models.dtype(weights(name)?);
+        }
+
+        let mut config = file.apply(ServerConfig::default())?;
+        config.addr = options.addr.unwrap_or(config.addr);
+        config.port = options.port.unwrap_or(config.port);
+        config.batch_size = options.batch_size.unwrap_or(config.batch_size);
+        config.api_keys.extend(options.api_keys);
+        if let Some(path) = &options.api_keys_file {
+            config = config.api_keys_file(path)?;
+        }
+        config.lazy |= options.lazy;
+        config.asr &= !options.no_asr;
+        config.tts &= !options.no_tts;
+        config.validate()?;
+        // Every stream the ASR endpoint admits gets a slot in the engine's batched step.
+        models = models.batch_size(config.batch_size);
+
+        if config.lazy {
+            log::info!(target: "kyutai::server", "models are loaded on first use (--lazy)");
+        } else {
+            log::info!(target: "kyutai::server", "fetching and loading the models");
+        }
+        let engine = KyutaiEngine::with_config(models).await?;
+        let server = Server::bind(config.clone(), engine).await?;
+        if server.is_open() {
+            log::warn!(
+                target: "kyutai::server",
+                "no API key configured: every client is accepted (give --api-key KEY)"
+            );
+        }
+        log::info!(
+            target: "kyutai::server",
+            "listening on http://{} (batch size {} per endpoint{}{})",
+            server.local_addr(),
+            config.batch_size,
+            if config.asr { ", /api/asr-streaming" } else { "" },
+            if config.tts { ", /api/tts_streaming" } else { "" },
+        );
+        server.run(shutdown_signal()).await?;
+        log::info!(target: "kyutai::server", "stopped");
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// One line per record on standard error: the server's own at info and up, other
+    /// crates' warnings and errors.
+    struct StderrLogger;
+
+    static LOGGER: StderrLogger = StderrLogger;
+
+    impl log::Log for StderrLogger {
+        fn enabled(&self, metadata: &log::Metadata) -> bool {
+            metadata.level() <= log::Level::Warn || metadata.target().starts_with("kyutai")
+        }
+
+        fn log(&self, record: &log::Record) {
+            if self.enabled(record.metadata()) {
+                eprintln!("{:<5} {}", record.level(), record.args());
+            }
+        }
+
+        fn flush(&self) {}
     }
 }

@@ -28,6 +28,7 @@ pub struct KyutaiSttBuilder {
     language: Option<Language>,
     word_timestamps: bool,
     end_of_turn: EndOfTurnSettings,
+    progress: bool,
 }
 
 impl KyutaiSttBuilder {
@@ -38,6 +39,7 @@ impl KyutaiSttBuilder {
             language: None,
             word_timestamps: true,
             end_of_turn: EndOfTurnSettings::default(),
+            progress: false,
         }
     }
 
@@ -46,6 +48,15 @@ impl KyutaiSttBuilder {
     /// Kyutai's Unmute's.
     pub fn end_of_turn(mut self, settings: EndOfTurnSettings) -> Self {
         self.end_of_turn = settings;
+        self
+    }
+
+    /// Also reports, after every model step, how far the transcript is settled
+    /// ([`TranscriptEvent::Progress`]): the audio heard so far less the model's delay. Off by
+    /// default; a streaming server turns it on to echo markers once the audio before them has
+    /// been transcribed.
+    pub fn progress_events(mut self, enabled: bool) -> Self {
+        self.progress = enabled;
         self
     }
 
@@ -113,6 +124,7 @@ impl SttConversationBuilder for KyutaiSttBuilder {
         })
         .await?;
         transcriber.set_end_of_turn(self.end_of_turn);
+        transcriber.report_progress(self.progress);
         let duration = AudioDuration::default();
         let duration_out = duration.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<TranscriptEvent, VoiceError>>(64);
@@ -211,6 +223,7 @@ impl KyutaiSttConversation {
                 TranscriptEvent::EndOfTurn { time_ms } => {
                     ends.get_or_insert_with(Vec::new).push(time_ms)
                 }
+                TranscriptEvent::Progress { .. } => {}
             }
         }
         let mut transcript = Transcript::from_words(words, duration.ms().unwrap_or(0));

@@ -51,6 +51,7 @@ pub struct Transcriber {
     pending: Option<(String, f64)>,
     trace: Option<RefCell<Trace>>,
     end_of_turn: EndOfTurn,
+    progress: bool,
 }
 
 /// What [`Transcriber::record_text_tokens`] records, per step.
@@ -87,12 +88,18 @@ impl Transcriber {
             pending: None,
             trace: None,
             end_of_turn: EndOfTurn::new(EndOfTurnSettings::default()),
+            progress: false,
         }
     }
 
     /// Uses `settings` for the end-of-turn rule.
     pub(crate) fn set_end_of_turn(&mut self, settings: EndOfTurnSettings) {
         self.end_of_turn = EndOfTurn::new(settings);
+    }
+
+    /// Reports [`TranscriptEvent::Progress`] after every step when `enabled`.
+    pub(crate) fn report_progress(&mut self, enabled: bool) {
+        self.progress = enabled;
     }
 
     /// Records the text token the model picks and the Mimi codes of every frame (see
@@ -266,7 +273,19 @@ impl Transcriber {
                 }
             }
         }
+        if let Some(time_ms) = self.settled_ms().filter(|_| self.progress) {
+            events.push(TranscriptEvent::Progress { time_ms });
+        }
         Ok(())
+    }
+
+    /// How much of the caller's audio is transcribed: heard, less the model's delay (the
+    /// `moshi` crate decides a step's text `delay_steps` steps after hearing it), within the
+    /// audio pushed; `None` while not even its start is.
+    fn settled_ms(&self) -> Option<u64> {
+        let steps = self.steps as f64 - self.delay_steps as f64;
+        let ms = steps * 1000.0 / FRAME_RATE - self.prefix_seconds * 1000.0;
+        (ms >= 0.0).then(|| (ms.floor() as u64).min(self.duration_ms()))
     }
 
     /// A finished word, as an event (and as speech, for the end-of-turn rule).

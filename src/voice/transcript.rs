@@ -91,6 +91,14 @@ pub enum TranscriptEvent {
         /// How much of the audio had been heard when the turn ended, in milliseconds.
         time_ms: u64,
     },
+    /// How far the transcript is settled: the engine has heard the audio up to `time_ms` plus
+    /// its own delay, so everything said before `time_ms` has been decided, and the words that
+    /// ended before it have been reported. Engines send it only when asked to (Kyutai's: once
+    /// per model step); a server uses it to answer "all audio up to here is transcribed".
+    Progress {
+        /// The audio transcribed so far, in milliseconds.
+        time_ms: u64,
+    },
 }
 
 /// A whole transcript: the text, its words with their times, and the length of the audio.
