@@ -96,8 +96,8 @@ struct Text<'a> {
     text: &'a str,
 }
 
-fn kind(message: &Message) -> (String, rmp_serde::Result<serde_json::Value>) {
-    let value: rmp_serde::Result<serde_json::Value> =
+fn kind(message: &Message) -> (String, Result<serde_json::Value, rmp_serde::decode::Error>) {
+    let value: Result<serde_json::Value, rmp_serde::decode::Error> =
         rmp_serde::from_slice(message.clone().into_data().as_ref());
     let kind = value
         .as_ref()
@@ -118,7 +118,7 @@ async fn asr_stream(url: String, key: String, seconds: u64) -> Vec<f64> {
         while let Some(Ok(message)) = rx.next().await {
             let (kind, value) = kind(&message);
             if kind == "Marker" {
-                let id = value.unwrap()["id"].as_i64().unwrap() as usize;
+                let id = value.as_ref().unwrap()["id"].as_i64().unwrap() as usize;
                 trips.push(sent.lock()[id].elapsed().as_secs_f64());
             }
             if kind == "Error" {

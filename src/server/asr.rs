@@ -293,7 +293,7 @@ impl<'a> Stream<'a> {
 
     async fn echo_markers(&mut self, conn: &mut Conn) -> Result<(), End> {
         while let Some(&(at_ms, id)) = self.markers.front() {
-            if !self.settled_ms.is_some_and(|settled| settled >= at_ms) {
+            if self.settled_ms.is_none_or(|settled| settled < at_ms) {
                 break;
             }
             self.markers.pop_front();
