@@ -1,6 +1,8 @@
 //! `kyutai say`, run as a separate process against the loopback hub with the tiny TTS repo.
 
 mod support;
+#[path = "support/tts_reference.rs"]
+mod tts_reference;
 
 use std::io::Write;
 use std::path::Path;
@@ -138,6 +140,61 @@ fn say_writes_a_16_bit_mono_24khz_wav_from_text_file_or_stdin() {
         wav_samples(&path).1
     };
     assert_eq!(seeded("s1.wav"), seeded("s2.wav"));
+}
+
+/// Each knob of `kyutai say` (the text, `--voice`, `--cfg-coef`, `--temperature`, `--seed`)
+/// changes the audio, and each setting gives the reference's audio for it
+/// (`tests/fixtures/tts_parity/`, recorded by `tools/parity/tts/make_reference.py`), to the
+/// 16-bit sample.
+#[test]
+fn say_speaks_the_reference_audio_for_each_setting() {
+    let hub = TestHub::start();
+    publish_defaults(&hub);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let hello = "Hello from Rust.";
+    let bonjour = tts_reference::fixture("tts_parity", "bonjour")["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let greedy = ["--temperature", "0"];
+    let cases: [(&str, Vec<&str>); 7] = [
+        ("hello", vec![hello]),
+        ("bonjour", vec![bonjour.as_str()]),
+        (
+            "hello_other_voice",
+            vec![hello, "--voice", tiny::VOICE_NAMES[2]],
+        ),
+        ("hello_cfg_3", vec![hello, "--cfg-coef", "3.0"]),
+        (
+            "hello_temp_0.6_seed_1",
+            vec![hello, "--temperature", "0.6", "--seed", "1"],
+        ),
+        (
+            "hello_temp_0.6_seed_2",
+            vec![hello, "--temperature", "0.6", "--seed", "2"],
+        ),
+        (
+            "hello_temp_1.0_seed_1",
+            vec![hello, "--temperature", "1.0", "--seed", "1"],
+        ),
+    ];
+    for (name, settings) in cases {
+        let record = tts_reference::fixture("tts_parity", name);
+        let out_path = dir.path().join(format!("{name}.wav"));
+        let mut args = vec!["say", "-o", out_path.to_str().unwrap()];
+        args.extend(&settings);
+        if record["temp"].as_f64() == Some(0.0) {
+            args.extend(greedy);
+        }
+        let out = kyutai(&hub, &cache, &args, None);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tts_reference::assert_same_pcm16("tts_parity", name, &wav_samples(&out_path).1);
+    }
 }
 
 #[test]

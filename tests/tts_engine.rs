@@ -169,7 +169,19 @@ async fn a_long_text_streams_its_first_audio_early_and_stops_when_dropped() {
     for _ in 0..20 {
         stream.next().await.unwrap().unwrap();
     }
+    let model = s.engine.tts_model().await.unwrap();
+    assert!(model.steps_run() > 20, "the steps of the chunks received");
     drop(stream); // the synthesis thread notices and stops
+    // It may finish the step it is in (and fill the channel first): let it settle, then no
+    // step runs any more, long before the text (thousands of steps) is said.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after_drop = model.steps_run();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(model.steps_run(), after_drop, "steps ran after the drop");
+    assert!(
+        after_drop < 200,
+        "{after_drop} steps: it did not stop at the drop"
+    );
 }
 
 #[tokio::test]

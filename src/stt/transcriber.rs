@@ -49,9 +49,16 @@ pub struct Transcriber {
     finished: bool,
     audio_samples: u64,
     pending: Option<(String, f64)>,
-    trace: Option<RefCell<Vec<u32>>>,
+    trace: Option<RefCell<Trace>>,
     end_of_turn: EndOfTurn,
     progress: bool,
+}
+
+/// What [`Transcriber::record_text_tokens`] records, per step.
+#[derive(Default)]
+struct Trace {
+    text_tokens: Vec<u32>,
+    audio_codes: Vec<Vec<u32>>,
 }
 
 impl Transcriber {
@@ -95,10 +102,11 @@ impl Transcriber {
         self.progress = enabled;
     }
 
-    /// Records the text token the model picks at every step (see
-    /// [`text_tokens`](Self::text_tokens)); for parity checks and debugging.
+    /// Records the text token the model picks and the Mimi codes of every frame (see
+    /// [`text_tokens`](Self::text_tokens) and [`audio_codes`](Self::audio_codes)); for parity
+    /// checks and debugging.
     pub fn record_text_tokens(&mut self) {
-        self.trace = Some(RefCell::new(Vec::new()));
+        self.trace = Some(RefCell::new(Trace::default()));
     }
 
     /// The text tokens picked so far, one per step, when recording. The `asr::State` exposes
@@ -106,7 +114,17 @@ impl Transcriber {
     pub fn text_tokens(&self) -> Vec<u32> {
         self.trace
             .as_ref()
-            .map(|t| t.borrow().clone())
+            .map(|t| t.borrow().text_tokens.clone())
+            .unwrap_or_default()
+    }
+
+    /// The Mimi codes of each frame so far (one per codebook), in the order they were given to
+    /// the model, when recording. (The `asr::State` feeds a frame's codes to the language model
+    /// one step after the frame: frame `k`'s at step `k + 1`, the padding token at step 0.)
+    pub fn audio_codes(&self) -> Vec<Vec<u32>> {
+        self.trace
+            .as_ref()
+            .map(|t| t.borrow().audio_codes.clone())
             .unwrap_or_default()
     }
 
@@ -212,10 +230,13 @@ impl Transcriber {
             .flatten_all()
             .and_then(|c| c.to_vec1::<u32>())
             .map_err(inference)?;
+        if let Some(trace) = &self.trace {
+            trace.borrow_mut().audio_codes.push(codes.clone());
+        }
         let step = self.slot.step(codes)?;
         self.steps += 1;
         if let (Some(trace), Some(token)) = (&self.trace, step.previous_text_token) {
-            trace.borrow_mut().push(token);
+            trace.borrow_mut().text_tokens.push(token);
         }
         let msgs = step.msgs;
         for msg in msgs {

@@ -72,10 +72,16 @@ pub struct Generator<'a> {
     offset: usize,
     /// Every step's text tokens.
     pub text_log: Vec<TextStep>,
+    /// The text logits of the first [`LOGGED_TEXT_LOGIT_STEPS`] steps, to locate numeric drift
+    /// when tokens differ from the reference's (the parity fixtures record the same).
+    pub first_text_logits: Vec<Vec<f32>>,
     /// Whether all the text has been given ([`Generator::new`]), or more may come
     /// ([`Generator::streaming`]).
     input_complete: bool,
 }
+
+/// Steps whose text logits [`Generator::first_text_logits`] keeps.
+pub const LOGGED_TEXT_LOGIT_STEPS: usize = 3;
 
 const UNGENERATED: i64 = -2;
 
@@ -148,6 +154,7 @@ impl<'a> Generator<'a> {
             delay_steps,
             offset: 0,
             text_log: Vec::new(),
+            first_text_logits: Vec::new(),
             input_complete: true,
         })
     }
@@ -237,6 +244,9 @@ impl<'a> Generator<'a> {
             }
             None => None,
         };
+        if self.first_text_logits.len() < LOGGED_TEXT_LOGIT_STEPS {
+            self.first_text_logits.push(text_logits.clone());
+        }
         let sampled = self.sampler.sample(
             &text_logits,
             self.settings.text_temp,

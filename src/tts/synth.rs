@@ -3,6 +3,7 @@
 //! `TTSModel.simple_generate` of the reference does it, but frame by frame.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 use moshi::mimi::Mimi;
@@ -46,6 +47,8 @@ pub struct TtsModel {
     pub sample_rate: u32,
     #[doc(hidden)]
     pub delay_steps: usize,
+    /// Generation steps run so far, by every conversation (see [`TtsModel::steps_run`]).
+    steps_run: AtomicU64,
 }
 
 /// Sampling settings of one conversation.
@@ -102,7 +105,15 @@ impl TtsModel {
             frame_rate,
             sample_rate,
             delay_steps,
+            steps_run: AtomicU64::new(0),
         })
+    }
+
+    /// Language-model steps this model has run, summed over all conversations: a measure of
+    /// the work done, which also shows that a conversation whose listener went away stopped.
+    #[doc(hidden)]
+    pub fn steps_run(&self) -> u64 {
+        self.steps_run.load(Ordering::Relaxed)
     }
 
     /// Whether the model is conditioned on voice embeddings (`speaker_wavs`).
@@ -380,6 +391,7 @@ impl TtsModel {
                 return Ok(());
             }
             let step = generator.step();
+            self.steps_run.fetch_add(1, Ordering::Relaxed);
             for word in timings.update(&generator.state) {
                 if !on_event(SegmentEvent::Word(word)) {
                     return Ok(());
