@@ -4,12 +4,15 @@
 //!   80 ms frame against a bare loop over the `moshi` crate's `asr::State` on the same tiny
 //!   model, in the same run. Target: pipeline / bare <= 1.05.
 //! * `stt_rtf_1b/*`: the pipeline on a model with the published `kyutai/stt-1b-en_fr-candle`
-//!   dimensions and random weights (no download), CPU f32: seconds of compute per 80 ms frame;
-//!   the real-time factor is frame time / 0.08 s. Skipped unless `STT_BENCH_1B=1` (it needs
-//!   ~5 GB of memory and minutes to set up).
+//!   dimensions and random weights (no download), CPU f32 unless `KYUTAI_BENCH_DEVICE` /
+//!   `KYUTAI_BENCH_DTYPE` say otherwise (`benches/support/device.rs`): seconds of compute per
+//!   80 ms frame; the real-time factor is frame time / 0.08 s. Skipped unless `STT_BENCH_1B=1`
+//!   (it needs ~5 GB of memory and minutes to set up on a CPU).
 //!
 //! `cargo bench --bench stt`; the ratio is printed at the end.
 
+#[path = "support/device.rs"]
+mod device;
 #[path = "../tests/support/tiny.rs"]
 mod tiny;
 
@@ -21,7 +24,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fluent_voice_kyutai::SttModel;
 use fluent_voice_kyutai::internals::Tokenizer;
 use fluent_voice_kyutai::internals::stt::{FRAME_SAMPLES, SttConfig, transcribe_blocking};
-use fluent_voice_kyutai::models::SttModelPaths;
+use fluent_voice_kyutai::models::{SttModelPaths, WhenBusy};
 use fluent_voice_kyutai::voice::SpeechSource;
 
 /// Two seconds of a voiced-like signal.
@@ -47,12 +50,12 @@ fn tiny_model(dir: &Path) -> SttModel {
         tokenizer: dir.join(tiny::STT_TOKENIZER_NAME),
         mimi_config: Some(dir.join("mimi_config.json")),
     };
-    SttModel::load(&paths, &Device::Cpu, DType::F32).unwrap()
+    SttModel::load(&paths, &Device::Cpu, DType::F32, Default::default()).unwrap()
 }
 
 /// The pipeline on `clip`; returns the number of model steps it ran.
 fn pipeline(model: &SttModel, clip: &[f32]) -> usize {
-    let mut t = model.transcriber().unwrap();
+    let mut t = model.transcriber(WhenBusy::Wait).unwrap();
     transcribe_blocking(
         SpeechSource::from_pcm(clip.to_vec(), 24_000, 1),
         &mut t,
@@ -74,13 +77,14 @@ fn bare(
     steps: usize,
 ) {
     let mut state = moshi::asr::State::new(1, delay, 0.0, mimi.clone(), lm.clone()).unwrap();
+    let mask = moshi::StreamMask::new(vec![true], &Device::Cpu).unwrap();
     let zeros = [0.0f32; FRAME_SAMPLES];
     for k in 0..steps {
         let frame = clip
             .get(k * FRAME_SAMPLES..(k + 1) * FRAME_SAMPLES)
             .unwrap_or(&zeros);
         let pcm = Tensor::from_slice(frame, (1, 1, FRAME_SAMPLES), &Device::Cpu).unwrap();
-        let msgs = state.step_pcm(pcm, None, &().into(), |_, _, _| ()).unwrap();
+        let msgs = state.step_pcm(pcm, None, &mask, |_, _, _| ()).unwrap();
         std::hint::black_box(msgs);
     }
 }
@@ -137,7 +141,8 @@ fn bare_parts(dir: &Path) -> (moshi::lm::LmModel, moshi::mimi::Mimi) {
         )
         .unwrap()
     };
-    let lm = moshi::lm::LmModel::new(
+    let lm = moshi::lm::LmModel::batched(
+        1,
         &config.lm_config(),
         moshi::nn::MaybeQuantizedVarBuilder::Real(vb),
     )
@@ -148,6 +153,7 @@ fn bare_parts(dir: &Path) -> (moshi::lm::LmModel, moshi::mimi::Mimi) {
         config.n_q,
         &Device::Cpu,
         DType::F32,
+        Some(1),
     )
     .unwrap();
     (lm, mimi)
@@ -171,30 +177,57 @@ fn rtf_1b(c: &mut Criterion) {
         eprintln!("stt_rtf_1b: skipped (set STT_BENCH_1B=1)");
         return;
     }
-    let device = Device::Cpu;
+    let (device, dtype, target) = device::bench_target();
     let config = config_1b();
-    let varmap = candle_nn::VarMap::new();
-    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &device);
-    let setup = Instant::now();
-    let lm = moshi::lm::LmModel::new(
-        &config.lm_config(),
-        moshi::nn::MaybeQuantizedVarBuilder::Real(vb),
-    )
-    .unwrap();
-    let mimi_map = candle_nn::VarMap::new();
+    let recorded = device::Recording::default();
+    let vb = if device::load_timing() {
+        candle_nn::VarBuilder::from_backend(Box::new(recorded.clone()), dtype, device.clone())
+    } else {
+        candle_nn::VarBuilder::from_backend(Box::new(device::Random), dtype, device.clone())
+    };
+    let vb = moshi::nn::MaybeQuantizedVarBuilder::Real(vb);
+    if device::load_timing() {
+        device::time_load("stt_rtf_1b LM", &recorded, &target, |path| {
+            // What `SttModel::load` does with the LM file.
+            // SAFETY: a temporary file nobody else writes.
+            let vb = unsafe {
+                candle_nn::VarBuilder::from_mmaped_safetensors(&[path], dtype, &device).unwrap()
+            };
+            let lm = moshi::lm::LmModel::batched(
+                1,
+                &config.lm_config(),
+                moshi::nn::MaybeQuantizedVarBuilder::Real(vb),
+            )
+            .unwrap();
+            device.synchronize().unwrap();
+            lm
+        });
+        recorded.0.lock().unwrap().clear();
+    }
+    // Mimi runs in f32 whatever the LM's dtype, as in the library.
     let mimi = moshi::mimi::Mimi::new(
         moshi::mimi::Config::v0_1(Some(config.n_q)),
-        candle_nn::VarBuilder::from_varmap(&mimi_map, DType::F32, &device),
+        candle_nn::VarBuilder::from_backend(Box::new(device::Random), DType::F32, device.clone()),
     )
     .unwrap();
-    let params: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+    let tokenizer = Tokenizer::from_file("tests/fixtures/tiny_spm.model").unwrap();
+    let setup = Instant::now();
+    let model = SttModel::from_parts(
+        config,
+        vb,
+        mimi,
+        tokenizer,
+        device.clone(),
+        Default::default(),
+    )
+    .unwrap();
+    // The first conversation builds its batch's language model.
+    drop(model.transcriber(WhenBusy::Wait).unwrap());
+    device.synchronize().unwrap();
     eprintln!(
-        "stt_rtf_1b: {:.2}B LM parameters, set up in {:.1?}",
-        params as f64 / 1e9,
+        "stt_rtf_1b: random 1B-shaped model built on {target} in {:.1?}",
         setup.elapsed()
     );
-    let tokenizer = Tokenizer::from_file("tests/fixtures/tiny_spm.model").unwrap();
-    let model = SttModel::from_parts(config, lm, mimi, tokenizer, device);
     // 1 s of audio: with the model's padding, 26 steps.
     let clip: Vec<f32> = clip()[..24_000].to_vec();
     let steps = pipeline(&model, &clip);
@@ -202,13 +235,14 @@ fn rtf_1b(c: &mut Criterion) {
     group.throughput(Throughput::Elements(steps as u64));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(60));
-    group.bench_function("pipeline_cpu_f32", |b| b.iter(|| pipeline(&model, &clip)));
+    let id = format!("pipeline_{}", target.replace([' ', ':'], "_"));
+    group.bench_function(id, |b| b.iter(|| pipeline(&model, &clip)));
     group.finish();
     let start = Instant::now();
     pipeline(&model, &clip);
     let per_frame = start.elapsed().as_secs_f64() / steps as f64;
     println!(
-        "stt_rtf_1b: {:.1} ms per 80 ms frame on CPU f32, real-time factor {:.2} \
+        "stt_rtf_1b: {:.1} ms per 80 ms frame on {target}, real-time factor {:.2} \
          (compute time / audio time; below 1 is faster than real time)",
         per_frame * 1e3,
         per_frame / 0.08

@@ -1,5 +1,7 @@
 //! TTS speed on a model with the real `kyutai/tts-1.6b-en_fr` dimensions and random weights,
-//! CPU f32 (set `KYUTAI_BENCH_LAYERS` to shrink the main transformer for a quicker run).
+//! CPU f32 by default (set `KYUTAI_BENCH_LAYERS` to shrink the main transformer for a quicker
+//! run; `KYUTAI_BENCH_DEVICE` and `KYUTAI_BENCH_DTYPE`, see `benches/support/device.rs`, to run
+//! elsewhere, e.g. `cuda` and `bf16`).
 //!
 //! - `tts_step/bare_forward`: the model alone for one frame (main transformer + 32 depformer
 //!   steps, greedy argmax), no state machine, no delay line.
@@ -13,8 +15,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::{Init, VarBuilder, var_builder::SimpleBackend};
+use candle_core::{DType, Tensor};
+use candle_nn::VarBuilder;
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use fluent_voice_kyutai::internals::tts::TtsConfig;
 use fluent_voice_kyutai::internals::tts::conditioners::Conditions;
@@ -25,37 +27,9 @@ use fluent_voice_kyutai::internals::tts::state_machine::Entry;
 use fluent_voice_kyutai::internals::weights::TensorSource;
 use moshi::streaming::{StreamMask, StreamTensor};
 
-/// Random weights by name and shape (norm gains at 1 so activations keep their scale).
-struct Random;
-
-impl SimpleBackend for Random {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let leaf = name.rsplit('.').next().unwrap_or(name);
-        if leaf == "alpha" || (leaf == "weight" && name.contains("norm")) {
-            return Tensor::ones(s, dtype, dev);
-        }
-        if leaf == "_initialized" {
-            return Tensor::ones(s, dtype, dev);
-        }
-        if leaf == "cluster_usage" {
-            return Tensor::ones(s, dtype, dev);
-        }
-        Tensor::randn(0f32, 0.02, s, dev)?.to_dtype(dtype)
-    }
-    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
-        candle_core::bail!("no shape for {name}")
-    }
-    fn contains_tensor(&self, _: &str) -> bool {
-        true
-    }
-}
+#[path = "support/device.rs"]
+mod device;
+use device::{Random, Recording, bench_target, load_timing, time_load};
 
 fn published_config() -> serde_json::Value {
     let layers: usize = std::env::var("KYUTAI_BENCH_LAYERS")
@@ -108,13 +82,32 @@ fn entries(words: usize) -> Vec<Entry> {
 }
 
 fn bench(c: &mut Criterion) {
-    let device = Device::Cpu;
+    let (device, dtype, target) = bench_target();
     let cfg = TtsConfig::from_json(published_config().to_string().as_bytes()).unwrap();
-    let vb = VarBuilder::from_backend(Box::new(Random), DType::F32, device.clone());
+    let recorded = Recording::default();
+    let vb = if load_timing() {
+        VarBuilder::from_backend(Box::new(recorded.clone()), dtype, device.clone())
+    } else {
+        VarBuilder::from_backend(Box::new(Random), dtype, device.clone())
+    };
     let t = Instant::now();
-    let lm = TtsLm::new(cfg, &TensorSource::dense(vb.clone())).unwrap();
-    eprintln!("random 1.6B-shaped model built in {:.1?}", t.elapsed());
-    let mut mimi = moshi::mimi::Mimi::new(moshi::mimi::Config::v0_1(Some(32)), vb.clone()).unwrap();
+    let lm = TtsLm::new(cfg.clone(), &TensorSource::dense(vb.clone())).unwrap();
+    device.synchronize().unwrap();
+    eprintln!(
+        "random 1.6B-shaped model built on {target} in {:.1?}",
+        t.elapsed()
+    );
+    if load_timing() {
+        time_load("tts LM", &recorded, &target, |path| {
+            let lm = TtsLm::load(cfg.clone(), path, &device, dtype).unwrap();
+            device.synchronize().unwrap();
+            lm
+        });
+        recorded.0.lock().unwrap().clear();
+    }
+    // Mimi runs in f32 whatever the LM's dtype, as in the library.
+    let mimi_vb = VarBuilder::from_backend(Box::new(Random), DType::F32, device.clone());
+    let mut mimi = moshi::mimi::Mimi::new(moshi::mimi::Config::v0_1(Some(32)), mimi_vb).unwrap();
     let mut conditions = Conditions::default();
     conditions
         .values
@@ -147,12 +140,13 @@ fn bench(c: &mut Criterion) {
                 let codes = Tensor::from_vec(codes, (1, 32, 1), &device).unwrap();
                 mimi.decode_step(&StreamTensor::from_tensor(codes), &StreamMask::empty())
                     .unwrap();
+                device.synchronize().unwrap();
                 break;
             }
         }
     }
     eprintln!(
-        "time to first audio chunk: {:.2?} ({} steps)",
+        "time to first audio chunk on {target}: {:.2?} ({} steps)",
         t.elapsed(),
         generator.steps()
     );
@@ -186,13 +180,15 @@ fn bench(c: &mut Criterion) {
     let codes = Tensor::from_vec(vec![7u32; 32], (1, 32, 1), &device).unwrap();
     group.bench_function("mimi_decode_frame", |b| {
         b.iter(|| {
-            black_box(
-                mimi.decode_step(
+            let pcm = mimi
+                .decode_step(
                     &StreamTensor::from_tensor(codes.clone()),
                     &StreamMask::empty(),
                 )
-                .unwrap(),
-            )
+                .unwrap();
+            // A GPU runs ahead of the host: wait for the work to be timed.
+            device.synchronize().unwrap();
+            black_box(pcm)
         })
     });
     group.finish();
@@ -208,9 +204,11 @@ fn bench(c: &mut Criterion) {
                 .unwrap();
         }
     }
+    device.synchronize().unwrap();
     let per_frame = t.elapsed().as_secs_f64() / n as f64;
     eprintln!(
-        "real-time factor: {:.2} ({:.0} ms per 80 ms frame; < 1 is faster than real time)",
+        "real-time factor on {target}: {:.2} ({:.0} ms per 80 ms frame; < 1 is faster than \
+         real time)",
         per_frame / 0.08,
         per_frame * 1000.0
     );

@@ -223,7 +223,8 @@ fn stt(c: &mut Criterion, hub: &str, settings: &[Setting], rows: &mut Vec<Row>) 
     for &setting in settings {
         let t = Instant::now();
         let source = setting.source(&paths.lm_weights, &repo_dir);
-        let model = SttModel::load_source(&paths, &Device::Cpu, &source).unwrap();
+        let model =
+            SttModel::load_source(&paths, &Device::Cpu, &source, Default::default()).unwrap();
         drop(source);
         let load_s = t.elapsed().as_secs_f64();
         eprintln!("stt {}: loaded in {load_s:.1} s", setting.name());
@@ -240,7 +241,7 @@ fn stt(c: &mut Criterion, hub: &str, settings: &[Setting], rows: &mut Vec<Row>) 
             }
         }
         // Teacher-forced run: the text token fed is the f32 run's greedy one.
-        let mut lm = model.lm().clone();
+        let mut lm = model.lm().unwrap();
         let mut trace = Trace::default();
         let mut text = lm.text_start_token();
         for (step, frame) in codes.iter().enumerate() {
@@ -302,7 +303,7 @@ fn stt(c: &mut Criterion, hub: &str, settings: &[Setting], rows: &mut Vec<Row>) 
         // The whole pipeline on the clip (Mimi on its own thread, one frame ahead of the
         // language model), per model step.
         let started = (Instant::now(), cpu_seconds());
-        let mut transcriber = model.transcriber().unwrap();
+        let mut transcriber = model.transcriber(Default::default()).unwrap();
         for chunk in audio.chunks(1920) {
             transcriber.push(chunk).unwrap();
         }

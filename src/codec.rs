@@ -20,29 +20,74 @@ use crate::error::MoshiError;
 /// Samples per second of every Kyutai model's audio.
 pub const SAMPLE_RATE: u32 = 24_000;
 
-/// The candle device for a configured [`Device`](crate::models::Device); a GPU asked for in a
-/// build without its cargo feature is a clear error rather than a silent CPU fallback.
+/// The candle device for a configured [`Device`](crate::models::Device). A GPU that cannot be
+/// used is a [`MoshiError::DeviceUnavailable`] that says why (no cargo feature in this build,
+/// no driver, no device), never a silent CPU fallback and never a panic.
+///
+/// One limit is outside this crate's reach: candle 0.9 links the CUDA driver library at build
+/// time (cudarc's `dynamic-linking`), so a `cuda` build started on a machine without any NVIDIA
+/// driver stops in the system loader (`libcuda.so.1: cannot open shared object file`) before
+/// this function can run. With the driver library present but unusable (no GPU, a driver too
+/// old for the toolkit, the toolkit's stub library), the error comes from here.
 pub fn candle_device(device: crate::models::Device) -> Result<Device, MoshiError> {
     use crate::models::Device as D;
-    let unavailable = |what: &str, feature: &str, e: String| {
-        MoshiError::InvalidConfig(format!(
-            "the {what} device is not available: {e}; build with `--features {feature}` on a \
-             machine with that GPU, or use the CPU"
-        ))
+    let unavailable =
+        |reason: String, source: Option<candle_core::Error>| MoshiError::DeviceUnavailable {
+            device: device.to_string(),
+            reason,
+            source: source.map(|e| std::sync::Arc::new(e) as crate::error::SharedSource),
+        };
+    let not_built = |gpu: &str, feature: &str| {
+        unavailable(
+            format!(
+                "this build has no {gpu} support; rebuild with `--features {feature}` (see the \
+                 README, section GPU), or use the CPU (`--device cpu`)"
+            ),
+            None,
+        )
     };
     match device {
         D::Cpu => Ok(Device::Cpu),
-        D::Cuda(ordinal) => {
-            Device::new_cuda(ordinal).map_err(|e| unavailable("CUDA", "cuda", e.to_string()))
+        D::Cuda(_) if !candle_core::utils::cuda_is_available() => Err(not_built("CUDA", "cuda")),
+        D::Cuda(ordinal) => Device::new_cuda(ordinal).map_err(|e| {
+            unavailable(
+                format!(
+                    "the NVIDIA CUDA driver could not start GPU {ordinal} ({}); install the \
+                     NVIDIA driver, at least as new as the CUDA toolkit of this build (R580 for \
+                     the CUDA 13.0 of tools/setup-cuda.sh), check that `nvidia-smi` lists the \
+                     GPU, or use the CPU (`--device cpu`)",
+                    message(&e)
+                ),
+                Some(e),
+            )
+        }),
+        D::Metal(_) if !candle_core::utils::metal_is_available() => {
+            Err(not_built("Metal", "metal"))
         }
-        D::Metal(ordinal) => {
-            Device::new_metal(ordinal).map_err(|e| unavailable("Metal", "metal", e.to_string()))
-        }
+        D::Metal(ordinal) => Device::new_metal(ordinal).map_err(|e| {
+            unavailable(
+                format!(
+                    "Metal could not start GPU {ordinal} ({}); use the CPU (`--device cpu`)",
+                    message(&e)
+                ),
+                Some(e),
+            )
+        }),
+    }
+}
+
+/// A candle error's message without the backtrace candle appends when `RUST_BACKTRACE` is set,
+/// so that the error stays one line.
+fn message(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => message(inner),
+        e => e.to_string(),
     }
 }
 
 /// Loads Mimi from its safetensors `weights`, configured by `config_json` when the repository has
-/// one (else the standard Mimi), with `num_codebooks` codebooks (the LM's `n_q`).
+/// one (else the standard Mimi), with `num_codebooks` codebooks (the LM's `n_q`); `batch` items
+/// with a state each (batched streaming, every step masked), or one without masks (`None`).
 ///
 /// Mimi is always run in f32 (as Kyutai's own Rust server does): it is small next to the
 /// language model, and its convolutions are sensitive to reduced precision. `dtype` is the
@@ -58,6 +103,7 @@ pub fn candle_device(device: crate::models::Device) -> Result<Device, MoshiError
 ///     32,
 ///     &Device::Cpu,
 ///     DType::F32,
+///     None, // one stream, unbatched
 /// )?;
 /// # Ok::<(), fluent_voice_kyutai::MoshiError>(())
 /// ```
@@ -67,6 +113,7 @@ pub fn load_mimi(
     num_codebooks: usize,
     device: &Device,
     dtype: DType,
+    batch: Option<usize>,
 ) -> Result<Mimi, MoshiError> {
     let config = match config_json {
         Some(path) => {
@@ -81,7 +128,11 @@ pub fn load_mimi(
     // Read tensor by tensor (no mapping left resident beside the tensors).
     let file = crate::weights::dense::SafetensorsFile::open(weights)?;
     let vb = VarBuilder::from_backend(Box::new(TransposedLinears(file)), dtype, device.clone());
-    Mimi::new(config, vb).map_err(|e| {
+    match batch {
+        Some(size) => Mimi::batched(size, config, vb),
+        None => Mimi::new(config, vb),
+    }
+    .map_err(|e| {
         MoshiError::invalid_file(
             weights,
             format!("the Mimi weights do not match the Mimi config: {e}"),

@@ -155,14 +155,26 @@ impl KyutaiEngine {
     pub async fn stt_model(&self) -> Result<Arc<SttModel>> {
         let paths = self.ensure_stt().await?.clone();
         let weights = self.inner.manager.config().stt_weights;
+        let batching = self.inner.manager.config().batching();
         let derived_dir = self.inner.manager.cache().repo_dir(&paths.repo);
         self.load_once(
             &self.inner.stt_model,
             "loading the STT model",
             weights,
-            move |device, weights| SttModel::load_weights(&paths, device, weights, &derived_dir),
+            move |device, weights| {
+                SttModel::load_weights(&paths, device, weights, &derived_dir, batching)
+            },
         )
         .await
+    }
+
+    /// Speech-to-text conversations running now, and the most that may
+    /// (`KyutaiModelConfig::max_conversations`; `None`: no limit), once the model is loaded.
+    pub fn stt_conversations(&self) -> Option<(usize, Option<usize>)> {
+        self.inner
+            .stt_model
+            .get()
+            .map(|model| model.conversations())
     }
 
     /// Prepares the TTS weights without loading them: fetches the files and, when the weights

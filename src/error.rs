@@ -212,9 +212,36 @@ pub enum MoshiError {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// The configured GPU cannot be used: this build lacks the cargo feature for it, or the
+    /// machine lacks the driver or the device. Its own variant so that an application can
+    /// fall back to `Device::Cpu`.
+    #[error("the {device} device cannot be used: {reason}")]
+    DeviceUnavailable {
+        /// The device, as `--device` names it (`cuda:0`).
+        device: String,
+        /// Why it cannot be used and what to do, in words.
+        reason: String,
+        /// The GPU back end's error, if it got that far.
+        #[source]
+        source: Option<SharedSource>,
+    },
+
     /// A capability that this build of the crate cannot run yet.
     #[error("{0}")]
     Unsupported(String),
+
+    /// The engine runs as many conversations as it may, and the configuration says not to wait
+    /// ([`WhenBusy::Fail`](crate::models::WhenBusy::Fail)).
+    #[error(
+        "no free channels: this engine already runs its {slots} {what} conversations; try again \
+         when one ends, or raise KyutaiModelConfig::max_conversations"
+    )]
+    Busy {
+        /// Which model: "speech-to-text" or "text-to-speech".
+        what: String,
+        /// Conversations at once (the limit).
+        slots: usize,
+    },
 
     /// Running the model failed.
     #[error("inference failed: {message}")]
@@ -241,11 +268,7 @@ pub enum MoshiError {
 
 impl MoshiError {
     /// An I/O error on `path`; `action` reads as a verb phrase, e.g. "could not create".
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         MoshiError::Io {
             action,
             path: path.into(),
@@ -294,6 +317,7 @@ impl MoshiError {
             MoshiError::Network { .. } | MoshiError::UnexpectedStatus { .. } => {
                 VoiceError::Network { message, source }
             }
+            MoshiError::Busy { .. } => VoiceError::Busy { message, source },
             MoshiError::InvalidInput(reason) => VoiceError::InvalidInput(reason.clone()),
             MoshiError::InvalidConfig(reason) => VoiceError::Configuration(reason.clone()),
             MoshiError::Unsupported(reason) => VoiceError::Unsupported(reason.clone()),
@@ -311,7 +335,8 @@ impl MoshiError {
             | MoshiError::SizeMismatch { .. }
             | MoshiError::DiskFull { .. }
             | MoshiError::DownloadLockStale { .. }
-            | MoshiError::InvalidModelFile { .. } => {
+            | MoshiError::InvalidModelFile { .. }
+            | MoshiError::DeviceUnavailable { .. } => {
                 VoiceError::ModelUnavailable { message, source }
             }
         }

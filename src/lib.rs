@@ -54,6 +54,8 @@ mod weights;
 
 pub mod audio;
 pub mod models;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod voice;
 
 pub use codec::SAMPLE_RATE;
@@ -63,8 +65,13 @@ pub use models::{
     KyutaiModelConfig, KyutaiModelManager, KyutaiModelPaths, SttModelPaths, TtsModelPaths,
 };
 pub use provider::{ConfigureError, ConfigureErrorKind, Kyutai};
-pub use stt::{AudioDuration, KyutaiSttBuilder, KyutaiSttConversation, SttModel};
-pub use tts::{KyutaiTtsBuilder, KyutaiTtsConversation, TtsModel};
+pub use stt::{
+    AudioDuration, BoxEventStream, EndOfTurnSettings, KyutaiSttBuilder, KyutaiSttConversation,
+    SttModel,
+};
+pub use tts::{
+    KyutaiTtsBuilder, KyutaiTtsConversation, TextSender, TextStream, TtsModel, text_channel,
+};
 
 /// Everything an application needs, in one import.
 pub mod prelude {
@@ -75,8 +82,8 @@ pub mod prelude {
     pub use crate::provider::Kyutai;
     pub use crate::voice::{
         AudioChunk, FluentVoice, Language, Speaker, SpeakerBuilder, SpeechSource, SttConversation,
-        SttConversationBuilder, SttEngine, Transcript, TranscriptionSegment, TtsConversation,
-        TtsConversationBuilder, TtsEngine, VoiceError, VoiceId,
+        SttConversationBuilder, SttEngine, Transcript, TranscriptEvent, TranscriptionSegment,
+        TtsConversation, TtsConversationBuilder, TtsEngine, VoiceError, VoiceId,
     };
 }
 
@@ -84,7 +91,7 @@ pub mod prelude {
 /// changes without notice.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::codec::load_mimi;
+    pub use crate::codec::{candle_device, load_mimi};
     pub use crate::provider::Provider;
     pub use crate::text::{PieceKind, Tokenizer};
 
@@ -113,7 +120,9 @@ pub mod internals {
         }
     }
     pub mod stt {
-        pub use crate::stt::{FRAME_SAMPLES, SttConfig, transcribe_blocking};
+        pub use crate::stt::{
+            FRAME_SAMPLES, SttConfig, transcribe_blocking, transcribe_events_blocking,
+        };
     }
     pub mod tts {
         pub use crate::tts::{

@@ -261,7 +261,7 @@ async fn speech_is_collected_and_saved_and_transcripts_come_whole() {
     let json = serde_json::to_value(&transcript).unwrap();
     assert_eq!(
         json.as_object().unwrap().keys().collect::<Vec<_>>(),
-        ["duration_ms", "text", "words"]
+        ["duration_ms", "end_of_turn_ms", "text", "words"]
     );
     let back: Transcript = serde_json::from_value(json).unwrap();
     assert_eq!(back, transcript);

@@ -367,9 +367,28 @@ async fn unreachable_hub_falls_back_to_the_verified_cache() {
     let hub = TestHub::start();
     publish_defaults(&hub);
     let cache = tempfile::tempdir().unwrap();
-    manager(&hub, cache.path()).fetch_stt().await.unwrap();
+    let first = manager(&hub, cache.path()).fetch_stt().await.unwrap();
     hub.inject(Fault::new("", FaultKind::Status(503)).times(1000));
+    hub.clear_log();
     let m = KyutaiModelManager::with_config(config(&hub, cache.path()).max_attempts(2)).unwrap();
     let stt = m.fetch_stt().await.unwrap();
-    assert!(stt.lm_weights.exists());
+    // The hub was asked and failed every time: this is the fallback, not a plain cache hit.
+    let requests = hub.requests();
+    assert!(!requests.is_empty(), "the hub was not asked");
+    assert!(requests.iter().all(|r| r.status == 503), "{requests:#?}");
+    // The same verified snapshot as before, byte for byte.
+    assert_eq!(stt.commit, first.commit);
+    for (path, before, name) in [
+        (&stt.config, &first.config, "config.json"),
+        (&stt.lm_weights, &first.lm_weights, tiny::STT_MOSHI_NAME),
+        (&stt.mimi_weights, &first.mimi_weights, tiny::STT_MIMI_NAME),
+        (&stt.tokenizer, &first.tokenizer, tiny::STT_TOKENIZER_NAME),
+    ] {
+        assert_eq!(path, before, "{name}");
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            repo_file(&tiny::stt_repo(), name),
+            "{name}"
+        );
+    }
 }

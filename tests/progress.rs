@@ -92,23 +92,45 @@ fn run_on_a_terminal(hub: &TestHub, cache: &std::path::Path, extra_env: &[(&str,
 fn bars_are_drawn_on_a_terminal_unless_disabled() {
     let hub = TestHub::start();
     publish_defaults(&hub);
-    // Slow the weights down so that the bar has time to draw.
-    hub.inject(
-        Fault::new(
-            tiny::STT_MOSHI_NAME,
-            FaultKind::StallBody {
-                after_bytes: 1000,
-                stall: std::time::Duration::from_millis(600),
-            },
+    // Slow the weights down so that the bar has time to draw; the same for both runs, so that
+    // the second would draw one too if it were not disabled.
+    let slow_weights = || {
+        hub.inject(
+            Fault::new(
+                tiny::STT_MOSHI_NAME,
+                FaultKind::StallBody {
+                    after_bytes: 1000,
+                    stall: std::time::Duration::from_millis(600),
+                },
+            )
+            .times(1),
         )
-        .times(1),
-    );
+    };
+    let weights_requests = || {
+        hub.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with(tiny::STT_MOSHI_NAME))
+            .count()
+    };
+    slow_weights();
     let cache = tempfile::tempdir().unwrap();
     let screen = run_on_a_terminal(&hub, cache.path(), &[]);
     assert!(screen.contains(tiny::STT_MOSHI_NAME), "{screen}");
     assert!(screen.contains("ETA"), "a bar with rate and ETA: {screen}");
 
+    slow_weights();
+    let before = weights_requests();
     let cache = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
     let screen = run_on_a_terminal(&hub, cache.path(), &[("HF_HUB_DISABLE_PROGRESS_BARS", "1")]);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(600),
+        "the download was slowed down as in the first run"
+    );
+    assert_eq!(
+        weights_requests(),
+        before + 1,
+        "the weights were downloaded"
+    );
     assert!(!screen.contains("ETA"), "{screen}");
 }

@@ -115,32 +115,49 @@ async fn our_cache_has_the_layout_python_writes() {
 
 /// The permission bits matter when a cache is shared between users (Python makes lock files
 /// group-writable so that others can wait on them, and leaves `refs/*` readable to all).
-/// They depend on the umask, so they are compared only under the one the fixture was made with.
+/// They depend on the umask, so the download runs in a child process (`kyutai download`, which
+/// fetches what `download_models()` fetches) under the umask the fixture was made with, whatever
+/// the umask of the tests.
 #[tokio::test]
 async fn our_permission_bits_match_python() {
     let python = python_cache();
-    let Some(umask) = current_umask() else {
-        eprintln!("skipped: the umask cannot be read on this system");
-        return;
-    };
-    if umask != python.umask {
-        eprintln!(
-            "skipped: umask {umask}, the fixture was recorded under {}",
-            python.umask
-        );
-        return;
-    }
     let hub = TestHub::start();
     publish_as_recorded(&hub, &python);
 
-    let cache = download_into_fresh_cache(&hub).await;
+    let cache = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask {} && exec \"$0\" download --quiet --cache-dir \"$1\"",
+            python.umask
+        ))
+        .arg(env!("CARGO_BIN_EXE_kyutai"))
+        .arg(cache.path())
+        .env("HF_ENDPOINT", hub.endpoint())
+        .env("HF_HOME", home.path())
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_HUB_OFFLINE")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The same files as `download_models()`: the layout test compares those with Python's.
+    let fetched = cache_manifest(cache.path(), &[OURS_ONLY]);
+    let expected: Vec<&String> = python.manifest.keys().collect();
+    assert_eq!(fetched.keys().collect::<Vec<_>>(), expected);
 
     let ours = modes(cache.path(), &[OURS_ONLY]);
     let differences = differences(&python.modes, &ours);
     assert!(
         differences.is_empty(),
-        "permission bits differ from huggingface_hub {}'s (umask {umask}):{differences}",
-        python.huggingface_hub_version
+        "permission bits differ from huggingface_hub {}'s (umask {}):{differences}",
+        python.huggingface_hub_version,
+        python.umask
     );
 }
 
@@ -260,12 +277,4 @@ fn modes(root: &Path, skip: &[&str]) -> BTreeMap<String, String> {
         }
     }
     out
-}
-
-/// The process umask as 4 octal digits, read from `/proc` (Linux): reading it any other way
-/// means changing it, which would race with the other tests of this process.
-fn current_umask() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-    Some(line.trim().to_string())
 }

@@ -109,27 +109,29 @@ async fn a_stalled_body_is_abandoned_after_the_read_timeout_and_resumed() {
 // ---------------------------------------------------------------------------------------------
 // Disk full
 
+/// Why the disk-full tests are ignored by a plain `cargo test`: they mount a real tmpfs.
+/// `.ci/run` (as root) runs them with `cargo test --locked --test reliability_faults --
+/// --ignored`; so can anyone with the right to mount.
+const NEEDS_MOUNT: &str = "mounts a tmpfs: needs root or CAP_SYS_ADMIN; .ci/run runs it as root";
+
 /// A tmpfs of a given size, unmounted on drop.
 struct SmallFs {
     dir: tempfile::TempDir,
 }
 
 impl SmallFs {
-    /// `None` (after a loud message) when this process may not mount filesystems.
-    fn mount(size_mb: usize) -> Option<SmallFs> {
+    /// Mounts the tmpfs, or fails the test: a disk-full test that cannot make a full disk has
+    /// not tested anything.
+    fn mount(size_mb: usize) -> SmallFs {
         let dir = tempfile::tempdir().unwrap();
         let mounted = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m"), "tmpfs"])
             .arg(dir.path())
             .output();
         match mounted {
-            Ok(output) if output.status.success() => Some(SmallFs { dir }),
+            Ok(output) if output.status.success() => SmallFs { dir },
             other => {
-                eprintln!(
-                    "\n*** SKIPPED: cannot mount a {size_mb} MB tmpfs ({other:?}); the disk-full \
-                     tests need root (CI runs them as root) ***\n"
-                );
-                None
+                panic!("cannot mount a {size_mb} MB tmpfs ({other:?}): this test {NEEDS_MOUNT}")
             }
         }
     }
@@ -149,8 +151,9 @@ impl Drop for SmallFs {
 }
 
 #[tokio::test]
+#[ignore = "mounts a tmpfs: needs root or CAP_SYS_ADMIN; .ci/run runs it as root"]
 async fn a_disk_too_small_is_reported_before_any_byte_is_downloaded() {
-    let Some(fs) = SmallFs::mount(64) else { return };
+    let fs = SmallFs::mount(64);
     let repo = "test/too-big";
     let hub = TestHub::start();
     let files = big_stt_repo(100 * MB, 12);
@@ -196,8 +199,9 @@ async fn a_disk_too_small_is_reported_before_any_byte_is_downloaded() {
 }
 
 #[tokio::test]
+#[ignore = "mounts a tmpfs: needs root or CAP_SYS_ADMIN; .ci/run runs it as root"]
 async fn files_that_fit_one_by_one_but_not_together_are_refused_up_front() {
-    let Some(fs) = SmallFs::mount(64) else { return };
+    let fs = SmallFs::mount(64);
     let repo = "test/two-big";
     let hub = TestHub::start();
     let mut files = big_stt_repo(40 * MB, 14);
@@ -235,8 +239,9 @@ async fn files_that_fit_one_by_one_but_not_together_are_refused_up_front() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "mounts a tmpfs: needs root or CAP_SYS_ADMIN; .ci/run runs it as root"]
 async fn a_disk_that_fills_during_the_download_is_reported_and_leaves_nothing_to_trust() {
-    let Some(fs) = SmallFs::mount(64) else { return };
+    let fs = SmallFs::mount(64);
     let repo = "test/fills-up";
     let hub = TestHub::start();
     let files = big_stt_repo(40 * MB, 13);

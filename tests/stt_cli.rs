@@ -7,18 +7,25 @@ mod support;
 
 use std::path::Path;
 use std::process::Output;
+use support::stt_reference;
 
 use fluent_voice_kyutai::Kyutai;
 use fluent_voice_kyutai::voice::{
     FluentVoice, SpeechSource, SttConversation, SttConversationBuilder,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
+use stt_reference::AUDIO;
 use support::TestHub;
 
-const AUDIO: &str = "tests/fixtures/stt_parity/speech.wav";
-
+/// The text and words the Python reference gives for the fixture audio, in the transcriber's
+/// conventions (`tests/support/stt_reference.rs`), as `--format json` writes them.
 fn reference() -> Value {
-    serde_json::from_str(include_str!("fixtures/stt_parity/reference.json")).unwrap()
+    let case = stt_reference::case("plain");
+    let words: Vec<Value> = stt_reference::expected_words(&case)
+        .iter()
+        .map(|w| json!({"text": w.text, "start_ms": w.start_ms, "end_ms": w.end_ms}))
+        .collect();
+    json!({"text": stt_reference::expected_text(&case), "words": words})
 }
 
 fn kyutai(hub: &TestHub, cache: &Path, args: &[&str]) -> Output {

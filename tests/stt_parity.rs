@@ -1,71 +1,134 @@
-//! STT parity with the Python reference: the talkative tiny STT repo
-//! (`tests/support/stt_tiny.rs`), served by the loopback hub, transcribes
-//! `tests/fixtures/stt_parity/speech.wav` through `KyutaiEngine::stt()` to the same text tokens
-//! and word timings as `tools/parity/stt/stt_reference.py` computed with the Python `moshi`
-//! package on the same files (`tests/fixtures/stt_parity/reference.json`).
+//! STT parity with the Python reference's own streaming loop (Mimi encode, then `LMGen.step`,
+//! with the padding and timing conventions of Kyutai's `stt_from_file_pytorch.py`), recorded by
+//! `tools/parity/stt/stt_reference.py` on the talkative tiny STT repos
+//! (`tests/support/stt_tiny.rs`) and `tests/fixtures/stt_parity/speech.wav`.
+//!
+//! The Rust transcriber runs the `moshi` crate's `asr::State`, which feeds each frame's codes
+//! one step later than `LMGen` does. The script measures `LMGen`'s alignment and records the
+//! reference's loop run with that offset (`mapped`); the test below measures `asr::State`'s, so
+//! the mapping is computed on both sides, never copied. Under it, the Rust run equals the
+//! reference step for step: the Mimi codes of every frame, the text token of every step, and
+//! the words with their timings (the timing conventions are mapped in
+//! `tests/support/stt_reference.rs`). The `prefix` case has a 2 s silence prefix, longer than
+//! the audio: a word time that kept the prefix, or lost it twice, would leave the audio and
+//! could not be clamped back onto the reference's.
 
 #[path = "support/stt_tiny.rs"]
 mod stt_tiny;
 mod support;
 
+use candle_core::{DType, Device, Tensor};
 use fluent_voice_kyutai::KyutaiEngine;
-use fluent_voice_kyutai::SttModel;
+use fluent_voice_kyutai::internals::stt::SttConfig;
 use fluent_voice_kyutai::voice::{
     SpeechSource, SttConversation, SttConversationBuilder, TranscriptionSegment,
 };
 use futures::StreamExt;
-use serde_json::Value;
+use stt_reference::{AUDIO, case, expected_words, u32s};
 use support::TestHub;
+use support::{stt_reference, tiny};
 
-const AUDIO: &str = "tests/fixtures/stt_parity/speech.wav";
+type Repo = Vec<(String, Vec<u8>)>;
 
-fn reference() -> Value {
-    serde_json::from_str(include_str!("fixtures/stt_parity/reference.json")).unwrap()
-}
-
-/// Writes the talkative repo where the Python script can load it:
-/// `STT_PARITY_DUMP_DIR=/tmp/stt-talkative cargo test --test stt_parity dump_talkative_repo`.
-#[test]
-fn dump_talkative_repo() {
-    let Some(dir) = std::env::var_os("STT_PARITY_DUMP_DIR") else {
-        return;
-    };
-    let dir = std::path::PathBuf::from(dir);
-    for (path, bytes) in stt_tiny::stt_repo_talkative() {
-        let path = dir.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, bytes).unwrap();
+fn repo_of(name: &str) -> Repo {
+    match name {
+        "plain" => stt_tiny::stt_repo_talkative(),
+        "prefix" => stt_tiny::stt_repo_talkative_with_prefix(tiny::STT_PREFIX_SECONDS),
+        other => panic!("no case {other}"),
     }
 }
 
-fn reference_words(r: &Value) -> Vec<TranscriptionSegment> {
-    r["words"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| {
-            TranscriptionSegment::new(
-                w["text"].as_str().unwrap(),
-                w["start_ms"].as_u64().unwrap(),
-                w["end_ms"].as_u64().unwrap(),
-            )
-        })
-        .collect()
-}
-
-async fn engine(hub: &TestHub, cache: &std::path::Path) -> KyutaiEngine {
-    support::publish(hub, support::STT, "main", &stt_tiny::stt_repo_talkative());
+async fn engine(hub: &TestHub, cache: &std::path::Path, repo: &Repo) -> KyutaiEngine {
+    support::publish(hub, support::STT, "main", repo);
     KyutaiEngine::with_config(support::config(hub, cache))
         .await
         .unwrap()
 }
 
+/// The codes Mimi gives for every frame, the text token of every step and the words with their
+/// timings are the reference's, under the stated mapping, with and without a silence prefix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn words_and_timings_match_python() {
-    let r = reference();
+async fn codes_tokens_and_timed_words_match_python_under_the_mapping() {
+    for name in ["plain", "prefix"] {
+        let case = case(name);
+        let hub = TestHub::start();
+        let cache = tempfile::tempdir().unwrap();
+        let engine = engine(&hub, cache.path(), &repo_of(name)).await;
+        let model = engine.stt_model().await.unwrap();
+        let mut transcriber = model
+            .transcriber(fluent_voice_kyutai::models::WhenBusy::Wait)
+            .unwrap();
+        transcriber.record_text_tokens();
+        let mut words = Vec::new();
+        fluent_voice_kyutai::internals::stt::transcribe_blocking(
+            SpeechSource::from_file(AUDIO),
+            &mut transcriber,
+            |w| {
+                words.push(w);
+                true
+            },
+        )
+        .unwrap();
+
+        // The reference ran `chunks` steps; the transcriber runs a second more of trailing
+        // silence (as Kyutai's Rust `stt-rs` does), after every word is decided.
+        let chunks = case["chunks"].as_u64().unwrap() as usize;
+        let prefix = case["prefix_chunks"].as_u64().unwrap() as usize;
+        assert!(
+            transcriber.steps() > chunks,
+            "{name}: {}",
+            transcriber.steps()
+        );
+
+        // Mimi: the codes of every frame, padding included.
+        let python_codes: Vec<Vec<u32>> = case["mimi_codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(u32s)
+            .collect();
+        let codes = transcriber.audio_codes();
+        assert_eq!(codes.len(), transcriber.steps());
+        for (frame, want) in python_codes.iter().enumerate() {
+            assert_eq!(
+                &codes[frame], want,
+                "{name}: Mimi codes of frame {frame} (the audio starts at frame {prefix})"
+            );
+        }
+        // The codes follow the audio: not those of silence, and not all alike.
+        let audio_codes = &python_codes[prefix..prefix + 20];
+        assert!(audio_codes.iter().any(|c| c != &python_codes[0]));
+        assert!(audio_codes.iter().any(|c| c != &audio_codes[0]));
+
+        // Text tokens, step by step (the transcriber sees each step's token at the next step).
+        let tokens = transcriber.text_tokens();
+        let mapped = u32s(&case["mapped"]["text_tokens"]);
+        assert_eq!(tokens[..chunks], mapped[..], "{name}: text tokens");
+        // The reference's loop as it is (no offset) gives other tokens: the offset is real.
+        assert_ne!(
+            tokens[..chunks],
+            u32s(&case["reference"]["text_tokens"])[..],
+            "{name}"
+        );
+
+        // Words and timings.
+        let expected = expected_words(&case);
+        assert!(expected.len() >= 3, "{name}: {expected:?}");
+        assert_eq!(words, expected, "{name}: words");
+        assert!(
+            expected.iter().any(|w| w.start_ms > 0 && w.end_ms < 1600),
+            "{name}: a word inside the audio, where a time off by the prefix would show"
+        );
+    }
+}
+
+/// Through the fluent API (`KyutaiEngine::stt()`): the same words, and the audio's duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conversation_gives_the_reference_words() {
+    let case = case("plain");
     let hub = TestHub::start();
     let cache = tempfile::tempdir().unwrap();
-    let engine = engine(&hub, cache.path()).await;
+    let engine = engine(&hub, cache.path(), &repo_of("plain")).await;
     let conversation = engine
         .stt()
         .with_source(SpeechSource::from_file(AUDIO))
@@ -78,39 +141,76 @@ async fn words_and_timings_match_python() {
         .map(|w| w.unwrap())
         .collect()
         .await;
-    let expected = reference_words(&r);
-    assert!(expected.len() >= 5, "the reference has words: {expected:?}");
-    assert_eq!(words, expected);
-    assert_eq!(duration.ms(), r["duration_ms"].as_u64());
+    assert_eq!(words, expected_words(&case));
+    assert_eq!(duration.ms(), case["duration_ms"].as_u64());
 }
 
+/// The Rust half of the frame mapping, measured: `asr::State` gives the model the codes of frame
+/// `k - 1` at step `k` (the padding token at step 0), where the reference's `LMGen` gives those
+/// of frame `k` (`lmgen_frame_at_step` in the fixture, measured by the script); the difference
+/// is the `audio_shift_frames` the script ran the reference with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn text_tokens_match_python_step_by_step() {
-    let r = reference();
+async fn the_asr_state_feeds_each_frame_one_step_later() {
+    let case = case("plain");
     let hub = TestHub::start();
     let cache = tempfile::tempdir().unwrap();
-    let engine = engine(&hub, cache.path()).await;
-    let model: std::sync::Arc<SttModel> = engine.stt_model().await.unwrap();
-    let mut transcriber = model.transcriber().unwrap();
-    transcriber.record_text_tokens();
-    let mut words = Vec::new();
-    fluent_voice_kyutai::internals::stt::transcribe_blocking(
-        SpeechSource::from_file(AUDIO),
-        &mut transcriber,
-        |w| {
-            words.push(w);
-            true
-        },
+    let engine = engine(&hub, cache.path(), &repo_of("plain")).await;
+    let paths = engine.ensure_stt().await.unwrap().clone();
+    let config = SttConfig::from_file(&paths.config).unwrap();
+    // SAFETY: a read-only mapping of a file of the test's own cache.
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(
+            &[&paths.lm_weights],
+            DType::F32,
+            &Device::Cpu,
+        )
+    }
+    .unwrap();
+    let lm = moshi::lm::LmModel::new(
+        &config.lm_config(),
+        moshi::nn::MaybeQuantizedVarBuilder::Real(vb),
     )
     .unwrap();
-    let expected: Vec<u32> = r["text_tokens"]
+    let mimi = fluent_voice_kyutai::internals::load_mimi(
+        &paths.mimi_weights,
+        paths.mimi_config.as_deref(),
+        config.n_q,
+        &Device::Cpu,
+        DType::F32,
+        None,
+    )
+    .unwrap();
+    let card = config.card as u32;
+    let mut state = moshi::asr::State::new(1, config.delay_steps(), 0.0, mimi, lm).unwrap();
+    // Frame k carries the code k + 1 in every codebook, so the fed code names the frame.
+    let fed = std::cell::RefCell::new(Vec::new());
+    for k in 0..6u32 {
+        let codes =
+            Tensor::from_vec(vec![k + 1; config.n_q], (1, config.n_q, 1), &Device::Cpu).unwrap();
+        state
+            .step_tokens(&codes, None, &().into(), |_, _, audio| {
+                let code = audio[0].flatten_all().unwrap().to_vec1::<u32>().unwrap()[0];
+                fed.borrow_mut()
+                    .push((code != card).then(|| i64::from(code) - 1));
+            })
+            .unwrap();
+    }
+    let rust: Vec<Option<i64>> = fed.into_inner();
+    let python: Vec<Option<i64>> = case["lmgen_frame_at_step"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| t.as_u64().unwrap() as u32)
+        .map(|v| v.as_i64())
         .collect();
-    assert_eq!(transcriber.steps(), expected.len());
-    // The state machine shows a step's token as the next step's input: all but the last.
-    assert_eq!(transcriber.text_tokens(), expected[..expected.len() - 1]);
-    assert_eq!(words, reference_words(&r));
+    let shift = case["audio_shift_frames"].as_i64().unwrap();
+    assert_eq!(python[0], None, "LMGen starts with its initial tokens");
+    assert_eq!(rust[0], None, "asr::State starts with the padding token");
+    for step in 1..python.len() {
+        assert_eq!(
+            rust[step],
+            python[step].map(|frame| frame - shift),
+            "step {step}: rust {rust:?}, python {python:?}"
+        );
+    }
+    assert_eq!(shift, 1);
 }

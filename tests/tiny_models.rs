@@ -2,9 +2,9 @@
 //! loader will parse it, names only files it holds, and its tensors agree with its config, so a
 //! failure elsewhere points at the code under test and not at the fixtures.
 //!
-//! With `TINY_REPOS_DUMP_DIR=<dir>`, `dump_repos_for_python_check` also writes the repos there
-//! (`<dir>/tts`, `<dir>/stt`, `<dir>/voices`) for `tools/fixtures/check_tiny_repos.py`, which
-//! loads them with the Python reference.
+//! `cargo run --example dump_tiny_repos -- <dir>` writes the repos (`<dir>/tts`, `<dir>/stt`,
+//! `<dir>/voices`, ...) for `tools/fixtures/check_tiny_repos.py`, which loads them with the
+//! Python reference.
 
 #[path = "support/tiny.rs"]
 mod tiny;
@@ -623,23 +623,4 @@ fn spm_fixture_and_reference_are_consistent() {
     // Unknown scripts go to <unk> (no byte fallback in so small a vocabulary).
     let cjk = cases.iter().find(|c| c["text"] == "日本語").unwrap();
     assert!(cjk["ids"].as_array().unwrap().contains(&Value::from(0)));
-}
-
-#[test]
-fn dump_repos_for_python_check() {
-    let Some(dir) = std::env::var_os("TINY_REPOS_DUMP_DIR") else {
-        return;
-    };
-    let dir = std::path::PathBuf::from(dir);
-    for (name, repo) in [
-        ("tts", tiny::tts_repo()),
-        ("stt", tiny::stt_repo()),
-        ("voices", tiny::voices_repo(tiny::TTS_SPEAKER_DIM)),
-    ] {
-        for (path, bytes) in repo {
-            let path = dir.join(name).join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, bytes).unwrap();
-        }
-    }
 }

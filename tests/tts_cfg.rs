@@ -2,10 +2,8 @@
 //! (no `cfg` conditioner): parity with the Python reference (`moshi` 0.2.13 `TTSModel` with
 //! `cfg_coef` 3.0, greedy) on the tiny repo [`tiny::tts_repo_direct_cfg`], published on the
 //! loopback hub as the default TTS repo. The fixtures in `tests/fixtures/tts_cfg/` were recorded
-//! by `tools/parity/tts/make_cfg_reference.py` (it documents how to regenerate them).
-//!
-//! With `TINY_REPOS_DUMP_DIR=<dir>`, `dump_direct_cfg_repo_for_python` writes the repo to
-//! `<dir>/tts_direct_cfg` and the voices to `<dir>/voices` for that script.
+//! by `tools/parity/tts/make_cfg_reference.py` (it documents how to regenerate them) from the
+//! repos that `cargo run --example dump_tiny_repos -- <dir>` writes.
 
 mod support;
 #[path = "support/tts_reference.rs"]
@@ -15,7 +13,9 @@ use fluent_voice_kyutai::KyutaiEngine;
 use fluent_voice_kyutai::internals::tts::generate::{GenerationSettings, Generator};
 use fluent_voice_kyutai::internals::tts::synth::{SynthesisSettings, TtsModel};
 use support::*;
-use tts_reference::{assert_same_frame_rms, assert_same_tokens, entries, ints, run_to_end};
+use tts_reference::{
+    assert_clearly_different, assert_same_pcm, assert_same_tokens, entries, ints, run_to_end,
+};
 
 const NAMES: [&str; 2] = ["hello", "bonjour"];
 /// The coefficient of the recorded runs.
@@ -128,7 +128,7 @@ async fn direct_cfg_waveform_matches_the_reference() {
                 },
             )
             .unwrap();
-        assert_same_frame_rms(name, &pcm, &record);
+        assert_same_pcm("tts_cfg", name, &pcm);
     }
 }
 
@@ -142,35 +142,24 @@ async fn a_non_finite_coefficient_is_a_clear_error() {
     assert!(e.to_string().contains("finite"), "{e}");
 }
 
-#[test]
-fn dump_direct_cfg_repo_for_python() {
-    let Some(dir) = std::env::var_os("TINY_REPOS_DUMP_DIR") else {
-        return;
-    };
-    let dir = std::path::PathBuf::from(dir);
-    for (name, repo) in [
-        ("tts_direct_cfg", tiny::tts_repo_direct_cfg()),
-        ("voices", tiny::voices_repo(tiny::TTS_SPEAKER_DIM)),
-        ("tts_prefix", tiny::tts_repo_prefix()),
-        (
-            "prefix_voice",
-            vec![("voice.wav".to_string(), tiny::tiny_wav(19_200, 24_000))],
-        ),
-    ] {
-        for (path, bytes) in repo {
-            let path = dir.join(name).join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, bytes).unwrap();
-        }
-    }
-}
-
 /// Decodes the 16-bit PCM of a [`tiny::tiny_wav`] file to floats, as the reference reads it.
 fn wav_samples(bytes: &[u8]) -> Vec<f32> {
     bytes[44..]
         .chunks_exact(2)
         .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
         .collect()
+}
+
+/// The prefix voices of the recorded runs: case name and WAV bytes (`make_cfg_reference.py`'s
+/// `PREFIX_VOICES`).
+fn prefix_voices() -> [(&'static str, Vec<u8>); 2] {
+    [
+        ("prefix_hello", tiny::prefix_voice_wav()),
+        (
+            "prefix_hello_other_voice",
+            tiny::prefix_voice_wav_with_period(30),
+        ),
+    ]
 }
 
 /// A model voiced by an audio prefix (as `kyutai/tts-0.75b-en-public`): no conditioners, the
@@ -185,67 +174,68 @@ async fn audio_prefix_voice_matches_the_reference() {
         .unwrap();
     let model = engine.tts_model().await.unwrap();
     assert!(!model.multi_speaker());
-    let record = tts_reference::fixture("tts_cfg", "prefix_hello");
-    let cfg_coef = record["cfg_coef"].as_f64().unwrap();
-    let expected_prefix: Vec<Vec<i64>> = record["prefix_codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(ints)
-        .collect();
-    // Mimi encodes the voice as the reference's `get_prefix` does.
-    let pcm = wav_samples(&tiny::tiny_wav(19_200, 24_000));
-    let prefix = model.audio_prefix(&pcm).unwrap();
-    assert_eq!(prefix, expected_prefix, "prefix codes");
-    let mut conditions = model.conditions(None, cfg_coef).unwrap();
-    assert_eq!(conditions.direct_cfg, Some(cfg_coef));
-    conditions.audio_prefix = Some(prefix);
+    for (name, wav) in prefix_voices() {
+        let record = tts_reference::fixture("tts_cfg", name);
+        let cfg_coef = record["cfg_coef"].as_f64().unwrap();
+        let expected_prefix: Vec<Vec<i64>> = record["prefix_codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(ints)
+            .collect();
+        // Mimi encodes the voice as the reference's `get_prefix` does.
+        let prefix = model.audio_prefix(&wav_samples(&wav)).unwrap();
+        assert_eq!(prefix, expected_prefix, "{name}: prefix codes");
+        let mut conditions = model.conditions(None, cfg_coef).unwrap();
+        assert_eq!(conditions.direct_cfg, Some(cfg_coef));
+        conditions.audio_prefix = Some(prefix);
 
-    let settings = GenerationSettings {
-        temp: 0.0,
-        text_temp: 0.0,
-        top_k: 250,
-        top_k_text: 25,
-        seed: 0,
-        final_padding: 4,
-        max_steps: record["max_steps"].as_u64().unwrap() as usize,
-    };
-    let text = record["text"].as_str().unwrap();
-    assert_eq!(model.entries(text), entries(&record), "entries");
-    let mut generator = Generator::new(
-        &model.lm,
-        entries(&record),
-        &conditions,
-        model.delay_steps,
-        settings,
-    )
-    .unwrap();
-    let frames = run_to_end(&mut generator);
-    assert_same_tokens("prefix_hello", &generator, &frames, &record);
-
-    let mut out = Vec::new();
-    model
-        .synthesize_segment(
-            text,
+        let settings = GenerationSettings {
+            temp: 0.0,
+            text_temp: 0.0,
+            top_k: 250,
+            top_k_text: 25,
+            seed: 0,
+            final_padding: 4,
+            max_steps: record["max_steps"].as_u64().unwrap() as usize,
+        };
+        let text = record["text"].as_str().unwrap();
+        assert_eq!(model.entries(text), entries(&record), "{name}: entries");
+        let mut generator = Generator::new(
+            &model.lm,
+            entries(&record),
             &conditions,
-            &SynthesisSettings {
-                temp: 0.0,
-                text_temp: 0.0,
-                seed: 0,
-            },
-            &mut |chunk| {
-                out.extend(chunk);
-                true
-            },
+            model.delay_steps,
+            settings,
         )
         .unwrap();
-    assert_same_frame_rms("prefix_hello", &out, &record);
+        let frames = run_to_end(&mut generator);
+        assert_same_tokens(name, &generator, &frames, &record);
+
+        let mut out = Vec::new();
+        model
+            .synthesize_segment(
+                text,
+                &conditions,
+                &SynthesisSettings {
+                    temp: 0.0,
+                    text_temp: 0.0,
+                    seed: 0,
+                },
+                &mut |chunk| {
+                    out.extend(chunk);
+                    true
+                },
+            )
+            .unwrap();
+        assert_same_pcm("tts_cfg", name, &out);
+    }
 }
 
 /// Through the fluent builder: a model without voice embeddings fetches the voice's `.wav` from
 /// the voices repo, encodes it as a prefix and uses the default CFG (2.0, direct), so the audio is
-/// the reference's `simple_generate(text, "<voice>.wav")`; an unknown voice says how voices are
-/// named, and a voice too short to encode is a clear error.
+/// the reference's `simple_generate(text, "<voice>.wav")`, for each voice; an unknown voice says
+/// how voices are named, and a voice too short to encode is a clear error.
 #[tokio::test]
 async fn the_builder_voices_a_prefix_model_from_the_voice_audio() {
     use fluent_voice_kyutai::voice::{Speaker, TtsConversation, TtsConversationBuilder};
@@ -253,13 +243,15 @@ async fn the_builder_voices_a_prefix_model_from_the_voice_audio() {
 
     let hub = TestHub::start();
     publish(&hub, TTS, "main", &tiny::tts_repo_prefix());
-    let voice_wav = tiny::tiny_wav(19_200, 24_000);
+    let [(_, voice_wav), (_, other_wav)] = prefix_voices();
+    let other_voice = tiny::VOICE_NAMES[2];
     publish(
         &hub,
         VOICES,
         "main",
         &[
             (VOICE.to_string(), voice_wav),
+            (other_voice.to_string(), other_wav),
             (
                 "expresso/too-short.wav".to_string(),
                 tiny::tiny_wav(240, 24_000),
@@ -282,13 +274,20 @@ async fn the_builder_voices_a_prefix_model_from_the_voice_audio() {
             .temperature(0.0)
             .seed(1)
     };
-    let mut stream = speak(VOICE).synthesize().await.unwrap().into_stream();
-    let mut pcm = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        pcm.extend(chunk.unwrap().samples.iter().copied());
+    let mut voiced = Vec::new();
+    for (voice, name) in [
+        (VOICE, "prefix_hello"),
+        (other_voice, "prefix_hello_other_voice"),
+    ] {
+        let mut stream = speak(voice).synthesize().await.unwrap().into_stream();
+        let mut pcm = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            pcm.extend(chunk.unwrap().samples.iter().copied());
+        }
+        assert_same_pcm("tts_cfg", name, &pcm);
+        voiced.push(pcm);
     }
-    let record = tts_reference::fixture("tts_cfg", "prefix_hello");
-    assert_same_frame_rms("prefix_hello", &pcm, &record);
+    assert_clearly_different("the two prefix voices", &voiced[0], &voiced[1]);
 
     let err = match speak("expresso/no-such-voice.wav").synthesize().await {
         Err(e) => e.to_string(),

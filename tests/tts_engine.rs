@@ -122,11 +122,17 @@ async fn several_speakers_play_in_order_with_their_own_voices() {
     let mut expected = a.clone();
     expected.extend(&b);
     assert_eq!(samples(&both), expected, "A's line, then B's");
-    // Each line's first chunk carries its spoken text, and the speaker in a field of its own.
+    // The chunks carry the words they voice (text only) and the speaker in a field of its own.
     let texts: Vec<&str> = both.iter().filter_map(|c| c.text.as_deref()).collect();
-    assert_eq!(texts, ["Hello from Rust.", "Bonjour, je m'appelle Léa."]);
+    assert_eq!(
+        texts.join(" "),
+        "Hello from Rust. Bonjour, je m'appelle Léa."
+    );
     let speakers: Vec<&str> = both.iter().filter_map(|c| c.speaker.as_deref()).collect();
-    assert_eq!(speakers, ["A", "B"]);
+    assert_eq!(speakers.len(), both.len(), "every chunk says who speaks");
+    let switch = speakers.iter().position(|s| *s == "B").unwrap();
+    assert_eq!(switch, a.len() / 1920, "A's chunks, then B's");
+    assert!(speakers[switch..].iter().all(|s| *s == "B"));
     // Only the voices asked for were fetched.
     assert_eq!(
         downloads_of(&s.hub, &tiny::voice_file(tiny::VOICE_NAMES[1])),
@@ -163,7 +169,19 @@ async fn a_long_text_streams_its_first_audio_early_and_stops_when_dropped() {
     for _ in 0..20 {
         stream.next().await.unwrap().unwrap();
     }
+    let model = s.engine.tts_model().await.unwrap();
+    assert!(model.steps_run() > 20, "the steps of the chunks received");
     drop(stream); // the synthesis thread notices and stops
+    // It may finish the step it is in (and fill the channel first): let it settle, then no
+    // step runs any more, long before the text (thousands of steps) is said.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after_drop = model.steps_run();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(model.steps_run(), after_drop, "steps ran after the drop");
+    assert!(
+        after_drop < 200,
+        "{after_drop} steps: it did not stop at the drop"
+    );
 }
 
 #[tokio::test]

@@ -1,28 +1,42 @@
 //! Parity of the Rust TTS with the Python reference (`moshi` 0.2.13 `TTSModel`) on the tiny TTS
 //! repo: the fixtures in `tests/fixtures/tts_parity/` were recorded by
-//! `tools/parity/tts/make_reference.py` from the same repo bytes (greedy decoding, the tiny voice,
-//! `cfg` "2.0"). The repo is fetched through the loopback hub like any user would fetch it.
+//! `tools/parity/tts/make_reference.py` from the same repo bytes, one per setting of the knobs a
+//! user has: text, voice, `cfg` value (CFG distillation), temperature and seed. The repo is
+//! fetched through the loopback hub like any user would fetch it.
 
 mod support;
 #[path = "support/tts_reference.rs"]
 mod tts_reference;
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
 use fluent_voice_kyutai::KyutaiEngine;
-use fluent_voice_kyutai::internals::tts::TtsConfig;
-use fluent_voice_kyutai::internals::tts::conditioners::Conditions;
 use fluent_voice_kyutai::internals::tts::generate::{GenerationSettings, Generator};
-use fluent_voice_kyutai::internals::tts::lm::TtsLm;
+use fluent_voice_kyutai::internals::tts::synth::{SynthesisSettings, TtsModel};
+use serde_json::Value;
 use support::*;
-use tts_reference::{assert_same_frame_rms, assert_same_tokens, entries, run_to_end};
+use tts_reference::{
+    assert_clearly_different, assert_same_pcm, assert_same_tokens, entries, run_to_end,
+};
 
-const NAMES: [&str; 3] = ["hello", "bonjour", "two_sentences"];
+const DIR: &str = "tts_parity";
+
+/// Every recorded case, and what sets it apart from `hello` (greedy, the default voice, cfg 2.0).
+const CASES: [(&str, &str); 8] = [
+    ("hello", ""),
+    ("bonjour", "text"),
+    ("two_sentences", "text"),
+    ("hello_other_voice", "voice"),
+    ("hello_cfg_3", "cfg"),
+    ("hello_temp_0.6_seed_1", "temperature"),
+    ("hello_temp_0.6_seed_2", "seed"),
+    ("hello_temp_1.0_seed_1", "temperature"),
+];
 
 struct Loaded {
-    lm: TtsLm,
-    voice: Tensor,
+    engine: KyutaiEngine,
+    model: Arc<TtsModel>,
     _cache: tempfile::TempDir,
     _hub: TestHub,
 }
@@ -34,122 +48,118 @@ async fn load() -> Loaded {
     let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
         .await
         .unwrap();
-    let files = engine.ensure_tts().await.unwrap().clone();
-    let voice_path = engine.ensure_voice(VOICE).await.unwrap();
-    let cfg = TtsConfig::from_json(&std::fs::read(&files.config).unwrap()).unwrap();
-    let lm = TtsLm::load(cfg, &files.lm_weights, &Device::Cpu, DType::F32).unwrap();
-    let voice = candle_core::safetensors::load(&voice_path, &Device::Cpu).unwrap()["speaker_wavs"]
-        .squeeze(0)
-        .unwrap();
+    let model = engine.tts_model().await.unwrap();
     Loaded {
-        lm,
-        voice,
+        engine,
+        model,
         _cache: cache,
         _hub: hub,
     }
 }
 
-fn conditions(voice: &Tensor) -> Conditions {
-    let mut c = Conditions::default();
-    c.values.insert("control".into(), Some("ok".into()));
-    c.values.insert("cfg".into(), Some("2.0".into()));
-    c.voices.push(voice.clone());
-    c
+/// The settings a case was recorded with.
+struct Case {
+    text: String,
+    voice: String,
+    cfg: f64,
+    temp: f64,
+    seed: u64,
+    record: Value,
 }
 
-fn greedy(max_steps: usize) -> GenerationSettings {
-    GenerationSettings {
-        temp: 0.0,
-        text_temp: 0.0,
-        top_k: 250,
-        top_k_text: 25,
-        seed: 0,
-        final_padding: 4,
-        max_steps,
+fn case(name: &str) -> Case {
+    let record = tts_reference::fixture(DIR, name);
+    Case {
+        text: record["text"].as_str().unwrap().to_string(),
+        voice: record["voice"].as_str().unwrap().to_string(),
+        cfg: record["cfg"].as_f64().unwrap(),
+        temp: record["temp"].as_f64().unwrap(),
+        seed: record["seed"].as_u64().unwrap(),
+        record,
     }
 }
 
 #[tokio::test]
 async fn text_and_audio_tokens_match_the_reference_at_every_step() {
     let loaded = load().await;
-    for name in NAMES {
-        let record = tts_reference::fixture("tts_parity", name);
+    let model = &loaded.model;
+    for (name, _) in CASES {
+        let case = case(name);
+        let record = &case.record;
         let delay_steps = record["delay_steps"].as_u64().unwrap() as usize;
-        assert_eq!(delay_steps, loaded.lm.cfg.delay_steps(12.5));
+        assert_eq!(delay_steps, model.delay_steps);
+        let voice = model
+            .load_voice(&loaded.engine.ensure_voice(&case.voice).await.unwrap())
+            .unwrap();
+        let conditions = model.conditions(Some(&voice), case.cfg).unwrap();
+        let settings = GenerationSettings {
+            temp: case.temp,
+            text_temp: case.temp,
+            top_k: model.lm.cfg.top_k,
+            top_k_text: model.lm.cfg.top_k_text,
+            seed: case.seed,
+            final_padding: 4,
+            max_steps: record["max_steps"].as_u64().unwrap() as usize,
+        };
         let mut generator = Generator::new(
-            &loaded.lm,
-            entries(&record),
-            &conditions(&loaded.voice),
+            &model.lm,
+            entries(record),
+            &conditions,
             delay_steps,
-            greedy(record["max_steps"].as_u64().unwrap() as usize),
+            settings,
         )
         .unwrap();
-
-        // The first steps' text logits, to locate numeric drift if tokens ever differ.
         let frames = run_to_end(&mut generator);
-        assert_same_tokens(name, &generator, &frames, &record);
+        assert_same_tokens(name, &generator, &frames, record);
     }
 }
 
-fn read_f32(path: &Path) -> Vec<f32> {
-    std::fs::read(path)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
-
+/// The whole path a conversation takes (text normalisation and tokenization, voice, CFG value,
+/// sampling, streaming Mimi decoding) gives the reference's waveform for every setting, and
+/// changing any one knob changes the waveform.
 #[tokio::test]
-async fn entries_and_waveform_match_the_reference() {
-    use fluent_voice_kyutai::internals::tts::synth::SynthesisSettings;
-
-    let hub = TestHub::start();
-    publish_defaults(&hub);
-    let cache = tempfile::tempdir().unwrap();
-    let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
-        .await
-        .unwrap();
-    let model = engine.tts_model().await.unwrap();
-    let voice = model
-        .load_voice(&engine.ensure_voice(VOICE).await.unwrap())
-        .unwrap();
-    let conditions = model.conditions(Some(&voice), 2.0).unwrap();
-    let settings = SynthesisSettings {
-        temp: 0.0,
-        text_temp: 0.0,
-        seed: 0,
-    };
-    for name in NAMES {
-        let record = tts_reference::fixture("tts_parity", name);
-        let text = record["text"].as_str().unwrap();
+async fn every_setting_gives_the_reference_waveform_and_each_knob_matters() {
+    let loaded = load().await;
+    let model = &loaded.model;
+    let mut outputs = BTreeMap::new();
+    for (name, _) in CASES {
+        let case = case(name);
         // Text normalisation + SentencePiece + speaker token + padding, as `prepare_script`.
-        assert_eq!(model.entries(text), entries(&record), "{name}: entries");
-
+        assert_eq!(
+            model.entries(&case.text),
+            entries(&case.record),
+            "{name}: entries"
+        );
+        let voice = model
+            .load_voice(&loaded.engine.ensure_voice(&case.voice).await.unwrap())
+            .unwrap();
+        let conditions = model.conditions(Some(&voice), case.cfg).unwrap();
+        let settings = SynthesisSettings {
+            temp: case.temp,
+            text_temp: case.temp,
+            seed: case.seed,
+        };
         let mut pcm = Vec::new();
         model
-            .synthesize_segment(text, &conditions, &settings, &mut |chunk| {
+            .synthesize_segment(&case.text, &conditions, &settings, &mut |chunk| {
                 assert_eq!(chunk.len(), 1920, "one Mimi frame per chunk");
                 pcm.extend(chunk);
                 true
             })
             .unwrap();
-        assert_same_frame_rms(name, &pcm, &record);
-        let full = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/tts_parity")
-            .join(format!("{name}.pcm.f32"));
-        if full.exists() {
-            let want = read_f32(&full);
-            assert_eq!(pcm.len(), want.len());
-            let max_diff = pcm
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            eprintln!(
-                "{name}: {} samples, max |rust - python| = {max_diff:e}",
-                pcm.len()
-            );
-            assert!(max_diff < 1e-6, "{name}: max sample difference {max_diff}");
-        }
+        assert_same_pcm(DIR, name, &pcm);
+        outputs.insert(name, pcm);
+    }
+    for (name, knob) in CASES {
+        let base = match name {
+            "hello_temp_0.6_seed_2" | "hello_temp_1.0_seed_1" => "hello_temp_0.6_seed_1",
+            "hello" => continue,
+            _ => "hello",
+        };
+        assert_clearly_different(
+            &format!("{name} vs {base} (the {knob})"),
+            &outputs[name],
+            &outputs[base],
+        );
     }
 }

@@ -163,7 +163,7 @@ fn download_prepares_the_weights_and_cache_verify_covers_them() {
 }
 
 #[test]
-fn unusable_settings_are_clear_errors() {
+fn unknown_settings_are_clear_errors_and_dense_ones_derive_nothing() {
     let hub = hub();
     let cache = tempfile::tempdir().unwrap();
     let out = kyutai(
@@ -180,8 +180,8 @@ fn unusable_settings_are_clear_errors() {
         cache.path(),
         &["transcribe", AUDIO, "--weights", "bf16"],
     );
+    // bf16 on the CPU runs (the GPU's precision, checked without a GPU) and derives nothing.
     let (_, stderr) = output_text(&out);
-    assert!(!out.status.success());
-    assert!(stderr.contains("bf16 weights need a GPU"), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
     assert!(derived(cache.path(), STT).is_empty());
 }

@@ -10,7 +10,7 @@ mod wav;
 
 pub(crate) use decode::AudioDecoder;
 pub(crate) use resample::{StreamResampler, downmix};
-pub use wav::{WavFormat, wav_bytes, write_wav};
+pub use wav::{WavFormat, streaming_wav_header, wav_bytes, write_wav};
 
 /// Turns interleaved audio at any rate and channel count into mono audio at a target rate,
 /// chunk by chunk.

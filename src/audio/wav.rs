@@ -112,3 +112,39 @@ pub fn write_wav(
     temp.persist(path).map_err(|e| io(e.error))?;
     Ok(())
 }
+
+/// The 44-byte header of a 16-bit PCM WAV whose length is not known when it starts (audio
+/// written to a pipe as it is made): the RIFF and data sizes are `0xFFFFFFFF`, as streaming
+/// tools write them and players (`aplay`, `ffplay`, `sox`) read them, up to the end of the
+/// stream. Written here because `hound` needs a seekable file to write the sizes at the end.
+///
+/// ```
+/// use fluent_voice_kyutai::audio::streaming_wav_header;
+///
+/// let header = streaming_wav_header(24_000, 1);
+/// assert_eq!(&header[..4], b"RIFF");
+/// assert_eq!(&header[36..40], b"data");
+/// assert_eq!(u32::from_le_bytes(header[24..28].try_into().unwrap()), 24_000);
+/// ```
+pub fn streaming_wav_header(sample_rate: u32, channels: u16) -> [u8; 44] {
+    let block_align = channels * 2;
+    let mut header = [0u8; 44];
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        header[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    put(b"RIFF");
+    put(&u32::MAX.to_le_bytes());
+    put(b"WAVEfmt ");
+    put(&16u32.to_le_bytes());
+    put(&1u16.to_le_bytes()); // PCM
+    put(&channels.to_le_bytes());
+    put(&sample_rate.to_le_bytes());
+    put(&(sample_rate * u32::from(block_align)).to_le_bytes());
+    put(&block_align.to_le_bytes());
+    put(&16u16.to_le_bytes());
+    put(b"data");
+    put(&u32::MAX.to_le_bytes());
+    header
+}

@@ -40,6 +40,10 @@ struct Common {
     /// No progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Where the models run: cpu, cuda, cuda:N, metal or metal:N (GPUs need a build with the
+    /// `cuda` or `metal` feature).
+    #[arg(long, global = true, value_name = "DEVICE", default_value = "cpu")]
+    device: fluent_voice_kyutai::models::Device,
 }
 
 #[derive(Subcommand)]
@@ -81,12 +85,18 @@ enum Command {
         /// The text to speak (or use -f).
         #[arg(required_unless_present = "file", conflicts_with = "file")]
         text: Option<String>,
-        /// Read the text from a file (`-` for standard input).
+        /// Read the text from a file; `-` reads standard input as it arrives and speaks while
+        /// it is still being written (`some-llm | kyutai say -f - -o - | aplay`).
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: Option<std::path::PathBuf>,
-        /// The output WAV file.
+        /// The output WAV file; `-` streams it to standard output as it is made (a WAV header
+        /// of open-ended length, then 16-bit samples).
         #[arg(short = 'o', long = "output", default_value = "out.wav")]
         output: std::path::PathBuf,
+        /// Also write each word's start and end in the audio: JSON
+        /// (`[{"text", "start_ms", "end_ms"}]`), or SRT subtitles when FILE ends in `.srt`.
+        #[arg(long, value_name = "FILE")]
+        timings: Option<std::path::PathBuf>,
         /// The voice, e.g. expresso/ex03-ex01_happy_001_channel1_334s.wav.
         #[arg(long, value_name = "NAME")]
         voice: Option<String>,
@@ -104,6 +114,11 @@ enum Command {
         #[arg(long, value_name = "f32|bf16|q8|q4", env = "KYUTAI_WEIGHTS")]
         weights: Option<Weights>,
     },
+    /// Serve Kyutai's streaming protocol (moshi-server's): speech-to-text at
+    /// /api/asr-streaming, text-to-speech at /api/tts_streaming, for Kyutai's client scripts
+    /// and Unmute.
+    #[cfg(feature = "server")]
+    Serve(serve::Options),
     /// List what the cache holds; with --verify, re-hash every file.
     Cache {
         /// Re-hash every cached file against the hash the hub announced.
@@ -133,7 +148,7 @@ impl Common {
         if self.quiet {
             config = config.progress(ProgressMode::Quiet);
         }
-        config
+        config.device(self.device)
     }
 }
 
@@ -154,6 +169,13 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode, MoshiError> {
     let config = cli.common.config();
+    if matches!(
+        cli.command,
+        Command::Say { .. } | Command::Transcribe { .. }
+    ) {
+        // A GPU that cannot be used fails here, before gigabytes of weights are downloaded.
+        config.device.check()?;
+    }
     match cli.command {
         Command::Download {
             tts,
@@ -180,6 +202,7 @@ async fn run(cli: Cli) -> Result<ExitCode, MoshiError> {
             text,
             file,
             output,
+            timings,
             voice,
             seed,
             temperature,
@@ -191,6 +214,7 @@ async fn run(cli: Cli) -> Result<ExitCode, MoshiError> {
                 None => config,
             };
             let options = say::Options {
+                timings,
                 voice,
                 seed,
                 temperature,
@@ -209,6 +233,8 @@ async fn run(cli: Cli) -> Result<ExitCode, MoshiError> {
             };
             transcribe::run(config, audio, format).await
         }
+        #[cfg(feature = "server")]
+        Command::Serve(options) => serve::run(config, cli.common, options).await,
     }
 }
 
@@ -345,9 +371,7 @@ mod transcribe {
     use std::path::PathBuf;
     use std::process::ExitCode;
 
-    use fluent_voice_kyutai::voice::{
-        SpeechSource, SttConversation, SttConversationBuilder, Transcript,
-    };
+    use fluent_voice_kyutai::voice::{SpeechSource, SttConversation, SttConversationBuilder};
     use fluent_voice_kyutai::{KyutaiEngine, KyutaiModelConfig, MoshiError};
     use futures::StreamExt;
 
@@ -369,25 +393,25 @@ mod transcribe {
             .with_source(SpeechSource::from_file(audio))
             .listen()
             .await?;
-        let duration = conversation.audio_duration();
-        let mut stream = conversation.into_stream();
-        let mut words = Vec::new();
         let mut out = std::io::stdout().lock();
-        while let Some(word) = stream.next().await {
-            let word = word?;
-            if let Format::Text = format {
-                // Printed as recognised, so that a long file shows progress.
-                let sep = if words.is_empty() { "" } else { " " };
-                let _ = write!(out, "{sep}{}", word.text);
-                let _ = out.flush();
-            }
-            words.push(word);
-        }
-        let transcript = Transcript::from_words(words, duration.ms().unwrap_or(0));
         let _ = match format {
-            Format::Text => writeln!(out),
-            Format::Json => writeln!(out, "{}", serde_json::json!(transcript)),
-            Format::Srt => write!(out, "{}", transcript.to_srt()),
+            Format::Text => {
+                // Printed as recognised, so that a long file shows progress.
+                let mut words = conversation.into_stream();
+                let mut sep = "";
+                while let Some(word) = words.next().await {
+                    let _ = write!(out, "{sep}{}", word?.text);
+                    let _ = out.flush();
+                    sep = " ";
+                }
+                writeln!(out)
+            }
+            Format::Json => writeln!(
+                out,
+                "{}",
+                serde_json::json!(conversation.transcript().await?)
+            ),
+            Format::Srt => write!(out, "{}", conversation.transcript().await?.to_srt()),
         };
         Ok(ExitCode::SUCCESS)
     }
@@ -395,39 +419,41 @@ mod transcribe {
 
 /// `kyutai say`.
 mod say {
-    use std::io::Read;
-    use std::path::PathBuf;
+    use std::io::{Read, Write};
+    use std::path::{Path, PathBuf};
     use std::process::ExitCode;
 
-    use fluent_voice_kyutai::audio::{WavFormat, write_wav};
-    use fluent_voice_kyutai::voice::{Speaker, TtsConversation, TtsConversationBuilder};
-    use fluent_voice_kyutai::{KyutaiEngine, KyutaiModelConfig, MoshiError};
+    use fluent_voice_kyutai::audio::{WavFormat, streaming_wav_header, write_wav};
+    use fluent_voice_kyutai::voice::{
+        Speaker, Transcript, TranscriptionSegment, TtsConversation, TtsConversationBuilder,
+        VoiceError,
+    };
+    use fluent_voice_kyutai::{KyutaiEngine, KyutaiModelConfig, MoshiError, text_channel};
     use futures::StreamExt;
 
     pub struct Options {
+        pub timings: Option<PathBuf>,
         pub voice: Option<String>,
         pub seed: Option<u64>,
         pub temperature: Option<f32>,
         pub cfg_coef: Option<f32>,
     }
 
-    fn read_text(text: Option<String>, file: Option<PathBuf>) -> Result<String, MoshiError> {
+    /// Where the text comes from.
+    enum Text {
+        Whole(String),
+        /// Standard input, read as it arrives.
+        Stdin,
+    }
+
+    fn read_text(text: Option<String>, file: Option<PathBuf>) -> Result<Text, MoshiError> {
         match (text, file) {
-            (Some(text), _) => Ok(text),
-            (None, Some(path)) if path.as_os_str() == "-" => {
-                let mut text = String::new();
-                std::io::stdin().read_to_string(&mut text).map_err(|e| {
-                    MoshiError::InvalidInput(format!(
-                        "could not read the text from standard input: {e}"
-                    ))
-                })?;
-                Ok(text)
-            }
+            (Some(text), _) => Ok(Text::Whole(text)),
+            (None, Some(path)) if path.as_os_str() == "-" => Ok(Text::Stdin),
             (None, Some(path)) => {
-                let bytes = std::fs::read(&path).map_err(|e| {
-                    MoshiError::InvalidInput(format!("could not read {}: {e}", path.display()))
-                })?;
-                String::from_utf8(bytes).map_err(|_| {
+                let bytes = std::fs::read(&path)
+                    .map_err(|e| MoshiError::io("could not read the text file", &path, e))?;
+                String::from_utf8(bytes).map(Text::Whole).map_err(|_| {
                     MoshiError::InvalidInput(format!("{} is not UTF-8 text", path.display()))
                 })
             }
@@ -435,6 +461,39 @@ mod say {
                 "give a text to say, or -f FILE (-f - for standard input)".into(),
             )),
         }
+    }
+
+    /// Reads standard input on a thread of its own, handing on each piece as it arrives (whole
+    /// UTF-8 characters only; a character split between two reads waits for its end).
+    fn stdin_pieces() -> fluent_voice_kyutai::TextStream {
+        let (tx, text) = text_channel();
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buffer = [0u8; 4096];
+            let mut held: Vec<u8> = Vec::new();
+            loop {
+                let n = match stdin.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                held.extend_from_slice(&buffer[..n]);
+                let valid = match std::str::from_utf8(&held) {
+                    Ok(text) => text.len(),
+                    Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                    // Not UTF-8: take what can be read, replacing the rest.
+                    Err(_) => held.len(),
+                };
+                let piece = String::from_utf8_lossy(&held[..valid]).into_owned();
+                held.drain(..valid);
+                if tx.send(piece).is_err() {
+                    break;
+                }
+            }
+            if !held.is_empty() {
+                let _ = tx.send(String::from_utf8_lossy(&held).into_owned());
+            }
+        });
+        text
     }
 
     pub async fn run(
@@ -446,7 +505,10 @@ mod say {
     ) -> Result<ExitCode, MoshiError> {
         let text = read_text(text, file)?;
         let engine = KyutaiEngine::with_config(config).await?;
-        let mut speaker = Speaker::speaker("kyutai").speak(text);
+        let mut speaker = Speaker::speaker("kyutai");
+        if let Text::Whole(text) = &text {
+            speaker = speaker.speak(text.as_str());
+        }
         if let Some(voice) = options.voice {
             speaker = speaker.with_voice(voice);
         }
@@ -460,20 +522,244 @@ mod say {
         if let Some(c) = options.cfg_coef {
             builder = builder.cfg_coef(c);
         }
-        let mut stream = builder.synthesize().await?.into_stream();
+        let conversation = match text {
+            Text::Whole(_) => builder.synthesize().await?,
+            Text::Stdin => builder.synthesize_stream(stdin_pieces()).await?,
+        };
+        let mut stream = conversation.into_stream();
+        let to_stdout = output.as_os_str() == "-";
+        let mut stdout = std::io::stdout().lock();
+        let stdout_error =
+            |e: std::io::Error| MoshiError::io("could not write to", "standard output", e);
         let mut samples = Vec::new();
-        let mut sample_rate = fluent_voice_kyutai::SAMPLE_RATE;
+        let mut words: Vec<TranscriptionSegment> = Vec::new();
+        let sample_rate = fluent_voice_kyutai::SAMPLE_RATE;
+        if to_stdout {
+            stdout
+                .write_all(&streaming_wav_header(sample_rate, 1))
+                .map_err(stdout_error)?;
+            stdout.flush().map_err(stdout_error)?;
+        }
+        let mut total = 0usize;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
-            sample_rate = chunk.sample_rate;
-            samples.extend_from_slice(chunk.samples());
+            words.extend(chunk.words.iter().cloned());
+            total += chunk.samples.len();
+            if to_stdout {
+                // As it is made, so that a player starts at once.
+                stdout
+                    .write_all(&chunk.to_pcm16_bytes())
+                    .map_err(stdout_error)?;
+                stdout.flush().map_err(stdout_error)?;
+            } else {
+                samples.extend_from_slice(chunk.samples());
+            }
         }
-        write_wav(&output, &samples, sample_rate, 1, WavFormat::Pcm16)?;
+        if total == 0 {
+            // Only streamed text can get here (a whole text is checked before synthesis).
+            return Err(MoshiError::InvalidInput(
+                "nothing to say: the text held no words".into(),
+            ));
+        }
+        if !to_stdout {
+            write_wav(&output, &samples, sample_rate, 1, WavFormat::Pcm16)?;
+        }
+        if let Some(path) = &options.timings {
+            write_timings(path, words, (total as u64) * 1000 / u64::from(sample_rate))?;
+        }
+        let shown = if to_stdout {
+            "standard output".into()
+        } else {
+            output.display().to_string()
+        };
         eprintln!(
-            "wrote {} ({:.2} s of audio)",
-            output.display(),
-            samples.len() as f64 / f64::from(sample_rate)
+            "wrote {shown} ({:.2} s of audio)",
+            total as f64 / f64::from(sample_rate)
         );
         Ok(ExitCode::SUCCESS)
+    }
+
+    /// `--timings FILE`: JSON, or SRT for a `.srt` file.
+    fn write_timings(
+        path: &Path,
+        words: Vec<TranscriptionSegment>,
+        duration_ms: u64,
+    ) -> Result<(), MoshiError> {
+        let srt = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("srt"));
+        let text = if srt {
+            Transcript::from_words(words, duration_ms).to_srt()
+        } else {
+            serde_json::to_string_pretty(&words).map_err(|e| {
+                MoshiError::from(VoiceError::other_caused_by(
+                    "could not write the timings",
+                    e,
+                ))
+            })? + "\n"
+        };
+        std::fs::write(path, text)
+            .map_err(|e| MoshiError::io("could not write the timings to", path, e))
+    }
+}
+
+#[cfg(feature = "server")]
+mod serve {
+    //! `kyutai serve`: flags and the optional TOML file into a `ServerConfig`, then the server
+    //! until SIGINT/SIGTERM.
+
+    use std::net::IpAddr;
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+
+    use clap::Args;
+    use fluent_voice_kyutai::models::{KyutaiModelConfig, Weights};
+    use fluent_voice_kyutai::server::{Server, ServerConfig, ServerFile, shutdown_signal};
+    use fluent_voice_kyutai::{KyutaiEngine, MoshiError};
+
+    #[derive(Args)]
+    pub struct Options {
+        /// A TOML file with the same settings (flags win over it).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The address to listen on [default: 127.0.0.1].
+        #[arg(long)]
+        addr: Option<IpAddr>,
+        /// The port [default: 8080].
+        #[arg(long)]
+        port: Option<u16>,
+        /// Streams served at once by each endpoint [default: 8].
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// How the language models' weights are held: f32, f16, bf16, q8 or q4 (default: q8
+        /// on the CPU, bf16 on GPUs).
+        #[arg(long, value_name = "f32|f16|bf16|q8|q4")]
+        weights: Option<String>,
+        /// An accepted API key (repeatable); clients send it in the `kyutai-api-key` header
+        /// or as `?auth_id=`. Without any key, every client is accepted.
+        #[arg(long = "api-key", value_name = "KEY")]
+        api_keys: Vec<String>,
+        /// A file of accepted API keys, one per line.
+        #[arg(long, value_name = "FILE")]
+        api_keys_file: Option<PathBuf>,
+        /// Fetch and load the models on first use instead of at start.
+        #[arg(long)]
+        lazy: bool,
+        /// Do not serve speech-to-text.
+        #[arg(long)]
+        no_asr: bool,
+        /// Do not serve text-to-speech.
+        #[arg(long)]
+        no_tts: bool,
+    }
+
+    fn weights(name: &str) -> Result<Weights, MoshiError> {
+        name.parse()
+            .map_err(|e: String| MoshiError::InvalidInput(e))
+    }
+
+    pub async fn run(
+        mut models: KyutaiModelConfig,
+        common: super::Common,
+        options: Options,
+    ) -> Result<ExitCode, MoshiError> {
+        log::set_logger(&LOGGER).map_err(|e| MoshiError::InvalidInput(e.to_string()))?;
+        log::set_max_level(log::LevelFilter::Info);
+        let file = match &options.config {
+            Some(path) => ServerFile::read(path)?,
+            None => ServerFile::default(),
+        };
+        // The file's model settings, where no flag gave one.
+        if common.tts_repo.is_none()
+            && let Some(repo) = &file.tts_repo
+        {
+            models = models.tts_repo(repo);
+        }
+        if common.stt_repo.is_none()
+            && let Some(repo) = &file.stt_repo
+        {
+            models = models.stt_repo(repo);
+        }
+        if common.voices_repo.is_none()
+            && let Some(repo) = &file.voices_repo
+        {
+            models = models.voices_repo(repo);
+        }
+        if common.cache_dir.is_none()
+            && let Some(dir) = &file.cache_dir
+        {
+            models = models.cache_dir(dir);
+        }
+        if !common.offline && file.offline == Some(true) {
+            models = models.offline(true);
+        }
+        if let Some(voice) = &file.default_voice {
+            models = models.default_voice(voice);
+        }
+        if let Some(name) = options.weights.as_ref().or(file.weights.as_ref()) {
+            models = models.weights(weights(name)?);
+        }
+
+        let mut config = file.apply(ServerConfig::default())?;
+        config.addr = options.addr.unwrap_or(config.addr);
+        config.port = options.port.unwrap_or(config.port);
+        config.batch_size = options.batch_size.unwrap_or(config.batch_size);
+        config.api_keys.extend(options.api_keys);
+        if let Some(path) = &options.api_keys_file {
+            config = config.api_keys_file(path)?;
+        }
+        config.lazy |= options.lazy;
+        config.asr &= !options.no_asr;
+        config.tts &= !options.no_tts;
+        config.validate()?;
+        // Every stream the ASR endpoint admits gets a slot in the engine's one batched step.
+        models = models
+            .batch_size(config.batch_size)
+            .max_conversations(config.batch_size);
+
+        if config.lazy {
+            log::info!(target: "kyutai::server", "models are loaded on first use (--lazy)");
+        } else {
+            log::info!(target: "kyutai::server", "fetching and loading the models");
+        }
+        let engine = KyutaiEngine::with_config(models).await?;
+        let server = Server::bind(config.clone(), engine).await?;
+        if server.is_open() {
+            log::warn!(
+                target: "kyutai::server",
+                "no API key configured: every client is accepted (give --api-key KEY)"
+            );
+        }
+        log::info!(
+            target: "kyutai::server",
+            "listening on http://{} (batch size {} per endpoint{}{})",
+            server.local_addr(),
+            config.batch_size,
+            if config.asr { ", /api/asr-streaming" } else { "" },
+            if config.tts { ", /api/tts_streaming" } else { "" },
+        );
+        server.run(shutdown_signal()).await?;
+        log::info!(target: "kyutai::server", "stopped");
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// One line per record on standard error: the server's own at info and up, other
+    /// crates' warnings and errors.
+    struct StderrLogger;
+
+    static LOGGER: StderrLogger = StderrLogger;
+
+    impl log::Log for StderrLogger {
+        fn enabled(&self, metadata: &log::Metadata) -> bool {
+            metadata.level() <= log::Level::Warn || metadata.target().starts_with("kyutai")
+        }
+
+        fn log(&self, record: &log::Record) {
+            if self.enabled(record.metadata()) {
+                eprintln!("{:<5} {}", record.level(), record.args());
+            }
+        }
+
+        fn flush(&self) {}
     }
 }

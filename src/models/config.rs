@@ -12,6 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::progress::{ProgressCallback, ProgressEvent};
+pub use crate::stt::WhenBusy;
+
+impl KyutaiModelConfig {
+    /// The batching of speech-to-text conversations this configuration asks for.
+    pub(crate) fn batching(&self) -> crate::stt::Batching {
+        crate::stt::Batching {
+            batch_size: self.batch_size.max(1),
+            max_conversations: self.max_conversations,
+        }
+    }
+}
 
 /// The public TTS model (Delayed Streams Modeling, English and French).
 pub const DEFAULT_TTS_REPO: &str = "kyutai/tts-1.6b-en_fr";
@@ -34,6 +45,65 @@ pub enum Device {
     Cuda(usize),
     /// An Apple GPU (needs the `metal` feature).
     Metal(usize),
+}
+
+impl Device {
+    /// Whether this build, on this machine, can run models on this device: `Ok` for the CPU and
+    /// for a GPU that starts, else the [`MoshiError::DeviceUnavailable`](crate::MoshiError) that
+    /// says why (no cargo feature, no driver, no device). Cheap next to loading a model, so an
+    /// application can ask first and fall back to [`Device::Cpu`].
+    ///
+    /// ```
+    /// use fluent_voice_kyutai::models::Device;
+    /// assert!(Device::Cpu.check().is_ok());
+    /// ```
+    pub fn check(self) -> crate::Result<()> {
+        crate::codec::candle_device(self).map(|_| ())
+    }
+}
+
+impl fmt::Display for Device {
+    /// The form [`Device::from_str`](std::str::FromStr) reads: `cpu`, `cuda:0`, `metal:0`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(ordinal) => write!(f, "cuda:{ordinal}"),
+            Device::Metal(ordinal) => write!(f, "metal:{ordinal}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+
+    /// Reads `cpu`, `cuda`, `cuda:N`, `metal` or `metal:N` (N: the GPU's ordinal, default 0),
+    /// as the CLI's `--device` takes it.
+    ///
+    /// ```
+    /// use fluent_voice_kyutai::models::Device;
+    /// assert_eq!("cuda".parse(), Ok(Device::Cuda(0)));
+    /// assert_eq!("cuda:1".parse(), Ok(Device::Cuda(1)));
+    /// assert_eq!("CPU".parse(), Ok(Device::Cpu));
+    /// assert!("gpu".parse::<Device>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Device, String> {
+        let s = s.trim().to_ascii_lowercase();
+        let (kind, ordinal) = match s.split_once(':') {
+            Some((kind, n)) => match n.parse::<usize>() {
+                Ok(n) => (kind, Some(n)),
+                Err(_) => return Err(format!("`{n}` is not a GPU number in `{s}`")),
+            },
+            None => (s.as_str(), None),
+        };
+        match (kind, ordinal) {
+            ("cpu", None) => Ok(Device::Cpu),
+            ("cuda", n) => Ok(Device::Cuda(n.unwrap_or(0))),
+            ("metal", n) => Ok(Device::Metal(n.unwrap_or(0))),
+            _ => Err(format!(
+                "unknown device `{s}`: use cpu, cuda, cuda:N, metal or metal:N"
+            )),
+        }
+    }
 }
 
 /// How a language model's weights are held and multiplied (`--weights`), per capability.
@@ -207,6 +277,16 @@ pub struct KyutaiModelConfig {
     /// progress, before reporting it as stuck (a holder that makes progress is waited for as long
     /// as it takes; one that died has released the lock already).
     pub lock_stale_after: Duration,
+    /// Speech-to-text conversations per batched step (default 1). Conversations beyond it run
+    /// in further batches, each with its own attention caches (about 200 MB per conversation for
+    /// the 1B STT in f32). With candle's CPU kernels a batch pays for f32 weights from about 4
+    /// conversations on (8 cost about a third of 8 alone); a server of many streams sets it.
+    pub batch_size: usize,
+    /// Speech-to-text conversations at once, in all batches (default: no limit); beyond it a
+    /// conversation waits or fails, as `when_busy` says.
+    pub max_conversations: Option<usize>,
+    /// What a conversation does at `max_conversations`: wait for one to end, or fail.
+    pub when_busy: WhenBusy,
     /// Per-file overrides for the TTS repository: `hf://org/repo/path` or `file:///abs/path`.
     pub tts_files: BTreeMap<ModelFile, String>,
     /// Per-file overrides for the STT repository.
@@ -242,6 +322,9 @@ impl Default for KyutaiModelConfig {
             // retries' backoff, or a Retry-After (capped at two minutes), or re-hashing a large
             // partial file before resuming it.
             lock_stale_after: Duration::from_secs(300),
+            batch_size: 1,
+            max_conversations: None,
+            when_busy: WhenBusy::Wait,
             tts_files: BTreeMap::new(),
             stt_files: BTreeMap::new(),
         }
@@ -384,6 +467,21 @@ impl KyutaiModelConfig {
         self.lock_stale_after = timeout;
         self
     }
+    /// How many speech-to-text conversations share one batched step (default 1; at least 1).
+    pub fn batch_size(mut self, slots: usize) -> Self {
+        self.batch_size = slots.max(1);
+        self
+    }
+    /// At most this many speech-to-text conversations at once (default: no limit).
+    pub fn max_conversations(mut self, max: usize) -> Self {
+        self.max_conversations = Some(max.max(1));
+        self
+    }
+    /// What a conversation does at `max_conversations` (default: wait for one to end).
+    pub fn when_busy(mut self, when_busy: WhenBusy) -> Self {
+        self.when_busy = when_busy;
+        self
+    }
     /// Overrides one TTS file: `hf://org/repo/path/in/repo` or `file:///abs/path`.
     pub fn tts_file(mut self, file: ModelFile, location: impl Into<String>) -> Self {
         self.tts_files.insert(file, location.into());
@@ -425,6 +523,9 @@ impl fmt::Debug for KyutaiModelConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("read_timeout", &self.read_timeout)
             .field("lock_stale_after", &self.lock_stale_after)
+            .field("batch_size", &self.batch_size)
+            .field("max_conversations", &self.max_conversations)
+            .field("when_busy", &self.when_busy)
             .field("tts_files", &self.tts_files)
             .field("stt_files", &self.stt_files)
             .finish_non_exhaustive()

@@ -532,15 +532,16 @@ impl KyutaiModelManager {
         blob: &Path,
         format: FileFormat,
     ) -> Result<bool> {
+        if !blob.is_file() {
+            return Ok(false);
+        }
+        // The warm path: a stat and a small read, fine on any thread.
         let record = self.cache.verified_record_path(repo, etag);
+        if verify::is_recorded_verified(&record, blob, etag) {
+            return Ok(true);
+        }
         let (etag, blob) = (etag.to_string(), blob.to_path_buf());
         blocking("verifying a cached file", move || {
-            if !blob.is_file() {
-                return Ok(false);
-            }
-            if verify::is_recorded_verified(&record, &blob, &etag) {
-                return Ok(true);
-            }
             let mismatch = verify::check_blob(&blob, &etag)
                 .map_err(|e| MoshiError::io("could not read", &blob, e))?;
             if let Some(actual) = mismatch {

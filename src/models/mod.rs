@@ -12,7 +12,9 @@ mod progress;
 pub(crate) mod repo_config;
 pub(crate) mod verify;
 
-pub use config::{Device, KyutaiModelConfig, ModelFile, ProgressMode, ResolvedSettings, Weights};
+pub use config::{
+    Device, KyutaiModelConfig, ModelFile, ProgressMode, ResolvedSettings, Weights, WhenBusy,
+};
 pub use inventory::{CachedFile, FileState};
 pub use manager::{FetchedFile, KyutaiModelManager};
 pub use paths::{KyutaiModelPaths, SttModelPaths, TtsModelPaths};

@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::future::BoxFuture;
 
+use super::end_of_turn::EndOfTurnSettings;
 use crate::engine::{EngineHandle, KyutaiEngine};
 use crate::error::{MoshiError, Stage};
 use crate::runtime::blocking;
 use crate::voice::{
     BoxSegmentStream, Language, PhraseGrouper, SpeechSource, SttConversation,
-    SttConversationBuilder, SttEngine, Transcript, TranscriptionSegment, VoiceError,
+    SttConversationBuilder, SttEngine, Transcript, TranscriptEvent, VoiceError,
 };
 
 use super::source::{self, OpenedSource};
@@ -26,6 +27,8 @@ pub struct KyutaiSttBuilder {
     source: Option<SpeechSource>,
     language: Option<Language>,
     word_timestamps: bool,
+    end_of_turn: EndOfTurnSettings,
+    progress: bool,
 }
 
 impl KyutaiSttBuilder {
@@ -35,7 +38,26 @@ impl KyutaiSttBuilder {
             source: None,
             language: None,
             word_timestamps: true,
+            end_of_turn: EndOfTurnSettings::default(),
+            progress: false,
         }
+    }
+
+    /// The rule that decides when a speaker's turn has ended
+    /// ([`TranscriptEvent::EndOfTurn`], for models with voice-activity heads); the default is
+    /// Kyutai's Unmute's.
+    pub fn end_of_turn(mut self, settings: EndOfTurnSettings) -> Self {
+        self.end_of_turn = settings;
+        self
+    }
+
+    /// Also reports, after every model step, how far the transcript is settled
+    /// ([`TranscriptEvent::Progress`]): the audio heard so far less the model's delay. Off by
+    /// default; a streaming server turns it on to echo markers once the audio before them has
+    /// been transcribed.
+    pub fn progress_events(mut self, enabled: bool) -> Self {
+        self.progress = enabled;
+        self
     }
 
     /// A builder whose engine is resolved when the conversation starts.
@@ -71,6 +93,9 @@ impl SttConversationBuilder for KyutaiSttBuilder {
             .into());
         };
         source.validate()?;
+        self.end_of_turn
+            .validate()
+            .map_err(VoiceError::Configuration)?;
         let engine = self.engine.engine().await?;
         if let Some(language) = &self.language {
             // Kyutai's STT models take no language input: they transcribe whichever of their
@@ -90,20 +115,29 @@ impl SttConversationBuilder for KyutaiSttBuilder {
         // Open (probe) the audio before answering, so that a missing or unreadable file fails
         // here rather than as the first item of the stream.
         let opened = blocking("opening the audio", move || OpenedSource::open(source)).await?;
-        let mut transcriber = model.transcriber()?;
+        // A slot of the model's batch: waiting for one (or failing) as configured, off the
+        // async threads.
+        let when_busy = engine.manager().config().when_busy;
+        let slot_model = model.clone();
+        let mut transcriber = blocking("waiting for a free slot", move || {
+            slot_model.transcriber(when_busy)
+        })
+        .await?;
+        transcriber.set_end_of_turn(self.end_of_turn);
+        transcriber.report_progress(self.progress);
         let duration = AudioDuration::default();
         let duration_out = duration.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<TranscriptionSegment, VoiceError>>(64);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<TranscriptEvent, VoiceError>>(64);
         let word_timestamps = self.word_timestamps;
         std::thread::spawn(move || {
             // Words, or (without word timestamps) phrases of words, each timed as a whole.
             let mut phrases = PhraseGrouper::default();
-            let mut send = |word: TranscriptionSegment| match word_timestamps {
-                true => tx.blocking_send(Ok(word)).is_ok(),
-                false => match phrases.push(word) {
-                    Some(phrase) => tx.blocking_send(Ok(phrase)).is_ok(),
+            let mut send = |event: TranscriptEvent| match (event, word_timestamps) {
+                (TranscriptEvent::Word(word), false) => match phrases.push(word) {
+                    Some(phrase) => tx.blocking_send(Ok(TranscriptEvent::Word(phrase))).is_ok(),
                     None => !tx.is_closed(),
                 },
+                (event, _) => tx.blocking_send(Ok(event)).is_ok(),
             };
             let listener = tx.clone();
             let result = source::run(opened, &mut transcriber, &mut send, &|| {
@@ -112,7 +146,7 @@ impl SttConversationBuilder for KyutaiSttBuilder {
             match result {
                 Ok(ms) => {
                     if let Some(phrase) = phrases.finish() {
-                        let _ = tx.blocking_send(Ok(phrase));
+                        let _ = tx.blocking_send(Ok(TranscriptEvent::Word(phrase)));
                     }
                     duration_out.set(ms)
                 }
@@ -125,17 +159,21 @@ impl SttConversationBuilder for KyutaiSttBuilder {
             rx.recv().await.map(|item| (item, rx))
         });
         Ok(KyutaiSttConversation {
-            stream: Box::pin(stream),
+            events: Box::pin(stream),
             duration,
         })
     }
 }
 
-/// An STT conversation: a stream of word segments.
+/// An STT conversation: a stream of word segments, or of every [`TranscriptEvent`].
 pub struct KyutaiSttConversation {
-    stream: BoxSegmentStream,
+    events: BoxEventStream,
     duration: AudioDuration,
 }
+
+/// The events of a speech-to-text conversation, as they come.
+pub type BoxEventStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<TranscriptEvent, VoiceError>> + Send>>;
 
 impl KyutaiSttConversation {
     /// A handle that tells the length of the audio once the stream has ended (the stream
@@ -144,17 +182,53 @@ impl KyutaiSttConversation {
         self.duration.clone()
     }
 
-    /// Transcribes to the end and returns the whole transcript: text, timed words and the
-    /// length of the audio (what `kyutai transcribe --format json` prints).
+    /// Every event as it comes: words, and for models with voice-activity heads (Kyutai's
+    /// 1B STT) each 80 ms step's pause probabilities and the ends of turns, which tell a voice
+    /// agent when to answer. [`into_stream`](SttConversation::into_stream) keeps the words only.
+    ///
+    /// ```no_run
+    /// use fluent_voice_kyutai::prelude::*;
+    /// use futures::StreamExt;
+    ///
+    /// # async fn run(microphone: SpeechSource) -> Result<(), VoiceError> {
+    /// let mut events = Kyutai::stt().with_source(microphone).listen().await?.into_events();
+    /// while let Some(event) = events.next().await {
+    ///     match event? {
+    ///         TranscriptEvent::Word(word) => print!("{} ", word.text),
+    ///         TranscriptEvent::EndOfTurn { .. } => println!("\n(your turn, agent)"),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn into_events(self) -> BoxEventStream {
+        self.events
+    }
+
+    /// Transcribes to the end and returns the whole transcript: text, timed words, the length
+    /// of the audio and (for models with voice-activity heads) when turns ended: what
+    /// `kyutai transcribe --format json` prints.
     pub async fn transcript(self) -> Result<Transcript, VoiceError> {
         use futures::StreamExt;
         let duration = self.duration.clone();
-        let mut stream = self.stream;
+        let mut events = self.events;
         let mut words = Vec::new();
-        while let Some(word) = stream.next().await {
-            words.push(word?);
+        let mut ends: Option<Vec<u64>> = None;
+        while let Some(event) = events.next().await {
+            match event? {
+                TranscriptEvent::Word(word) => words.push(word),
+                TranscriptEvent::VoiceActivity { .. } => {
+                    ends.get_or_insert_with(Vec::new);
+                }
+                TranscriptEvent::EndOfTurn { time_ms } => {
+                    ends.get_or_insert_with(Vec::new).push(time_ms)
+                }
+                TranscriptEvent::Progress { .. } => {}
+            }
         }
-        Ok(Transcript::from_words(words, duration.ms().unwrap_or(0)))
+        let mut transcript = Transcript::from_words(words, duration.ms().unwrap_or(0));
+        transcript.end_of_turn_ms = ends;
+        Ok(transcript)
     }
 }
 
@@ -179,7 +253,14 @@ impl AudioDuration {
 impl SttConversation for KyutaiSttConversation {
     type SegmentStream = BoxSegmentStream;
     fn into_stream(self) -> BoxSegmentStream {
-        self.stream
+        use futures::StreamExt;
+        Box::pin(self.events.filter_map(|event| {
+            std::future::ready(match event {
+                Ok(TranscriptEvent::Word(word)) => Some(Ok(word)),
+                Ok(_) => None,
+                Err(error) => Some(Err(error)),
+            })
+        }))
     }
 }
 

@@ -6,14 +6,18 @@
 //! `moshi` crate's `asr::State`, and turn the text tokens into timed words as the model emits
 //! them.
 
+mod batch;
 mod builder;
 mod config;
+mod end_of_turn;
 mod model;
 mod source;
 mod transcriber;
 
-pub use builder::{AudioDuration, KyutaiSttBuilder, KyutaiSttConversation};
+pub use batch::{Batching, WhenBusy};
+pub use builder::{AudioDuration, BoxEventStream, KyutaiSttBuilder, KyutaiSttConversation};
 pub use config::SttConfig;
+pub use end_of_turn::EndOfTurnSettings;
 pub use model::SttModel;
-pub use source::transcribe_blocking;
+pub use source::{transcribe_blocking, transcribe_events_blocking};
 pub use transcriber::FRAME_SAMPLES;

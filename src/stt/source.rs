@@ -6,7 +6,7 @@ use super::transcriber::Transcriber;
 use crate::audio::{AudioDecoder, MonoConverter};
 use crate::codec::SAMPLE_RATE;
 use crate::error::MoshiError;
-use crate::voice::{PcmFrameStream, SpeechSource, TranscriptionSegment};
+use crate::voice::{PcmFrameStream, SpeechSource, TranscriptEvent, TranscriptionSegment};
 
 /// Frames of in-memory PCM handed to the converter at a time (bounded work per call).
 const PCM_CHUNK_FRAMES: usize = 4096;
@@ -85,15 +85,32 @@ impl OpenedSource {
 pub fn transcribe_blocking(
     source: SpeechSource,
     transcriber: &mut Transcriber,
-    on_word: impl FnMut(TranscriptionSegment) -> bool,
+    mut on_word: impl FnMut(TranscriptionSegment) -> bool,
 ) -> Result<u64, MoshiError> {
-    run(OpenedSource::open(source)?, transcriber, on_word, &|| false)
+    let on_event = |event| match event {
+        TranscriptEvent::Word(word) => on_word(word),
+        _ => true,
+    };
+    run(OpenedSource::open(source)?, transcriber, on_event, &|| {
+        false
+    })
+}
+
+/// Like [`transcribe_blocking`], with every event (words, voice activity, ends of turn).
+pub fn transcribe_events_blocking(
+    source: SpeechSource,
+    transcriber: &mut Transcriber,
+    on_event: impl FnMut(TranscriptEvent) -> bool,
+) -> Result<u64, MoshiError> {
+    run(OpenedSource::open(source)?, transcriber, on_event, &|| {
+        false
+    })
 }
 
 pub(crate) fn run(
     mut source: OpenedSource,
     transcriber: &mut Transcriber,
-    mut on_word: impl FnMut(TranscriptionSegment) -> bool,
+    mut on_word: impl FnMut(TranscriptEvent) -> bool,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<u64, MoshiError> {
     let (rate, channels) = source.format();

@@ -5,15 +5,17 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use candle_core::{Device, Tensor};
-use moshi::asr::{AsrMsg, State};
+use moshi::asr::AsrMsg;
 use moshi::mimi::Mimi;
 use moshi::streaming::{StreamMask, StreamTensor};
 
+use super::batch::Slot;
 use super::config::{FRAME_RATE, SttConfig};
+use super::end_of_turn::{EndOfTurn, EndOfTurnSettings};
 use crate::codec::SAMPLE_RATE;
 use crate::error::MoshiError;
 use crate::text::Tokenizer;
-use crate::voice::TranscriptionSegment;
+use crate::voice::{TranscriptEvent, TranscriptionSegment};
 
 /// Samples per model step: 80 ms at 24 kHz (one Mimi frame).
 pub const FRAME_SAMPLES: usize = 1920;
@@ -25,16 +27,21 @@ const TAIL_SECONDS: f64 = 1.0;
 /// Streaming speech-to-text for one audio stream.
 ///
 /// Feed 24 kHz mono samples in chunks of any size with [`push`](Self::push); each call returns
-/// the words the model has decided so far. [`finish`](Self::finish) pads the end with silence
+/// what the model has decided so far: words, and (for models with voice-activity heads) each
+/// step's pause probabilities and the ends of turns ([`EndOfTurn`]). [`finish`](Self::finish) pads the end with silence
 /// (the model's delay plus a second) and returns the last words. Word timings follow the
 /// `moshi` crate's `asr::State`: a word starts at the end-of-padding token that precedes it and
 /// ends at the next one (or when the next word starts, or at the end of the audio), minus the
 /// model's text delay and the silence prefix, clamped to the audio.
 pub struct Transcriber {
-    state: State,
+    /// This stream's item of the model's batch.
+    slot: Slot,
+    /// This stream's audio encoder.
     encoder: Encoder,
-    tokenizer: Arc<Tokenizer>,
     device: Device,
+    /// Steps this stream has run.
+    steps: usize,
+    tokenizer: Arc<Tokenizer>,
     frame: Vec<f32>,
     prefix_samples: usize,
     delay_steps: usize,
@@ -44,7 +51,16 @@ pub struct Transcriber {
     finished: bool,
     audio_samples: u64,
     pending: Option<(String, f64)>,
-    trace: Option<RefCell<Vec<u32>>>,
+    trace: Option<RefCell<Trace>>,
+    end_of_turn: EndOfTurn,
+    progress: bool,
+}
+
+/// What [`Transcriber::record_text_tokens`] records, per step.
+#[derive(Default)]
+struct Trace {
+    text_tokens: Vec<u32>,
+    audio_codes: Vec<Vec<u32>>,
 }
 
 impl Transcriber {
@@ -52,7 +68,7 @@ impl Transcriber {
     /// Mimi is not used: encoding runs apart, on its own thread when `threaded`; see
     /// [`Encoder`]).
     pub(crate) fn new(
-        state: State,
+        slot: Slot,
         mimi: Mimi,
         threaded: bool,
         tokenizer: Arc<Tokenizer>,
@@ -62,10 +78,11 @@ impl Transcriber {
         let rate = f64::from(SAMPLE_RATE);
         let settings = config.stt_config;
         Transcriber {
-            state,
+            slot,
             encoder: Encoder::new(mimi, threaded),
-            tokenizer,
             device,
+            steps: 0,
+            tokenizer,
             frame: Vec::with_capacity(FRAME_SAMPLES),
             prefix_samples: (settings.audio_silence_prefix_seconds * rate).round() as usize,
             delay_steps: config.delay_steps(),
@@ -76,13 +93,26 @@ impl Transcriber {
             audio_samples: 0,
             pending: None,
             trace: None,
+            end_of_turn: EndOfTurn::new(EndOfTurnSettings::default()),
+            progress: false,
         }
     }
 
-    /// Records the text token the model picks at every step (see
-    /// [`text_tokens`](Self::text_tokens)); for parity checks and debugging.
+    /// Uses `settings` for the end-of-turn rule.
+    pub(crate) fn set_end_of_turn(&mut self, settings: EndOfTurnSettings) {
+        self.end_of_turn = EndOfTurn::new(settings);
+    }
+
+    /// Reports [`TranscriptEvent::Progress`] after every step when `enabled`.
+    pub(crate) fn report_progress(&mut self, enabled: bool) {
+        self.progress = enabled;
+    }
+
+    /// Records the text token the model picks and the Mimi codes of every frame (see
+    /// [`text_tokens`](Self::text_tokens) and [`audio_codes`](Self::audio_codes)); for parity
+    /// checks and debugging.
     pub fn record_text_tokens(&mut self) {
-        self.trace = Some(RefCell::new(Vec::new()));
+        self.trace = Some(RefCell::new(Trace::default()));
     }
 
     /// The text tokens picked so far, one per step, when recording. The `asr::State` exposes
@@ -90,7 +120,17 @@ impl Transcriber {
     pub fn text_tokens(&self) -> Vec<u32> {
         self.trace
             .as_ref()
-            .map(|t| t.borrow().clone())
+            .map(|t| t.borrow().text_tokens.clone())
+            .unwrap_or_default()
+    }
+
+    /// The Mimi codes of each frame so far (one per codebook), in the order they were given to
+    /// the model, when recording. (The `asr::State` feeds a frame's codes to the language model
+    /// one step after the frame: frame `k`'s at step `k + 1`, the padding token at step 0.)
+    pub fn audio_codes(&self) -> Vec<Vec<u32>> {
+        self.trace
+            .as_ref()
+            .map(|t| t.borrow().audio_codes.clone())
             .unwrap_or_default()
     }
 
@@ -101,11 +141,11 @@ impl Transcriber {
 
     /// Model steps run so far.
     pub fn steps(&self) -> usize {
-        self.state.model_step_idx()
+        self.steps
     }
 
-    /// Feeds 24 kHz mono samples; returns the words decided so far.
-    pub fn push(&mut self, samples: &[f32]) -> Result<Vec<TranscriptionSegment>, MoshiError> {
+    /// Feeds 24 kHz mono samples; returns what was decided so far.
+    pub fn push(&mut self, samples: &[f32]) -> Result<Vec<TranscriptEvent>, MoshiError> {
         if self.finished {
             return Err(MoshiError::InvalidInput(
                 "audio pushed after the end of the transcription".into(),
@@ -118,13 +158,17 @@ impl Transcriber {
         }
         self.audio_samples += samples.len() as u64;
         self.feed(samples, &mut words)?;
+        // The last frame of this chunk is not left with the encoder until the next chunk: a
+        // live stream gets each frame's words as soon as it is stepped, and the overlap of
+        // Mimi and the language model still works within a chunk of several frames.
+        self.drain_encoder(&mut words)?;
         Ok(words)
     }
 
     /// Ends the audio: pads it with silence so the model decides its last words, and returns
     /// them. Audio without a single sample is an error (there is nothing to transcribe);
     /// silence is not (it gives no words).
-    pub fn finish(&mut self) -> Result<Vec<TranscriptionSegment>, MoshiError> {
+    pub fn finish(&mut self) -> Result<Vec<TranscriptEvent>, MoshiError> {
         if self.audio_samples == 0 {
             return Err(MoshiError::InvalidInput(
                 "the audio holds no samples (0 seconds): there is nothing to transcribe".into(),
@@ -136,21 +180,27 @@ impl Transcriber {
         let mut words = Vec::new();
         let partial = (FRAME_SAMPLES - self.frame.len()) % FRAME_SAMPLES;
         self.feed_silence(partial + self.tail_samples, &mut words)?;
-        while let Some(codes) = self.encoder.finish().map_err(inference)? {
-            self.step_codes(&codes, &mut words)?;
-        }
+        self.drain_encoder(&mut words)?;
         self.finished = true;
         if let Some((text, start)) = self.pending.take() {
             let end = self.now();
-            words.extend(self.segment(text, start, end));
+            self.word(text, start, end, &mut words);
         }
         Ok(words)
+    }
+
+    /// Steps the model on the frames still with the encoder.
+    fn drain_encoder(&mut self, events: &mut Vec<TranscriptEvent>) -> Result<(), MoshiError> {
+        for codes in self.encoder.drain().map_err(inference)? {
+            self.step_codes(&codes, events)?;
+        }
+        Ok(())
     }
 
     fn feed_silence(
         &mut self,
         n: usize,
-        words: &mut Vec<TranscriptionSegment>,
+        words: &mut Vec<TranscriptEvent>,
     ) -> Result<(), MoshiError> {
         let zeros = [0.0f32; FRAME_SAMPLES];
         let mut left = n;
@@ -165,7 +215,7 @@ impl Transcriber {
     fn feed(
         &mut self,
         mut samples: &[f32],
-        words: &mut Vec<TranscriptionSegment>,
+        words: &mut Vec<TranscriptEvent>,
     ) -> Result<(), MoshiError> {
         while !samples.is_empty() {
             let take = (FRAME_SAMPLES - self.frame.len()).min(samples.len());
@@ -180,30 +230,34 @@ impl Transcriber {
     }
 
     /// Encodes the 1920 samples in `self.frame`, and runs a model step on the codes ready.
-    fn step(&mut self, words: &mut Vec<TranscriptionSegment>) -> Result<(), MoshiError> {
+    fn step(&mut self, events: &mut Vec<TranscriptEvent>) -> Result<(), MoshiError> {
         let pcm = Tensor::from_slice(&self.frame, (1, 1, FRAME_SAMPLES), &self.device)
             .map_err(inference)?;
         match self.encoder.push(pcm).map_err(inference)? {
-            Some(codes) => self.step_codes(&codes, words),
-            None => Ok(()),
+            Some(codes) => self.step_codes(&codes, events),
+            None => Ok(()), // Mimi holds the audio until it has a whole frame of codes.
         }
     }
 
-    /// One model step on one frame of Mimi codes (`[1, n_q, 1]`).
+    /// One model step, in the model's batch, on one frame of Mimi codes (`[1, n_q, 1]`).
     fn step_codes(
         &mut self,
         codes: &Tensor,
-        words: &mut Vec<TranscriptionSegment>,
+        events: &mut Vec<TranscriptEvent>,
     ) -> Result<(), MoshiError> {
-        let trace = self.trace.as_ref();
-        let msgs = self
-            .state
-            .step_tokens(codes, None, &().into(), |items, _, _| {
-                if let Some(trace) = trace.filter(|_| !items[0].is_first_step()) {
-                    trace.borrow_mut().push(items[0].text_token());
-                }
-            })
+        let codes = codes
+            .flatten_all()
+            .and_then(|c| c.to_vec1::<u32>())
             .map_err(inference)?;
+        if let Some(trace) = &self.trace {
+            trace.borrow_mut().audio_codes.push(codes.clone());
+        }
+        let step = self.slot.step(codes)?;
+        self.steps += 1;
+        if let (Some(trace), Some(token)) = (&self.trace, step.previous_text_token) {
+            trace.borrow_mut().text_tokens.push(token);
+        }
+        let msgs = step.msgs;
         for msg in msgs {
             match msg {
                 AsrMsg::Word {
@@ -211,24 +265,67 @@ impl Transcriber {
                 } => {
                     if let Some((text, start)) = self.pending.take() {
                         let end = self.now();
-                        words.extend(self.segment(text, start, end));
+                        self.word(text, start, end, events);
                     }
                     self.pending = Some((self.tokenizer.decode(&tokens), start_time));
                 }
                 AsrMsg::EndWord { stop_time, .. } => {
                     if let Some((text, start)) = self.pending.take() {
-                        words.extend(self.segment(text, start, stop_time));
+                        self.word(text, start, stop_time, events);
                     }
                 }
-                AsrMsg::Step { .. } => {}
+                AsrMsg::Step { prs, .. } => {
+                    // One value per head for the one stream of this state (batch of 1).
+                    let pause_probabilities: Vec<f32> = prs
+                        .iter()
+                        .filter_map(|head| head.first().copied())
+                        .collect();
+                    let time_ms = self.heard_ms();
+                    let ends = self.end_of_turn.on_step(&pause_probabilities);
+                    events.push(TranscriptEvent::VoiceActivity {
+                        time_ms,
+                        pause_probabilities,
+                    });
+                    if ends {
+                        events.push(TranscriptEvent::EndOfTurn { time_ms });
+                    }
+                }
             }
+        }
+        if let Some(time_ms) = self.settled_ms().filter(|_| self.progress) {
+            events.push(TranscriptEvent::Progress { time_ms });
         }
         Ok(())
     }
 
+    /// How much of the caller's audio is transcribed: heard, less the model's delay (the
+    /// `moshi` crate decides a step's text `delay_steps` steps after hearing it), within the
+    /// audio pushed; `None` while not even its start is.
+    fn settled_ms(&self) -> Option<u64> {
+        let steps = self.steps as f64 - self.delay_steps as f64;
+        let ms = steps * 1000.0 / FRAME_RATE - self.prefix_seconds * 1000.0;
+        (ms >= 0.0).then(|| (ms.floor() as u64).min(self.duration_ms()))
+    }
+
+    /// A finished word, as an event (and as speech, for the end-of-turn rule).
+    fn word(&mut self, text: String, start: f64, end: f64, events: &mut Vec<TranscriptEvent>) {
+        if let Some(word) = self.segment(text, start, end) {
+            self.end_of_turn.on_word();
+            events.push(TranscriptEvent::Word(word));
+        }
+    }
+
+    /// How much of the caller's audio the model has heard: the steps run, less the silence
+    /// prefix, within the audio pushed.
+    fn heard_ms(&self) -> u64 {
+        let steps_ms = self.steps as f64 * 1000.0 / FRAME_RATE;
+        let heard = (steps_ms - self.prefix_seconds * 1000.0).max(0.0).round() as u64;
+        heard.min(self.duration_ms())
+    }
+
     /// The time the model has reached, in seconds of the padded stream.
     fn now(&self) -> f64 {
-        self.state.model_step_idx().saturating_sub(self.delay_steps) as f64 / FRAME_RATE
+        self.steps.saturating_sub(self.delay_steps) as f64 / FRAME_RATE
     }
 
     fn segment(&self, text: String, start: f64, end: f64) -> Option<TranscriptionSegment> {
@@ -255,8 +352,10 @@ fn inference(e: candle_core::Error) -> MoshiError {
 /// the language model, so that the two run at the same time: Mimi's convolutions work mostly on
 /// one core and the language model's products on all of them, and a frame then costs about the
 /// larger of the two instead of their sum (STT 1B at q4 on 2 cores: ~45 ms of Mimi and ~40 ms
-/// of language model). The price is one frame (80 ms) of latency. The codes, and so the words,
-/// are the same as when encoding inline.
+/// of language model). The overlap is within one `push` of several frames (a file, a large
+/// chunk): the encoder is drained at the end of every push, so a live stream pushing a frame at
+/// a time gets no added latency. The codes, and so the words, are the same as when encoding
+/// inline.
 enum Encoder {
     Inline(Box<Mimi>),
     Thread {
@@ -313,17 +412,19 @@ impl Encoder {
         }
     }
 
-    /// The codes of a frame still being encoded, one per call, until `None`.
-    fn finish(&mut self) -> candle_core::Result<Option<Tensor>> {
-        match self {
-            Encoder::Thread {
-                codes, in_flight, ..
-            } if *in_flight > 0 => {
+    /// The codes of the frames still being encoded, in order.
+    fn drain(&mut self) -> candle_core::Result<Vec<Tensor>> {
+        let mut ready = Vec::new();
+        if let Encoder::Thread {
+            codes, in_flight, ..
+        } = self
+        {
+            while *in_flight > 0 {
                 *in_flight -= 1;
-                receive(codes)
+                ready.extend(receive(codes)?);
             }
-            _ => Ok(None),
         }
+        Ok(ready)
     }
 }
 

@@ -9,11 +9,13 @@ use crate::error::{MoshiError, Stage};
 use crate::runtime::{blocking, on_tokio};
 
 use super::conditioners::Conditions;
-use super::synth::{MAX_SEGMENT_WORDS, SynthesisSettings, TtsModel, split_text};
+use super::synth::{SegmentEvent, SynthesisSettings, TtsModel, WordTiming};
+use super::text_stream::LineWords;
 use crate::voice::{
-    AudioChunk, BoxAudioStream, Language, Speaker, TtsConversation, TtsConversationBuilder,
-    TtsEngine, VoiceError,
+    AudioChunk, BoxAudioStream, Language, Speaker, TranscriptionSegment, TtsConversation,
+    TtsConversationBuilder, TtsEngine, VoiceError,
 };
+use futures::StreamExt;
 
 /// Collects speakers and sampling settings; [`synthesize`](TtsConversationBuilder::synthesize)
 /// fetches (once per process) the TTS model and the voices the speakers name.
@@ -51,14 +53,15 @@ impl KyutaiTtsBuilder {
         &self.speakers
     }
 
-    /// Checks the request before any model is touched.
-    fn validate(&self) -> Result<(), MoshiError> {
-        if self.speakers.is_empty() {
+    /// Checks the request before any model is touched. With streamed text, speakers may have
+    /// nothing to say of their own (they give the voice), and there may be none.
+    fn validate(&self, streaming: bool) -> Result<(), MoshiError> {
+        if self.speakers.is_empty() && !streaming {
             return Err(MoshiError::InvalidInput(
                 "nothing to say: add a speaker with .with_speaker(Speaker::speaker(..).speak(\"text\").build())".into(),
             ));
         }
-        for speaker in &self.speakers {
+        for speaker in self.speakers.iter().filter(|_| !streaming) {
             if speaker.text.trim().is_empty() {
                 return Err(MoshiError::InvalidInput(format!(
                     "speaker `{}` has nothing to say: give it some text with .speak(\"...\")",
@@ -149,45 +152,87 @@ impl TtsConversationBuilder for KyutaiTtsBuilder {
     }
 
     async fn synthesize(self) -> Result<KyutaiTtsConversation, VoiceError> {
-        self.validate()?;
+        self.validate(false)?;
+        self.start(None).await
+    }
+}
+
+impl KyutaiTtsBuilder {
+    /// Speaks text while it is still being written: each item of `text` is a piece of text
+    /// (an LLM's tokens, or lines as a user types them), spoken as soon as the words it
+    /// completes allow, and the speech ends when the stream does.
+    ///
+    /// The speakers given with [`with_speaker`](TtsConversationBuilder::with_speaker) say their
+    /// text first; the streamed text is said by the last of them (its voice; its own text may
+    /// be empty), or by the default voice when there is none. When the model needs a word that
+    /// has not arrived yet, generation waits (as Kyutai's streaming TTS does) rather than
+    /// inventing anything, so the audio is the same, seed for seed, as for the whole text given
+    /// at once; only when it comes changes. Dropping the conversation's stream stops it.
+    ///
+    /// ```no_run
+    /// use fluent_voice_kyutai::prelude::*;
+    /// use futures::StreamExt;
+    ///
+    /// # async fn run() -> Result<(), VoiceError> {
+    /// let (words, text) = fluent_voice_kyutai::text_channel();
+    /// let mut audio = Kyutai::tts().seed(7).synthesize_stream(text).await?.into_stream();
+    /// // Elsewhere, as an LLM writes:
+    /// words.send("Hello fr")?;
+    /// words.send("om Rust. ")?;
+    /// drop(words); // the end of the text
+    /// while let Some(chunk) = audio.next().await {
+    ///     let chunk = chunk?;
+    ///     for word in &chunk.words {
+    ///         println!("{} at {} ms", word.text, word.start_ms);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn synthesize_stream<S>(self, text: S) -> Result<KyutaiTtsConversation, VoiceError>
+    where
+        S: futures::Stream<Item = String> + Send + 'static,
+    {
+        self.validate(true)?;
+        self.start(Some(Box::pin(text))).await
+    }
+
+    /// Loads what the request needs (model, voices) and starts the synthesis thread.
+    async fn start(
+        self,
+        streamed: Option<BoxTextStream>,
+    ) -> Result<KyutaiTtsConversation, VoiceError> {
         let engine = self.engine.engine().await?;
         self.check_languages(&engine)?;
         let model = engine.tts_model().await?;
         // The reference's `simple_generate` default, 2.0, for both kinds of models: the LUT
         // value with CFG distillation, else direct (two-pass) CFG.
         let cfg_coef = self.cfg_coef.map_or(2.0, f64::from);
-        let mut lines = Vec::with_capacity(self.speakers.len());
-        for speaker in &self.speakers {
-            let voice = if model.multi_speaker() {
-                let name = speaker
-                    .voice
-                    .as_ref()
-                    .map(|v| v.as_str().to_string())
-                    .unwrap_or_else(|| engine.default_voice().to_string());
-                let path = engine.ensure_voice(&name).await?;
-                let model = model.clone();
-                Some(blocking("loading the voice", move || model.load_voice(&path)).await?)
-            } else {
-                None
-            };
-            // Checked here so that a bad coefficient fails `synthesize`, not the stream.
-            let mut conditions = model.conditions(voice.as_ref(), cfg_coef)?;
-            // Models without voice embeddings (e.g. `kyutai/tts-0.75b-en-public`) take the voice
-            // as audio: the `.wav` itself from the voices repo, encoded by Mimi as a prefix.
-            if !model.multi_speaker()
-                && let Some(name) = &speaker.voice
-            {
-                let path = fetch_voice_audio(&engine, name.as_str()).await?;
-                let model = model.clone();
-                let prefix =
-                    blocking("loading the voice", move || model.load_audio_voice(&path)).await?;
-                conditions.audio_prefix = Some(prefix);
+        let default_speaker;
+        let speakers: &[Speaker] = match (self.speakers.is_empty(), streamed.is_some()) {
+            (true, true) => {
+                default_speaker = [Speaker::speaker("kyutai").build()];
+                &default_speaker
             }
+            _ => &self.speakers,
+        };
+        let mut lines = Vec::with_capacity(speakers.len() + 1);
+        for speaker in speakers {
+            let conditions = speaker_conditions(&engine, &model, speaker, cfg_coef).await?;
             lines.push(Line {
                 speaker: speaker.name.clone(),
-                text: speaker.text.clone(),
+                text: LineText::Whole(speaker.text.clone()),
                 conditions,
             });
+        }
+        if let Some(stream) = streamed {
+            let last = lines.last().expect("at least one speaker");
+            let line = Line {
+                speaker: last.speaker.clone(),
+                text: LineText::Stream(stream),
+                conditions: last.conditions.clone(),
+            };
+            lines.retain(|line| matches!(&line.text, LineText::Whole(t) if !t.trim().is_empty()));
+            lines.push(line);
         }
         let temperature = self.temperature.map(f64::from);
         let settings = SynthesisSettings {
@@ -199,6 +244,41 @@ impl TtsConversationBuilder for KyutaiTtsBuilder {
             stream: stream_speech(model, lines, settings),
         })
     }
+}
+
+/// The conditioning of one speaker: its voice (the default when it names none) and the CFG
+/// coefficient. Checked here so that a bad voice or coefficient fails `synthesize`, not the
+/// stream.
+async fn speaker_conditions(
+    engine: &KyutaiEngine,
+    model: &Arc<TtsModel>,
+    speaker: &Speaker,
+    cfg_coef: f64,
+) -> Result<Conditions, MoshiError> {
+    let voice = if model.multi_speaker() {
+        let name = speaker
+            .voice
+            .as_ref()
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_else(|| engine.default_voice().to_string());
+        let path = engine.ensure_voice(&name).await?;
+        let model = model.clone();
+        Some(blocking("loading the voice", move || model.load_voice(&path)).await?)
+    } else {
+        None
+    };
+    let mut conditions = model.conditions(voice.as_ref(), cfg_coef)?;
+    // Models without voice embeddings (e.g. `kyutai/tts-0.75b-en-public`) take the voice as
+    // audio: the `.wav` itself from the voices repo, encoded by Mimi as a prefix.
+    if !model.multi_speaker()
+        && let Some(name) = &speaker.voice
+    {
+        let path = fetch_voice_audio(engine, name.as_str()).await?;
+        let model = model.clone();
+        let prefix = blocking("loading the voice", move || model.load_audio_voice(&path)).await?;
+        conditions.audio_prefix = Some(prefix);
+    }
+    Ok(conditions)
 }
 
 /// Fetches a voice's audio file (`expresso/....wav`) from the voices repository, for models
@@ -228,10 +308,56 @@ async fn fetch_voice_audio(
     })
 }
 
+/// A channel for text written while it is spoken: the [`TextSender`] goes to whatever writes
+/// the text (an LLM client), the [`TextStream`] to
+/// [`KyutaiTtsBuilder::synthesize_stream`]. Dropping every sender ends the text.
+pub fn text_channel() -> (TextSender, TextStream) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    (TextSender(tx), TextStream(rx))
+}
+
+/// Sends pieces of text to a conversation started with
+/// [`synthesize_stream`](KyutaiTtsBuilder::synthesize_stream) ([`text_channel`]). Pieces may
+/// split words anywhere: a word is spoken once the whitespace after it arrives.
+#[derive(Debug, Clone)]
+pub struct TextSender(tokio::sync::mpsc::UnboundedSender<String>);
+
+impl TextSender {
+    /// Sends a piece of text. Fails once the conversation has ended (its stream dropped).
+    pub fn send(&self, text: impl Into<String>) -> Result<(), VoiceError> {
+        self.0.send(text.into()).map_err(|_| {
+            VoiceError::other("the conversation this text was for has ended; it was not said")
+        })
+    }
+}
+
+/// The text of a [`text_channel`], as a stream of pieces.
+#[derive(Debug)]
+pub struct TextStream(tokio::sync::mpsc::UnboundedReceiver<String>);
+
+impl futures::Stream for TextStream {
+    type Item = String;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<String>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// A stream of text pieces, as [`KyutaiTtsBuilder::synthesize_stream`] takes them.
+type BoxTextStream = std::pin::Pin<Box<dyn futures::Stream<Item = String> + Send>>;
+
+/// What a line says: a text given whole, or text still arriving.
+enum LineText {
+    Whole(String),
+    Stream(BoxTextStream),
+}
+
 /// One speaker's line, ready to synthesize.
 struct Line {
     speaker: String,
-    text: String,
+    text: LineText,
     conditions: Conditions,
 }
 
@@ -240,8 +366,8 @@ struct Line {
 const CHANNEL_CHUNKS: usize = 8;
 
 /// Runs synthesis on a dedicated thread (it is CPU-bound and blocking) and streams its chunks.
-/// Lines play in order; long lines are split into segments ([`split_text`]). Dropping the stream
-/// stops the thread at the next frame.
+/// Lines play in order; long lines are said in segments ([`LineWords`]), each a generation
+/// seeded `seed + its index`. Dropping the stream stops the thread at the next frame.
 fn stream_speech(
     model: Arc<TtsModel>,
     lines: Vec<Line>,
@@ -249,59 +375,124 @@ fn stream_speech(
 ) -> BoxAudioStream {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<AudioChunk, VoiceError>>(CHANNEL_CHUNKS);
     std::thread::spawn(move || {
-        let sample_rate = model.sample_rate;
-        let mut samples_sent: u64 = 0;
-        // Held back one chunk so that the last one can be marked final.
-        let mut pending: Option<AudioChunk> = None;
-        let mut segment_index: u64 = 0;
-        let send = |chunk: AudioChunk, pending: &mut Option<AudioChunk>| -> bool {
-            match pending.replace(chunk) {
-                Some(previous) => tx.blocking_send(Ok(previous)).is_ok(),
-                None => !tx.is_closed(),
-            }
+        let mut out = ChunkSender {
+            tx,
+            sample_rate: model.sample_rate,
+            samples_sent: 0,
+            held: None,
+            words: Vec::new(),
         };
-        for line in &lines {
-            for segment in split_text(&line.text, MAX_SEGMENT_WORDS) {
+        let mut segment_index: u64 = 0;
+        for line in lines {
+            let listener = out.tx.clone();
+            let mut words = match line.text {
+                LineText::Whole(text) => LineWords::whole(&text),
+                LineText::Stream(mut stream) => LineWords::new(move || {
+                    // Waits for text, or for the listener to go (then nobody hears the rest,
+                    // and the thread must not wait for text forever).
+                    let next = stream.next();
+                    let gone = Box::pin(listener.closed());
+                    match futures::executor::block_on(futures::future::select(next, gone)) {
+                        futures::future::Either::Left((piece, _)) => piece,
+                        futures::future::Either::Right(_) => None,
+                    }
+                }),
+            };
+            while !words.finished() {
+                words.next_segment();
                 let mut segment_settings = settings;
                 segment_settings.seed = settings.seed.wrapping_add(segment_index);
                 segment_index += 1;
-                let mut first = true;
-                let mut alive = true;
-                let result = model.synthesize_segment(
-                    &segment,
+                let segment_start = out.samples_sent;
+                let mut first_word = true;
+                let mut input = || {
+                    let items = words.next_items()?;
+                    Some(model.items_entries(items, &mut first_word))
+                };
+                let result = model.synthesize_entries(
+                    &mut input,
                     &line.conditions,
                     &segment_settings,
-                    &mut |samples| {
-                        let n = samples.len() as u64;
-                        let mut chunk =
-                            AudioChunk::new(samples, sample_rate).with_start_sample(samples_sent);
-                        if first {
-                            chunk = chunk
-                                .with_text(segment.as_str())
-                                .with_speaker(&line.speaker);
-                            first = false;
+                    &mut |event| match event {
+                        SegmentEvent::Audio(samples) => out.audio(samples, &line.speaker),
+                        SegmentEvent::Word(word) => {
+                            out.word(word, segment_start);
+                            true
                         }
-                        samples_sent += n;
-                        alive = send(chunk, &mut pending);
-                        alive
                     },
                 );
                 if let Err(e) = result {
-                    let _ = tx.blocking_send(Err(e.into_voice(Some(Stage::Synthesis))));
+                    let _ = out
+                        .tx
+                        .blocking_send(Err(e.into_voice(Some(Stage::Synthesis))));
                     return;
                 }
-                if !alive {
+                if out.tx.is_closed() {
                     return;
                 }
             }
         }
-        if let Some(last) = pending {
-            let _ = tx.blocking_send(Ok(last.with_final(true)));
-        }
+        out.finish();
     });
     Box::pin(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }))
+}
+
+/// Sends audio chunks to the listener, one chunk behind (so that the last can be marked final),
+/// with the word timings known so far.
+struct ChunkSender {
+    tx: tokio::sync::mpsc::Sender<Result<AudioChunk, VoiceError>>,
+    sample_rate: u32,
+    samples_sent: u64,
+    held: Option<AudioChunk>,
+    /// Timed words not yet attached to a chunk.
+    words: Vec<TranscriptionSegment>,
+}
+
+impl ChunkSender {
+    /// Sends the previous chunk and holds this one; false once the listener is gone.
+    fn audio(&mut self, samples: Vec<f32>, speaker: &str) -> bool {
+        let n = samples.len() as u64;
+        let mut chunk = AudioChunk::new(samples, self.sample_rate)
+            .with_start_sample(self.samples_sent)
+            .with_speaker(speaker);
+        self.samples_sent += n;
+        if !self.words.is_empty() {
+            chunk.words = std::mem::take(&mut self.words);
+            let texts: Vec<&str> = chunk.words.iter().map(|w| w.text.as_str()).collect();
+            chunk.text = Some(texts.join(" "));
+        }
+        match self.held.replace(chunk) {
+            Some(previous) => self.tx.blocking_send(Ok(previous)).is_ok(),
+            None => !self.tx.is_closed(),
+        }
+    }
+
+    /// A word's timing, in the conversation's audio (its segment started at `segment_start`).
+    fn word(&mut self, word: WordTiming, segment_start: u64) {
+        let frame = u64::from(self.sample_rate) * 2 / 25; // 80 ms
+        let ms = |frames: usize| {
+            AudioChunk::samples_to_ms(segment_start + frames as u64 * frame, self.sample_rate)
+        };
+        self.words.push(TranscriptionSegment::new(
+            word.text,
+            ms(word.start_frame),
+            ms(word.end_frame),
+        ));
+    }
+
+    /// Sends the last chunk, marked final, with the words still to attach.
+    fn finish(mut self) {
+        if let Some(mut last) = self.held.take() {
+            if !self.words.is_empty() {
+                last.words.append(&mut self.words);
+                let texts: Vec<&str> = last.words.iter().map(|w| w.text.as_str()).collect();
+                last.text = Some(texts.join(" "));
+            }
+            let _ = self.tx.blocking_send(Ok(last.with_final(true)));
+        }
+    }
 }
 
 /// A TTS conversation: a stream of 24 kHz mono audio chunks.

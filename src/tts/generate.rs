@@ -72,7 +72,16 @@ pub struct Generator<'a> {
     offset: usize,
     /// Every step's text tokens.
     pub text_log: Vec<TextStep>,
+    /// The text logits of the first [`LOGGED_TEXT_LOGIT_STEPS`] steps, to locate numeric drift
+    /// when tokens differ from the reference's (the parity fixtures record the same).
+    pub first_text_logits: Vec<Vec<f32>>,
+    /// Whether all the text has been given ([`Generator::new`]), or more may come
+    /// ([`Generator::streaming`]).
+    input_complete: bool,
 }
+
+/// Steps whose text logits [`Generator::first_text_logits`] keeps.
+pub const LOGGED_TEXT_LOGIT_STEPS: usize = 3;
 
 const UNGENERATED: i64 = -2;
 
@@ -145,7 +154,40 @@ impl<'a> Generator<'a> {
             delay_steps,
             offset: 0,
             text_log: Vec::new(),
+            first_text_logits: Vec::new(),
+            input_complete: true,
         })
+    }
+
+    /// A generation whose text arrives while it runs: give words with
+    /// [`push_entries`](Self::push_entries), say when there are no more with
+    /// [`close_input`](Self::close_input), and step only while [`ready`](Self::ready).
+    pub fn streaming(
+        lm: &'a TtsLm,
+        conditions: &Conditions,
+        delay_steps: usize,
+        settings: GenerationSettings,
+    ) -> Result<Self> {
+        let mut generator = Self::new(lm, Vec::new(), conditions, delay_steps, settings)?;
+        generator.input_complete = false;
+        Ok(generator)
+    }
+
+    /// Adds words to say, and `extra_steps` to the step cap (their share of the bound).
+    pub fn push_entries(&mut self, entries: impl IntoIterator<Item = Entry>, extra_steps: usize) {
+        self.state.entries.extend(entries);
+        self.settings.max_steps += extra_steps;
+    }
+
+    /// No more words will come: the generation may finish.
+    pub fn close_input(&mut self) {
+        self.input_complete = true;
+    }
+
+    /// Whether a step may run now: always once the input is complete, else when the words the
+    /// next step may need are here ([`State::ready`]).
+    pub fn ready(&self) -> bool {
+        self.input_complete || self.state.ready(self.machine.second_stream_ahead)
     }
 
     /// Steps run so far.
@@ -198,10 +240,13 @@ impl<'a> Generator<'a> {
                 if offset > self.delays[0] {
                     null_input[0] = zero;
                 }
-                Some(self.lm.forward_text(null_state, &null_input)?.0)
+                Some(self.lm.forward_hidden(null_state, &null_input)?)
             }
             None => None,
         };
+        if self.first_text_logits.len() < LOGGED_TEXT_LOGIT_STEPS {
+            self.first_text_logits.push(text_logits.clone());
+        }
         let sampled = self.sampler.sample(
             &text_logits,
             self.settings.text_temp,

@@ -11,6 +11,37 @@ use candle_nn::VarBuilder;
 use super::config::{Gating, NormKind};
 use crate::weights::{Linear, TensorSource};
 
+/// True where candle 0.9 computes bf16 worse than a GPU does, or not at all: on the CPU (its
+/// `gemm` has no bf16; its softmax sums bf16 in bf16). There [`matmul`], [`Linear`] and
+/// [`softmax_last_dim`] compute in f32 and round the result to bf16, as a GPU's kernels do.
+pub(crate) fn widen_bf16_on_cpu(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::BF16
+}
+
+/// `a.matmul(b)`, also for bf16 on the CPU: there both operands are widened to f32 and the
+/// product rounded back to bf16, as a GPU's bf16 GEMM does (f32 accumulation, bf16 result).
+/// This lets a bf16 model, and so every dtype conversion the GPU path makes, run on the CPU.
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if widen_bf16_on_cpu(a) {
+        a.to_dtype(DType::F32)?
+            .matmul(&b.to_dtype(DType::F32)?)?
+            .to_dtype(DType::BF16)
+    } else {
+        a.matmul(b)
+    }
+}
+
+/// `softmax_last_dim(x)`, also for bf16 on the CPU: candle's CPU kernel sums a bf16 row in
+/// bf16, losing most of its precision over a long row, where its CUDA kernel (and PyTorch)
+/// sums in f32; so there the row is widened to f32 and the result rounded back to bf16.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if widen_bf16_on_cpu(x) {
+        candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(DType::BF16)
+    } else {
+        candle_nn::ops::softmax_last_dim(x)
+    }
+}
+
 /// `RMSNorm` (`alpha` `[1, 1, dim]`, kept as `[dim]` in f32) or `LayerNorm` (`weight`, `bias`).
 #[derive(Debug, Clone)]
 pub enum Norm {

@@ -193,6 +193,20 @@ impl TtsLm {
     /// token per audio codebook (`-1` embeds to zero). Returns the transformer output
     /// `[1, 1, dim]` (after `out_norm`) and the text logits as a vector.
     pub fn forward_text(&self, state: &mut LmState, tokens: &[i64]) -> Result<(Tensor, Vec<f32>)> {
+        let out = self.forward_hidden(state, tokens)?;
+        let logits = self.text_linear.forward(&out)?;
+        // Read back to the host: the text token is sampled there and drives the state machine.
+        let logits = logits
+            .flatten_all()?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
+        Ok((out, logits))
+    }
+
+    /// [`forward_text`](Self::forward_text) without the text logits, for a pass whose text
+    /// prediction is not used (direct CFG's null pass): no text head, and no read-back of
+    /// logits to the host, which on a GPU would wait for the whole step.
+    pub fn forward_hidden(&self, state: &mut LmState, tokens: &[i64]) -> Result<Tensor> {
         let mut input: Option<Tensor> = None;
         for (emb, &token) in self.emb.iter().zip(&tokens[1..]) {
             let e = emb.embed(token)?;
@@ -210,13 +224,7 @@ impl TtsLm {
             input = (input + sum)?;
         }
         let out = self.transformer.step(&mut state.main, &input)?;
-        let out = self.out_norm.forward(&out)?;
-        let logits = self.text_linear.forward(&out)?;
-        let logits = logits
-            .flatten_all()?
-            .to_dtype(DType::F32)?
-            .to_vec1::<f32>()?;
-        Ok((out, logits))
+        self.out_norm.forward(&out)
     }
 
     /// Starts the depformer for a new frame.
@@ -247,6 +255,8 @@ impl TtsLm {
         let x = (x + token_in)?;
         let out = self.depformer.step(&mut state.depformer, &x)?;
         let logits = self.linears[cb].forward(&out)?;
+        // Read back to the host: the token is sampled there (seeded, as the reference) and the
+        // next codebook's input depends on it, so this wait is one per codebook.
         logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
     }
 }

@@ -18,8 +18,9 @@ pub mod lm;
 pub mod sampling;
 pub mod state_machine;
 pub mod synth;
+pub mod text_stream;
 pub mod transformer;
 
-pub use builder::{KyutaiTtsBuilder, KyutaiTtsConversation};
+pub use builder::{KyutaiTtsBuilder, KyutaiTtsConversation, TextSender, TextStream, text_channel};
 pub use config::TtsConfig;
 pub use synth::TtsModel;

@@ -1,14 +1,18 @@
-//! Token sampling as the reference's `sample_token` does it: greedy (`argmax`, first maximum on
-//! ties, like `torch.argmax`) when the temperature is 0, else top-k sampling from
-//! `softmax(logits / temperature)`, drawn from a seeded RNG so that the same seed gives the same
-//! tokens.
-
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+//! Token sampling as the reference's `sample_token` does it (`moshi/utils/sampling.py`): greedy
+//! (`argmax`, first maximum on ties, like `torch.argmax`) when the temperature is 0, else
+//! `softmax(logits / temperature)`, the `top_k` most likely tokens, and one of them drawn by the
+//! reference's `multinomial`: an `Exp(1)` variable per candidate, and the candidate with the
+//! largest `probability / variable` wins (the "exponential race", which picks each candidate
+//! with its probability).
+//!
+//! The `Exp(1)` variables come from a splitmix64 stream seeded with the conversation's seed, so
+//! that the same seed gives the same tokens, and so that the Python reference, given the same
+//! variables, draws the same tokens (`tools/parity/tts/make_reference.py` feeds them to the
+//! reference's own `multinomial`; `tests/tts_parity.rs` compares).
 
 /// A seeded sampler for one conversation.
 pub struct Sampler {
-    rng: StdRng,
+    state: u64,
 }
 
 /// Index of the first maximum (`torch.argmax` semantics); NaNs never win.
@@ -25,12 +29,26 @@ pub fn argmax(logits: &[f32]) -> usize {
 impl Sampler {
     /// A sampler whose draws are fixed by `seed`.
     pub fn new(seed: u64) -> Sampler {
-        Sampler {
-            rng: StdRng::seed_from_u64(seed),
-        }
+        Sampler { state: seed }
     }
 
-    /// Picks a token: greedy for `temperature <= 0`, else top-`top_k` sampling.
+    /// splitmix64: small, fast, and easy to write again in the reference's language.
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// An `Exp(1)` variable, `-ln(u)` with `u` uniform in `(0, 1]` (53 bits), as f32.
+    fn exponential(&mut self) -> f32 {
+        let u = ((self.next_u64() >> 11) + 1) as f64 * (-53f64).exp2();
+        (-u.ln()) as f32
+    }
+
+    /// Picks a token: greedy for `temperature <= 0`, else top-`top_k` sampling (all tokens for
+    /// `top_k` 0, as the reference's `top_k` of 0).
     ///
     /// ```
     /// use fluent_voice_kyutai::internals::tts::sampling::Sampler;
@@ -43,34 +61,32 @@ impl Sampler {
         if temperature <= 0.0 || logits.len() <= 1 {
             return argmax(logits);
         }
-        let k = if top_k == 0 {
-            logits.len()
-        } else {
-            top_k.min(logits.len())
-        };
-        // The k largest, in decreasing order (ties by index): a selection, then a sort of
-        // those k only, instead of sorting the whole vocabulary (2048 audio, 8000 text logits).
-        let by_logit = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+        // `torch.softmax(logits / temp)` in f32.
+        let temperature = temperature as f32;
+        let scaled: Vec<f32> = logits.iter().map(|&l| l / temperature).collect();
+        let max = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exps: Vec<f32> = scaled.iter().map(|&x| (x - max).exp()).collect();
+        let total: f32 = exps.iter().sum();
+        let probs: Vec<f32> = exps.iter().map(|&e| e / total).collect();
+        // `torch.topk`: the k most likely, most likely first (ties by index); with `top_k` 0,
+        // every token in index order (the reference's `multinomial(probs)`). A selection, then
+        // a sort of those k only, instead of sorting the whole vocabulary (2048 audio, 8000
+        // text logits): the same order as a full sort.
         let mut order: Vec<usize> = (0..logits.len()).collect();
-        if k < order.len() {
-            order.select_nth_unstable_by(k - 1, by_logit);
-            order.truncate(k);
-        }
-        order.sort_unstable_by(by_logit);
-        let max = logits[order[0]] as f64;
-        let weights: Vec<f64> = order
-            .iter()
-            .map(|&i| ((logits[i] as f64 - max) / temperature).exp())
-            .collect();
-        let total: f64 = weights.iter().sum();
-        let mut draw = self.rng.random::<f64>() * total;
-        for (w, &i) in weights.iter().zip(&order) {
-            if draw < *w {
-                return i;
+        if top_k > 0 {
+            let by_prob = |a: &usize, b: &usize| probs[*b].total_cmp(&probs[*a]).then(a.cmp(b));
+            if top_k < order.len() {
+                order.select_nth_unstable_by(top_k - 1, by_prob);
+                order.truncate(top_k);
             }
-            draw -= w;
+            order.sort_unstable_by(by_prob);
         }
-        *order.last().expect("k >= 1")
+        // `multinomial`: argmax of probability / Exp(1), one variable per candidate in order.
+        let race: Vec<f32> = order
+            .iter()
+            .map(|&i| probs[i] / self.exponential())
+            .collect();
+        order[argmax(&race)]
     }
 }
 
@@ -78,36 +94,49 @@ impl Sampler {
 mod tests {
     use super::*;
 
-    /// The sampler as it was with a full sort of the vocabulary.
-    fn sample_sorted(rng: &mut StdRng, logits: &[f32], temperature: f64, top_k: usize) -> usize {
-        let mut order: Vec<usize> = (0..logits.len()).collect();
-        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-        order.truncate(top_k.min(logits.len()));
-        let max = logits[order[0]] as f64;
-        let weights: Vec<f64> = order
+    /// The top-k order as a full sort of the vocabulary gives it.
+    fn top_k_sorted(probs: &[f32], top_k: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+        order.truncate(top_k);
+        order
+    }
+
+    /// `Sampler::sample` with the full sort, drawing from `sampler`'s generator.
+    fn sample_sorted(
+        sampler: &mut Sampler,
+        logits: &[f32],
+        temperature: f64,
+        top_k: usize,
+    ) -> usize {
+        let t = temperature as f32;
+        let max = logits
             .iter()
-            .map(|&i| ((logits[i] as f64 - max) / temperature).exp())
+            .map(|&l| l / t)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let exps: Vec<f32> = logits.iter().map(|&l| (l / t - max).exp()).collect();
+        let total: f32 = exps.iter().sum();
+        let probs: Vec<f32> = exps.iter().map(|&e| e / total).collect();
+        let order = top_k_sorted(&probs, top_k);
+        let race: Vec<f32> = order
+            .iter()
+            .map(|&i| probs[i] / sampler.exponential())
             .collect();
-        let mut draw = rng.random::<f64>() * weights.iter().sum::<f64>();
-        for (w, &i) in weights.iter().zip(&order) {
-            if draw < *w {
-                return i;
-            }
-            draw -= w;
-        }
-        *order.last().unwrap()
+        order[argmax(&race)]
     }
 
     #[test]
     fn partial_selection_draws_what_a_full_sort_draws() {
-        let mut values = StdRng::seed_from_u64(3);
+        let mut values = Sampler::new(3);
         for (vocab, top_k) in [(2048, 250), (8000, 25), (10, 10), (10, 3)] {
             // Coarse values, so that ties (broken by index) occur.
             let logits: Vec<f32> = (0..vocab)
-                .map(|_| (values.random::<f32>() * 40.0).round() / 4.0)
+                .map(|_| {
+                    ((values.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 40.0).round() / 4.0
+                })
                 .collect();
             let mut ours = Sampler::new(11);
-            let mut reference = StdRng::seed_from_u64(11);
+            let mut reference = Sampler::new(11);
             for _ in 0..200 {
                 assert_eq!(
                     ours.sample(&logits, 0.8, top_k),

@@ -70,6 +70,22 @@ pub struct State {
 }
 
 impl State {
+    /// Whether a step may run while the text is still arriving: the next entry is here, and
+    /// (when the model reads a second stream `lookahead` words ahead) so are the `lookahead`
+    /// words after it, or the next entry is a pause. The reference's rule (`ClientState.is_active`
+    /// of Kyutai's TTS server, and `TTSGen.process` of `tts_pytorch_streaming.py`): a stream that
+    /// lacks words does not step at all, so the state machine sees every entry exactly when it
+    /// would have with the whole text at once.
+    pub fn ready(&self, lookahead: usize) -> bool {
+        let Some(next) = self.entries.front() else {
+            return false;
+        };
+        if lookahead == 0 || next.tokens.is_empty() {
+            return true;
+        }
+        self.entries.iter().filter(|e| !e.tokens.is_empty()).count() > lookahead
+    }
+
     fn tokens_ahead(&self, lookahead: usize) -> Vec<i64> {
         let mut left = lookahead;
         for entry in &self.entries {
@@ -216,7 +232,7 @@ fn break_tag(s: &str) -> Option<(usize, f64)> {
 }
 
 /// Splits `line` into words and pauses, as `event_re` does in the reference.
-fn words_and_breaks(line: &str) -> Vec<Result<String, f64>> {
+pub(crate) fn words_and_breaks(line: &str) -> Vec<Result<String, f64>> {
     let mut out = Vec::new();
     let mut word_start = 0;
     let mut i = 0;
@@ -251,6 +267,48 @@ fn words_and_breaks(line: &str) -> Vec<Result<String, f64>> {
     out
 }
 
+/// The characters `script_to_entries` replaces before splitting a line into words: `’` becomes
+/// `'`, `:` a space, and parentheses go. Each character is replaced on its own, so a text
+/// arriving in pieces can be normalised piece by piece.
+pub fn normalize(text: &str) -> String {
+    text.replace('’', "'")
+        .replace(':', " ")
+        .replace(['(', ')'], "")
+}
+
+/// The entry of one word: its tokens (after `speaker`, the speaker token of the first word of a
+/// turn), and the padding `padding_between` asks for after it.
+pub fn word_entry(
+    encode: &dyn Fn(&str) -> Vec<i64>,
+    word: &str,
+    speaker: Option<i64>,
+    padding_between: usize,
+) -> Entry {
+    let mut tokens = encode(word);
+    if let Some(speaker) = speaker {
+        tokens.insert(0, speaker);
+    }
+    let padding = if padding_between > 0 {
+        (padding_between + tokens.len()).saturating_sub(1)
+    } else {
+        0
+    };
+    Entry {
+        tokens,
+        text: word.to_string(),
+        padding,
+    }
+}
+
+/// The entry of a `<break time="Xs"/>`: a pause of `round(X * frame_rate)` steps.
+pub fn break_entry(seconds: f64, frame_rate: f64) -> Entry {
+    Entry {
+        tokens: Vec::new(),
+        text: String::new(),
+        padding: (seconds * frame_rate).round() as usize,
+    }
+}
+
 /// `script_to_entries`: each script line is a turn (main speaker first); words are tokenized
 /// one by one; `<break time="Xs"/>` becomes a pause of `round(X * frame_rate)` steps.
 pub fn script_to_entries(
@@ -266,38 +324,21 @@ pub fn script_to_entries(
     let mut entries = Vec::new();
     for (idx, line) in script.iter().enumerate() {
         let mut first_content = true;
-        let line = line
-            .replace('’', "'")
-            .replace(':', " ")
-            .replace(['(', ')'], "");
-        for item in words_and_breaks(&line) {
+        for item in words_and_breaks(&normalize(line)) {
             match item {
                 Ok(word) => {
-                    let mut tokens = encode(&word);
+                    let mut speaker_token = None;
                     if first_content {
                         let speaker = idx % speaker_tokens.len();
                         if multi_speaker && last_speaker != Some(speaker) {
                             last_speaker = Some(speaker);
-                            tokens.insert(0, speaker_tokens[speaker]);
+                            speaker_token = Some(speaker_tokens[speaker]);
                         }
                         first_content = false;
                     }
-                    let padding = if padding_between > 0 {
-                        (padding_between + tokens.len()).saturating_sub(1)
-                    } else {
-                        0
-                    };
-                    entries.push(Entry {
-                        tokens,
-                        text: word,
-                        padding,
-                    });
+                    entries.push(word_entry(encode, &word, speaker_token, padding_between));
                 }
-                Err(seconds) => entries.push(Entry {
-                    tokens: Vec::new(),
-                    text: String::new(),
-                    padding: (seconds * frame_rate).round() as usize,
-                }),
+                Err(seconds) => entries.push(break_entry(seconds, frame_rate)),
             }
         }
     }

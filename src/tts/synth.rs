@@ -3,6 +3,7 @@
 //! `TTSModel.simple_generate` of the reference does it, but frame by frame.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 use moshi::mimi::Mimi;
@@ -12,7 +13,8 @@ use super::conditioners::{Conditions, MAX_SPEAKERS};
 use super::config::TtsConfig;
 use super::generate::{GenerationSettings, Generator};
 use super::lm::TtsLm;
-use super::state_machine::{Entry, TokenIds, script_to_entries};
+use super::state_machine::{Entry, TokenIds, break_entry, script_to_entries, word_entry};
+use super::text_stream::Item;
 use crate::error::{MoshiError, Result};
 use crate::models::TtsModelPaths;
 use crate::text::Tokenizer;
@@ -20,10 +22,8 @@ use crate::weights::Weights;
 
 /// Steps of padding after the last word (`final_padding` of the reference).
 pub const FINAL_PADDING: usize = 4;
-/// Words per generation segment: longer texts are split at sentence ends so that each segment
-/// stays well inside the model's attention context (500 steps = 40 s) and memory stays bounded.
-pub const MAX_SEGMENT_WORDS: usize = 60;
 
+/// A candle failure while running the model, with what was being done.
 pub(crate) fn inference(context: &str, e: candle_core::Error) -> MoshiError {
     MoshiError::Inference {
         message: format!("{context}: {e}"),
@@ -48,6 +48,8 @@ pub struct TtsModel {
     pub sample_rate: u32,
     #[doc(hidden)]
     pub delay_steps: usize,
+    /// Generation steps run so far, by every conversation (see [`TtsModel::steps_run`]).
+    steps_run: AtomicU64,
 }
 
 /// Sampling settings of one conversation.
@@ -137,6 +139,7 @@ impl TtsModel {
             n_q,
             device,
             DType::F32,
+            None,
         )?;
         let frame_rate = mimi.config().frame_rate;
         let sample_rate = mimi.config().sample_rate as u32;
@@ -148,6 +151,7 @@ impl TtsModel {
             frame_rate,
             sample_rate,
             delay_steps,
+            steps_run: AtomicU64::new(0),
         })
     }
 
@@ -155,6 +159,13 @@ impl TtsModel {
     #[doc(hidden)]
     pub fn mimi(&self) -> &Mimi {
         &self.mimi
+    }
+
+    /// Language-model steps this model has run, summed over all conversations: a measure of
+    /// the work done, which also shows that a conversation whose listener went away stopped.
+    #[doc(hidden)]
+    pub fn steps_run(&self) -> u64 {
+        self.steps_run.load(Ordering::Relaxed)
     }
 
     /// Whether the model is conditioned on voice embeddings (`speaker_wavs`).
@@ -251,6 +262,32 @@ impl TtsModel {
         TokenIds::new(self.lm.cfg.text_card as i64 + 1)
     }
 
+    /// The entries of a segment's items, as `prepare_script` makes them for its words (the
+    /// first word of a segment is a new turn: it carries the main speaker token on a
+    /// multi-speaker model; `padding_between=1`). `first_word` tells whether the segment's
+    /// first word is still to come.
+    pub(crate) fn items_entries(&self, items: Vec<Item>, first_word: &mut bool) -> Vec<Entry> {
+        let encode = |word: &str| -> Vec<i64> {
+            self.tokenizer
+                .encode(word)
+                .into_iter()
+                .map(i64::from)
+                .collect()
+        };
+        let main = (self.multi_speaker()).then_some(self.token_ids().main);
+        items
+            .into_iter()
+            .map(|item| match item {
+                Item::Word(word) => {
+                    let speaker = main.filter(|_| std::mem::take(first_word));
+                    *first_word = false;
+                    word_entry(&encode, &word, speaker, 1)
+                }
+                Item::Break(seconds) => break_entry(seconds, self.frame_rate),
+            })
+            .collect()
+    }
+
     /// `prepare_script([text], padding_between=1)`.
     #[doc(hidden)]
     pub fn entries(&self, text: &str) -> Vec<Entry> {
@@ -325,11 +362,11 @@ impl TtsModel {
     /// An upper bound on the steps `entries` can take: the state machine forces a word at least
     /// every `max_padding` steps, so generation always ends; this cap is only a guard.
     fn max_steps(&self, entries: &[Entry]) -> usize {
-        let per_entry: usize = entries
-            .iter()
-            .map(|e| e.tokens.len() + e.padding + 8 + 2)
-            .sum();
-        per_entry + 16 + self.delay_steps + FINAL_PADDING + self.lm.cfg.delays.len()
+        Self::steps_bound(entries)
+            + 16
+            + self.delay_steps
+            + FINAL_PADDING
+            + self.lm.cfg.delays.len()
     }
 
     /// Synthesizes one segment of text with one voice, calling `emit` with the PCM of each
@@ -343,11 +380,31 @@ impl TtsModel {
         settings: &SynthesisSettings,
         emit: &mut dyn FnMut(Vec<f32>) -> bool,
     ) -> Result<()> {
-        let entries = self.entries(text);
-        if entries.is_empty() {
-            return Ok(());
-        }
+        let mut entries = Some(self.entries(text));
+        self.synthesize_entries(&mut || entries.take(), conditions, settings, &mut |event| {
+            match event {
+                SegmentEvent::Audio(samples) => emit(samples),
+                SegmentEvent::Word(_) => true,
+            }
+        })
+    }
+
+    /// Synthesizes one segment whose words come from `input` as they arrive: each call blocks
+    /// until more entries are available and returns them, or `None` once the segment's text is
+    /// complete. The model steps only while the words it may need are there (the reference's
+    /// streaming rule, [`Generator::ready`]), so the result does not depend on when words
+    /// arrive: it is the same as with the whole text at once. `on_event` receives each decoded
+    /// frame's PCM and each word's timing, and returns false to stop early.
+    #[doc(hidden)]
+    pub fn synthesize_entries(
+        &self,
+        input: &mut dyn FnMut() -> Option<Vec<Entry>>,
+        conditions: &Conditions,
+        settings: &SynthesisSettings,
+        on_event: &mut dyn FnMut(SegmentEvent) -> bool,
+    ) -> Result<()> {
         let cfg = &self.lm.cfg;
+        let prefix_frames = prefix_frames(conditions);
         let gen_settings = GenerationSettings {
             temp: settings.temp,
             text_temp: settings.text_temp,
@@ -355,26 +412,44 @@ impl TtsModel {
             top_k_text: cfg.top_k_text,
             seed: settings.seed,
             final_padding: FINAL_PADDING,
-            max_steps: self.max_steps(&entries) + prefix_frames(conditions),
+            max_steps: self.max_steps(&[]) + prefix_frames,
         };
-        let mut generator = Generator::new(
-            &self.lm,
-            entries,
-            conditions,
-            self.delay_steps,
-            gen_settings,
-        )
-        .map_err(|e| inference("preparing the generation", e))?;
+        let mut generator =
+            Generator::streaming(&self.lm, conditions, self.delay_steps, gen_settings)
+                .map_err(|e| inference("preparing the generation", e))?;
+        // Nothing to say: no generation at all (as with an empty text given at once).
+        let mut said_anything = false;
+        let mut input_open = true;
+        let mut timings = WordTimings::default();
         let mut mimi = self.mimi.clone();
         mimi.reset_state();
         let n_q = cfg.n_q;
         let mut frames_seen = 0usize;
-        let prefix_frames = prefix_frames(conditions);
         while !generator.finished() {
-            let Some(frame) = generator
-                .step()
-                .map_err(|e| inference("running the language model", e))?
-            else {
+            while input_open && !generator.ready() {
+                match input() {
+                    Some(entries) => {
+                        said_anything |= !entries.is_empty();
+                        let bound = Self::steps_bound(&entries);
+                        generator.push_entries(entries, bound);
+                    }
+                    None => {
+                        input_open = false;
+                        generator.close_input();
+                    }
+                }
+            }
+            if !said_anything {
+                return Ok(());
+            }
+            let step = generator.step();
+            self.steps_run.fetch_add(1, Ordering::Relaxed);
+            for word in timings.update(&generator.state) {
+                if !on_event(SegmentEvent::Word(word)) {
+                    return Ok(());
+                }
+            }
+            let Some(frame) = step.map_err(|e| inference("running the language model", e))? else {
                 continue;
             };
             let index = frames_seen;
@@ -398,11 +473,11 @@ impl TtsModel {
             let decoded = index - self.delay_steps;
             // The reference drops the first 2 decoded frames and cuts at `end_step`; the frames
             // of an audio prefix (the voice) are not part of the output either.
-            if decoded < 2 + prefix_frames {
+            if decoded < OUTPUT_SKIP_FRAMES + prefix_frames {
                 continue;
             }
             if let Some(end) = generator.state.end_step
-                && decoded - 2 >= end
+                && decoded - OUTPUT_SKIP_FRAMES >= end
             {
                 continue;
             }
@@ -415,11 +490,81 @@ impl TtsModel {
                 .and_then(|p| p.to_dtype(DType::F32))
                 .and_then(|p| p.to_vec1::<f32>())
                 .map_err(|e| inference("reading Mimi output", e))?;
-            if !emit(samples) {
+            if !on_event(SegmentEvent::Audio(samples)) {
                 return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// The share of the step cap that `entries` bring (see [`max_steps`](Self::max_steps)).
+    fn steps_bound(entries: &[Entry]) -> usize {
+        entries
+            .iter()
+            .map(|e| e.tokens.len() + e.padding + 8 + 2)
+            .sum()
+    }
+}
+
+/// Decoded frames the reference drops at the start of its output.
+const OUTPUT_SKIP_FRAMES: usize = 2;
+
+/// What a segment's synthesis produces, in order.
+#[derive(Debug, Clone, PartialEq)]
+#[doc(hidden)]
+pub enum SegmentEvent {
+    /// The PCM of one frame (1920 samples, 24 kHz mono).
+    Audio(Vec<f32>),
+    /// A word, once its start and end are known.
+    Word(WordTiming),
+}
+
+/// When a word is heard in a segment's output, in frames of 80 ms from the segment's first
+/// output sample: the step at which the state machine fed the word to the model, less the frames
+/// the output drops at its start (the model voices a word from the step it is fed); it ends when
+/// the next word starts, or at the end of the speech.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[doc(hidden)]
+pub struct WordTiming {
+    /// The word as written.
+    pub text: String,
+    /// The text step at which it was fed (the reference's `TTSResult.all_transcripts`).
+    pub step: usize,
+    /// First frame of the output in which it is heard.
+    pub start_frame: usize,
+    /// The frame at which it ends.
+    pub end_frame: usize,
+}
+
+/// Turns the state machine's transcript (`(word, step)` as each word is fed) into timings, each
+/// word once, as soon as its end is known.
+#[derive(Debug, Default)]
+struct WordTimings {
+    /// Words of the transcript already reported.
+    reported: usize,
+}
+
+impl WordTimings {
+    fn update(&mut self, state: &crate::tts::state_machine::State) -> Vec<WordTiming> {
+        let transcript = &state.transcript;
+        let frame = |step: usize| step.saturating_sub(OUTPUT_SKIP_FRAMES);
+        let mut out = Vec::new();
+        while self.reported < transcript.len() {
+            let (text, step) = &transcript[self.reported];
+            let end = match (transcript.get(self.reported + 1), state.end_step) {
+                (Some((_, next)), _) => *next,
+                (None, Some(end)) => end,
+                (None, None) => break,
+            };
+            out.push(WordTiming {
+                text: text.clone(),
+                step: *step,
+                start_frame: frame(*step),
+                end_frame: frame(end).max(frame(*step)),
+            });
+            self.reported += 1;
+        }
+        out
     }
 }
 
@@ -430,54 +575,4 @@ fn prefix_frames(conditions: &Conditions) -> usize {
         .as_ref()
         .and_then(|codes| codes.first())
         .map_or(0, Vec::len)
-}
-
-/// Splits a text into segments of at most `max_words` words, at sentence ends where possible
-/// (`.`, `!`, `?`, `…` followed by a space), else at word boundaries.
-///
-/// ```
-/// use fluent_voice_kyutai::internals::tts::synth::split_text;
-/// assert_eq!(split_text("One two. Three four!", 3), ["One two.", "Three four!"]);
-/// assert_eq!(split_text("a b c d e", 2), ["a b", "c d", "e"]);
-/// assert_eq!(split_text("Short.", 60), ["Short."]);
-/// ```
-pub fn split_text(text: &str, max_words: usize) -> Vec<String> {
-    let max_words = max_words.max(1);
-    let words: Vec<&str> = text.split_whitespace().collect();
-    if words.len() <= max_words {
-        return if words.is_empty() {
-            Vec::new()
-        } else {
-            vec![text.trim().to_string()]
-        };
-    }
-    // Sentences as word lists.
-    let mut sentences: Vec<Vec<&str>> = vec![Vec::new()];
-    for word in words {
-        sentences.last_mut().expect("never empty").push(word);
-        if word.ends_with(['.', '!', '?', '…']) {
-            sentences.push(Vec::new());
-        }
-    }
-    let mut segments: Vec<Vec<&str>> = Vec::new();
-    let mut current: Vec<&str> = Vec::new();
-    for sentence in sentences.into_iter().filter(|s| !s.is_empty()) {
-        if !current.is_empty() && current.len() + sentence.len() > max_words {
-            segments.push(std::mem::take(&mut current));
-        }
-        if sentence.len() > max_words {
-            for chunk in sentence.chunks(max_words) {
-                if !current.is_empty() {
-                    segments.push(std::mem::take(&mut current));
-                }
-                current.extend_from_slice(chunk);
-            }
-        } else {
-            current.extend(sentence);
-        }
-    }
-    if !current.is_empty() {
-        segments.push(current);
-    }
-    segments.into_iter().map(|s| s.join(" ")).collect()
 }

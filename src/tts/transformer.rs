@@ -11,7 +11,7 @@ use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::kv_cache::RotatingKvCache;
 
 use super::config::{Gating, NormKind};
-use super::layers::{GatedFeedForward, Norm};
+use super::layers::{GatedFeedForward, Norm, matmul, softmax_last_dim};
 use crate::weights::{Linear, TensorSource};
 
 /// Positions whose RoPE angles are tabulated at load; later positions (a segment longer than
@@ -122,9 +122,9 @@ fn split_heads(x: &Tensor, num_heads: usize) -> Result<Tensor> {
 fn attend(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     // No mask: one query step attends to every cached key (all in the past and in context).
     let head_dim = q.dim(D::Minus1)?;
-    let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?;
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-    let out = probs.matmul(v)?; // [1, H, T, d]
+    let scores = (matmul(q, &k.t()?)? / (head_dim as f64).sqrt())?;
+    let probs = softmax_last_dim(&scores)?;
+    let out = matmul(&probs, v)?; // [1, H, T, d]
     let (b, h, t, d) = out.dims4()?;
     out.transpose(1, 2)?.reshape((b, t, h * d))
 }

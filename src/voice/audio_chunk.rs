@@ -42,6 +42,10 @@ pub struct AudioChunk {
     pub duration_ms: u64,
     /// The text this chunk voices (the spoken words only), when the engine knows it.
     pub text: Option<String>,
+    /// Timed words: those whose start and end became known while this chunk was made, each
+    /// reported once, in order. Their times are in the conversation's audio and may lie ahead
+    /// of this chunk (a text-to-speech model decides words before it voices them).
+    pub words: Vec<crate::voice::TranscriptionSegment>,
     /// Who speaks this chunk: the name of the [`Speaker`](crate::voice::Speaker) whose line it
     /// voices, when the engine knows it.
     pub speaker: Option<String>,
@@ -61,6 +65,7 @@ impl AudioChunk {
             start_ms: 0,
             duration_ms,
             text: None,
+            words: Vec::new(),
             speaker: None,
             is_final: false,
         }
@@ -215,6 +220,7 @@ impl fmt::Debug for AudioChunk {
             .field("start_ms", &self.start_ms)
             .field("duration_ms", &self.duration_ms)
             .field("text", &self.text)
+            .field("words", &self.words)
             .field("speaker", &self.speaker)
             .field("is_final", &self.is_final)
             .finish()

@@ -74,6 +74,16 @@ pub enum VoiceError {
         source: Option<BoxError>,
     },
 
+    /// The engine is serving as many conversations as it can at once. Retry when one ends.
+    #[error("The engine is busy: {message}")]
+    Busy {
+        /// How busy, and what to do.
+        message: String,
+        /// The underlying failure, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
     /// A model could not be obtained or loaded for another reason (corrupt, wrong format, no
     /// access, no disk space). Retrying may help once the cause is fixed.
     #[error("The speech model is not available: {message}")]

@@ -55,4 +55,4 @@ pub use traits::{
     BoxAudioStream, BoxSegmentStream, FluentVoice, SttConversation, SttConversationBuilder,
     SttEngine, TtsConversation, TtsConversationBuilder, TtsEngine,
 };
-pub use transcript::{PhraseGrouper, Transcript, TranscriptionSegment};
+pub use transcript::{PhraseGrouper, Transcript, TranscriptEvent, TranscriptionSegment};

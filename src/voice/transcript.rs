@@ -66,6 +66,41 @@ impl TranscriptionSegment {
     }
 }
 
+/// What a speech-to-text conversation reports as it listens: words, and, for engines that
+/// estimate it, whether the speaker is pausing and when their turn ends (what a voice agent needs
+/// to know when to answer).
+///
+/// Serializable: `{"Word": {...}}`, `{"VoiceActivity": {...}}`, `{"EndOfTurn": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum TranscriptEvent {
+    /// A recognised word, with its times.
+    Word(TranscriptionSegment),
+    /// One model step's voice-activity estimate, for the audio heard up to `time_ms`:
+    /// `pause_probabilities[k]` is the engine's probability that the speaker is pausing, for its
+    /// `k`-th horizon (Kyutai's 1B STT has four).
+    VoiceActivity {
+        /// How much of the audio has been heard, in milliseconds.
+        time_ms: u64,
+        /// One probability per horizon, in `[0, 1]`.
+        pause_probabilities: Vec<f32>,
+    },
+    /// The speaker has finished their turn, by the engine's end-of-turn rule, having heard the
+    /// audio up to `time_ms`.
+    EndOfTurn {
+        /// How much of the audio had been heard when the turn ended, in milliseconds.
+        time_ms: u64,
+    },
+    /// How far the transcript is settled: the engine has heard the audio up to `time_ms` plus
+    /// its own delay, so everything said before `time_ms` has been decided, and the words that
+    /// ended before it have been reported. Engines send it only when asked to (Kyutai's: once
+    /// per model step); a server uses it to answer "all audio up to here is transcribed".
+    Progress {
+        /// The audio transcribed so far, in milliseconds.
+        time_ms: u64,
+    },
+}
+
 /// A whole transcript: the text, its words with their times, and the length of the audio.
 ///
 /// The shape `kyutai transcribe --format json` prints; serializable as it is.
@@ -95,6 +130,10 @@ pub struct Transcript {
     pub words: Vec<TranscriptionSegment>,
     /// The length of the audio, in milliseconds.
     pub duration_ms: u64,
+    /// When the speaker's turns ended (how much audio had been heard, in milliseconds), for
+    /// engines that detect it; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_of_turn_ms: Option<Vec<u64>>,
 }
 
 impl Transcript {
@@ -109,6 +148,7 @@ impl Transcript {
             text,
             words,
             duration_ms,
+            end_of_turn_ms: None,
         }
     }
 

@@ -125,13 +125,6 @@ pub fn lm_source(
         let source = TensorSource::gguf(path, device).map_err(candle)?;
         return Ok((source, LoadedFrom::Gguf));
     }
-    if weights == Weights::Bf16 && device.is_cpu() {
-        return Err(MoshiError::InvalidConfig(
-            "bf16 weights need a GPU: candle has no bf16 matrix product on the CPU; use f32, q8 \
-             or q4 there"
-                .into(),
-        ));
-    }
     match weights.scheme() {
         Some(scheme) => quantized_source(path, scheme, device, local_dir),
         None => {

@@ -14,7 +14,10 @@ use candle_transformers::quantized_var_builder::VarBuilder as QVarBuilder;
 /// A bias-free linear layer (`y = x W^T`, weight `[out, in]` as PyTorch stores it).
 #[derive(Debug, Clone)]
 pub enum Linear {
-    /// A dense weight, multiplied by candle's `Linear` (the f32 reference numbers).
+    /// A dense weight, multiplied by candle's `Linear` (the f32 reference numbers). A bf16
+    /// weight on the CPU, where candle has no bf16 product, is widened to f32 at every call and
+    /// the product rounded to bf16, as a GPU's bf16 GEMM does: slower than f32, it is there to
+    /// check the GPU's dtype path on the CPU, not for speed.
     Dense(candle_nn::Linear),
     /// A quantized weight, multiplied by candle's quantized kernels (f32 in, f32 out).
     Quantized(QMatMul),
@@ -35,6 +38,12 @@ const MAX_QUANTIZED_ROWS: usize = 8;
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
+            Linear::Dense(l) if crate::tts::layers::widen_bf16_on_cpu(xs) => {
+                let weight = l.weight().to_dtype(DType::F32)?;
+                candle_nn::Linear::new(weight, None)
+                    .forward(&xs.to_dtype(DType::F32)?)?
+                    .to_dtype(DType::BF16)
+            }
             Linear::Dense(l) => l.forward(xs),
             Linear::Quantized(QMatMul::QTensor(q))
                 if xs.elem_count() / xs.dim(D::Minus1)? > MAX_QUANTIZED_ROWS =>

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod hub;
+pub mod stt_reference;
 pub mod tiny;
 
 use std::collections::BTreeMap;
@@ -85,9 +86,21 @@ pub fn output_text(output: &std::process::Output) -> (String, String) {
     )
 }
 
-/// A config pointing at the hub and a cache dir, quiet, with fast retries.
+/// The device the model tests run on: `KYUTAI_TEST_DEVICE` (`cpu`, `cuda`, `cuda:N`, `metal`),
+/// else the CPU. `tools/gpu-check.sh` sets it to run the tiny-model tests on a GPU.
+pub fn test_device() -> fluent_voice_kyutai::models::Device {
+    match std::env::var("KYUTAI_TEST_DEVICE") {
+        Ok(name) => name
+            .parse()
+            .unwrap_or_else(|e| panic!("KYUTAI_TEST_DEVICE: {e}")),
+        Err(_) => fluent_voice_kyutai::models::Device::Cpu,
+    }
+}
+
+/// A config pointing at the hub and a cache dir, quiet, with fast retries, on [`test_device`].
 pub fn config(hub: &TestHub, cache: &Path) -> KyutaiModelConfig {
     KyutaiModelConfig::default()
+        .device(test_device())
         .endpoint(hub.endpoint())
         .cache_dir(cache)
         .offline(false)

@@ -21,13 +21,17 @@
 //! - The text tokenizer is `tests/fixtures/tiny_spm.model` (96 pieces, trained by
 //!   `tools/fixtures/make_tiny_spm.py`), so `text_card` is 96.
 //! - Audio frames stay real: Mimi at 24 kHz, 12.5 Hz, ratios `[8, 6, 5, 4]`, 1920 samples/frame.
+//! - The tiny Mimi and the voices carry information, so that tests comparing audio or codes can
+//!   fail: Mimi's weights are scaled per layer ([`mimi_value_scale`]) and each voice has its own
+//!   per-channel levels ([`voice_values`]); `tests/codec_sensitivity.rs` checks it.
 //!
-//! `tools/fixtures/check_tiny_repos.py` loads repos dumped by `tests/tiny_models.rs`
-//! (`TINY_REPOS_DUMP_DIR=... cargo test --test tiny_models`) with the Python `moshi` package,
-//! strictly (no missing, unexpected or mis-shaped tensor), and runs them a few steps (TTS
-//! `simple_generate` with a tiny voice, STT `LMGen` with the VAD heads, Mimi encode/decode).
+//! `tools/fixtures/check_tiny_repos.py` loads the repos (written by
+//! `cargo run --example dump_tiny_repos -- <dir>`) with the Python `moshi` package, strictly (no
+//! missing, unexpected or mis-shaped tensor), and runs them a few steps (TTS `simple_generate`
+//! with two tiny voices, STT `LMGen` with the VAD heads, Mimi encode/decode and its sensitivity).
 //! `tools/fixtures/rust_moshi_check.rs` loads the STT repo with the Rust `moshi` 0.6.4 crate
-//! (`lm::LmModel`, `mimi::Mimi`, `asr::State`). Both passed on the current bytes.
+//! (`lm::LmModel`, `mimi::Mimi`, `asr::State`), as the STT tests do. The Python check passed on
+//! the current bytes.
 #![allow(dead_code)]
 
 use safetensors::Dtype;
@@ -310,6 +314,14 @@ pub fn stt_config() -> Value {
         "mimi_config_name": MIMI_CONFIG_NAME
     })
 }
+
+/// The silence prefix of the STT parity tests' second case (`stt_config.
+/// audio_silence_prefix_seconds`): 2 s, a whole number of frames (25), so that Kyutai's scripts
+/// (whole silent chunks, then `int(chunks / frame_rate)` seconds taken off the timings) and the
+/// Rust transcriber (the seconds' worth of samples) pad alike; and longer than the fixture audio
+/// (1.6 s), so that a word time that kept the prefix, or lost it twice, falls outside the audio
+/// and cannot be clamped back onto the reference's.
+pub const STT_PREFIX_SECONDS: f64 = 2.0;
 
 /// The tiny Mimi config, in the form the Python `get_mimi(filename, mimi_config)`
 /// (`moshi/models/loaders.py`) takes and `CheckpointInfo` reads from `mimi_config_name`:
@@ -1002,9 +1014,64 @@ const SEED_MIMI: u64 = 0x3131_0003;
 const SEED_VOICES: u64 = 0x7010_0004;
 
 /// The tiny Mimi checkpoint of [`mimi_config`] (the same bytes in both repos, as the published
-/// TTS and STT repos carry the same Mimi).
+/// TTS and STT repos carry the same Mimi), its values scaled by [`mimi_value_scale`].
 pub fn mimi_safetensors() -> Vec<u8> {
-    tensors_to_safetensors(&mimi_tensors(&mimi_config()), SEED_MIMI, &[])
+    safetensors_from_values(&mimi_tensors(&mimi_config()), &[], &|spec| {
+        let scale = mimi_value_scale(spec);
+        tensor_values(&spec.name, spec.numel(), SEED_MIMI)
+            .into_iter()
+            .map(|v| v * scale)
+            .collect()
+    })
+}
+
+/// Gain of the decoder's last convolution (to one channel, the waveform), below the others so
+/// that the tiny Mimi's output stays around 0.1 RMS, clear of the clipping at ±1.
+pub const MIMI_OUTPUT_GAIN: f32 = 0.1;
+
+/// How much the tiny Mimi scales each tensor's uniform `[-0.1, 0.1)` draw, so that the codec
+/// carries information: different codes give clearly different audio, and different audio gives
+/// different codes (`tests/tiny_models.rs` checks both, `tools/fixtures/check_tiny_repos.py`
+/// does with the Python reference).
+///
+/// With every weight in `[-0.1, 0.1)`, each of the ~20 layers shrinks its input (a 4-channel
+/// convolution sums a dozen small products), so the biases alone set the output: the waveform
+/// hardly depended on the codes and the codes hardly on the audio. Scaled here as networks are
+/// initialised (LeCun uniform), each layer keeps the scale of its input:
+/// - weights: uniform in `±sqrt(3 / fan_in)` (unit gain), `fan_in` being the inputs summed for
+///   one output: `in * kernel` for a convolution `[out, in, kernel]` (the quantizer projections
+///   are convolutions of kernel 1), `in` for a linear `[out, in]` (the transformer's, including
+///   the stacked `in_proj_weight`), and `2 * in` for the
+///   decoder's transposed convolutions `[in, out, 2 * stride]` (each output sees 2 taps of each
+///   input; the upsampling one is channel-wise, so 2);
+/// - the decoder's last convolution gets [`MIMI_OUTPUT_GAIN`] on top;
+/// - convolution biases: `±0.01`, small next to the signal;
+/// - codebooks (`embedding_sum`): unit variance, the scale of the encoder's latents, so that
+///   the nearest code changes with the audio;
+/// - unchanged: norm gains and biases, layer scales, `cluster_usage`, `_initialized`.
+pub fn mimi_value_scale(spec: &TensorSpec) -> f32 {
+    let leaf = spec.name.rsplit('.').next().unwrap_or("");
+    let parent = spec.name.rsplit('.').nth(1).unwrap_or("");
+    let draw = 0.1f32;
+    let unit_gain = |fan_in: usize| (3.0 / fan_in as f32).sqrt() / draw;
+    match (leaf, spec.shape.as_slice()) {
+        ("embedding_sum", _) => 3f32.sqrt() / draw,
+        ("bias", _) if !parent.contains("norm") => 0.1,
+        ("weight" | "in_proj_weight", &[_, input]) => unit_gain(input),
+        ("weight", &[input, _, _]) if parent == "convtr" => {
+            let channel_wise = spec.name.starts_with("upsample.");
+            unit_gain(if channel_wise { 2 } else { 2 * input })
+        }
+        ("weight", &[out, input, kernel]) => {
+            let gain = if out == 1 && spec.name.starts_with("decoder.") {
+                MIMI_OUTPUT_GAIN
+            } else {
+                1.0
+            };
+            gain * unit_gain(input * kernel)
+        }
+        _ => 1.0,
+    }
 }
 
 /// The tiny TTS LM checkpoint of [`tts_config`].
@@ -1121,16 +1188,38 @@ pub fn voice_file(voice: &str) -> String {
 }
 
 /// One voice embedding file as in `kyutai/tts-voices`: a single f32 tensor `speaker_wavs`
-/// `[1, dim, 125]`, safetensors metadata `{"epoch": "240", "sig": "1e68beda"}`.
+/// `[1, dim, 125]` (values from [`voice_values`]), safetensors metadata
+/// `{"epoch": "240", "sig": "1e68beda"}`.
 pub fn voice_safetensors(voice: &str, dim: usize) -> Vec<u8> {
-    safetensors_bytes_with_metadata(
-        &[("speaker_wavs", Dtype::F32, &[1, dim, VOICE_FRAMES])],
-        SEED_VOICES ^ fnv1a(voice.as_bytes()),
+    let spec = TensorSpec::new("speaker_wavs", Dtype::F32, &[1, dim, VOICE_FRAMES]);
+    safetensors_from_values(
+        &[spec],
         &[
             ("sig", TTS_MODEL_SIG),
             ("epoch", &TTS_MODEL_EPOCH.to_string()),
         ],
+        &|_| voice_values(voice, dim),
     )
+}
+
+/// The `[dim, 125]` values of a voice embedding: per channel, a level in `[-1, 1)` held over the
+/// 125 frames (the voice's "timbre") plus a variation in `[-0.1, 0.1)` per frame, from a stream
+/// seeded by the voice's name.
+///
+/// The levels are what tells voices apart: the model's cross-attention averages over the
+/// frames, so voices of zero-mean noise alone (as plain [`tensor_values`] would give) all look
+/// alike to it, and the tiny TTS spoke the same audio with any voice.
+pub fn voice_values(voice: &str, dim: usize) -> Vec<f32> {
+    let mut rng = SplitMix64::new(SEED_VOICES ^ fnv1a(voice.as_bytes()));
+    let levels: Vec<f32> = (0..dim).map(|_| 10.0 * rng.next_weight()).collect();
+    levels
+        .iter()
+        .flat_map(|&level| {
+            (0..VOICE_FRAMES)
+                .map(|_| level + rng.next_weight())
+                .collect::<Vec<f32>>()
+        })
+        .collect()
 }
 
 /// A tiny voices repo shaped like `kyutai/tts-voices`: the embeddings of [`VOICE_NAMES`]
@@ -1153,8 +1242,27 @@ pub fn voices_repo(dim: usize) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// The voice of the audio-prefix model's tests (`tiny::tts_repo_prefix`): 0.8 s of
+/// [`tiny_wav`] at 24 kHz (no resampling, so the reference's exact codes), 10 frames, of which
+/// the prefix keeps 8 (the reference's `get_prefix` drops the last 2).
+pub fn prefix_voice_wav() -> Vec<u8> {
+    tiny_wav(19_200, 24_000)
+}
+
+/// Another prefix voice, of the same length but another pitch (a triangle wave of period
+/// `period` samples), to tell voices apart.
+pub fn prefix_voice_wav_with_period(period: usize) -> Vec<u8> {
+    tone_wav(19_200, 24_000, period)
+}
+
 /// A mono 16-bit PCM WAV of `samples` samples (a quiet deterministic tone).
 pub fn tiny_wav(samples: usize, sample_rate: u32) -> Vec<u8> {
+    tone_wav(samples, sample_rate, 48)
+}
+
+/// A mono 16-bit PCM WAV of `samples` samples: a triangle wave of `period` samples (even) and
+/// peak 3072 (-20 dBFS).
+pub fn tone_wav(samples: usize, sample_rate: u32, period: usize) -> Vec<u8> {
     let data_len = (samples * 2) as u32;
     let mut w = Vec::with_capacity(44 + samples * 2);
     w.extend_from_slice(b"RIFF");
@@ -1171,8 +1279,14 @@ pub fn tiny_wav(samples: usize, sample_rate: u32) -> Vec<u8> {
     w.extend_from_slice(&data_len.to_le_bytes());
     for i in 0..samples {
         // A triangle wave, integer arithmetic only.
-        let phase = (i % 48) as i32;
-        let v = if phase < 24 { phase - 12 } else { 36 - phase } * 256;
+        let (phase, half) = ((i % period) as i32, (period / 2) as i32);
+        let v = if phase < half {
+            phase - half / 2
+        } else {
+            3 * half / 2 - phase
+        } * 256
+            * 24
+            / half;
         w.extend_from_slice(&(v as i16).to_le_bytes());
     }
     w
@@ -1288,6 +1402,18 @@ pub fn tensors_to_safetensors(
     seed: u64,
     metadata: &[(&str, &str)],
 ) -> Vec<u8> {
+    safetensors_from_values(specs, metadata, &|spec| {
+        tensor_values(&spec.name, spec.numel(), seed)
+    })
+}
+
+/// Serializes tensor specs to safetensors bytes (see [`tensors_to_safetensors`] for the
+/// layout), with the values `values(spec)` gives for each.
+pub fn safetensors_from_values(
+    specs: &[TensorSpec],
+    metadata: &[(&str, &str)],
+    values: &dyn Fn(&TensorSpec) -> Vec<f32>,
+) -> Vec<u8> {
     let mut order: Vec<&TensorSpec> = specs.iter().collect();
     order.sort_by(|a, b| b.dtype.cmp(&a.dtype).then(a.name.cmp(&b.name)));
     for w in order.windows(2) {
@@ -1313,7 +1439,9 @@ pub fn tensors_to_safetensors(
     }
     let mut data = Vec::new();
     for spec in order {
-        let bytes = encode_values(&tensor_values(&spec.name, spec.numel(), seed), spec.dtype);
+        let values = values(spec);
+        assert_eq!(values.len(), spec.numel(), "{}", spec.name);
+        let bytes = encode_values(&values, spec.dtype);
         let start = data.len();
         data.extend_from_slice(&bytes);
         if !first {

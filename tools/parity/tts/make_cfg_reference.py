@@ -11,26 +11,29 @@ and every depformer step mixes ``null + (cond - null) * cfg_coef``.
 The tiny repo is ``tests/support/tiny.rs::tts_repo_direct_cfg`` (the tiny TTS config without the
 ``cfg`` conditioner); dump it first, then run this script::
 
-    TINY_REPOS_DUMP_DIR=/tmp/tinycfg cargo test --test tts_cfg dump_direct_cfg_repo_for_python
-    /tmp/pyenv/bin/python tools/parity/tts/make_cfg_reference.py /tmp/tinycfg
+    cargo run --example dump_tiny_repos -- /tmp/tiny
+    /work/venv-parity/bin/python tools/parity/tts/make_cfg_reference.py /tmp/tiny
 
-(``pip install moshi torch`` in a venv; moshi 0.2.13 and torch 2.x were used.)
+(a venv with ``pip install moshi==0.2.13``, which brings ``torch``; moshi 0.2.13 and torch 2.9
+were used.)
 
 For each text of ``TEXTS`` it runs ``TTSModel.generate`` greedy (``temp`` 0) with ``cfg_coef``
 ``CFG_COEF`` and the voice ``VOICE``, checks the waveform equals ``simple_generate``'s, and writes
 ``tests/fixtures/tts_cfg/<name>.json``: the text, the entries, per step the sampled and fed text
-tokens, the frames ``[1 + n_q]`` leaving ``LMGen``, ``end_step``, ``delay_steps``, the waveform
-length and the RMS of each 1920-sample frame of it.
+tokens, the frames ``[1 + n_q]`` leaving ``LMGen``, ``end_step``, ``delay_steps``, the text logits
+of the first steps and the waveform length; and ``<name>.pcm.f32``, the waveform (little-endian
+f32, 24 kHz mono), which the Rust tests compare sample by sample.
 
 It also records a model voiced by an audio prefix, as ``kyutai/tts-0.75b-en-public`` is
-(``tests/support/tiny.rs::tts_repo_prefix``: no conditioners, no cross-attention): the voice is
-``<dump>/prefix_voice/voice.wav`` (24 kHz, so no resampling), encoded by ``TTSModel.get_prefix``
-and fed by ``generate(..., prefixes=[prefix])`` with direct CFG ``PREFIX_CFG_COEF`` (the
-``simple_generate`` default; the null pass masks the prefix, ``cfg_is_no_prefix``), into
-``prefix_<name>.json`` with the prefix codes added.
+(``tests/support/tiny.rs::tts_repo_prefix``: no conditioners, no cross-attention): each voice of
+``PREFIX_VOICES`` is a WAV of ``<dump>/prefix_voice/`` (24 kHz, so no resampling), encoded by
+``TTSModel.get_prefix`` and fed by ``generate(..., prefixes=[prefix])`` with direct CFG
+``PREFIX_CFG_COEF`` (the ``simple_generate`` default; the null pass masks the prefix,
+``cfg_is_no_prefix``), into ``<case>.json`` (with the prefix codes added) and ``<case>.pcm.f32``.
 """
 
 import json
+import struct
 import sys
 from pathlib import Path
 
@@ -43,7 +46,11 @@ OUT = ROOT / "tests" / "fixtures" / "tts_cfg"
 VOICE = "expresso/ex03-ex01_happy_001_channel1_334s.wav"
 CFG_COEF = 3.0
 PREFIX_CFG_COEF = 2.0
-PREFIX_TEXTS = {"hello": "Hello from Rust."}
+PREFIX_TEXT = "Hello from Rust."
+# Case name -> voice file in `<dump>/prefix_voice/` (`tiny::prefix_voice_wav` and
+# `tiny::prefix_voice_wav_with_period(30)`).
+PREFIX_VOICES = {"prefix_hello": "voice.wav", "prefix_hello_other_voice": "other_voice.wav"}
+LOGIT_STEPS = 3
 MAX_STEPS = 400
 TEXTS = {
     "hello": "Hello from Rust.",
@@ -63,11 +70,34 @@ def checkpoint(repo: Path) -> loaders.CheckpointInfo:
     )
 
 
-def run(tts: TTSModel, text: str, voice: Path) -> dict:
+def logged_generate(tts: TTSModel, *args, **kwargs):
+    """``tts.generate``, also returning the text logits of the first steps (of the conditioned
+    pass: the null pass is the second half of the batch)."""
+    logits_log: list[list[float]] = []
+    forward_text = tts.lm.forward_text
+
+    def logging_forward_text(*a, **k):
+        out, text_logits = forward_text(*a, **k)
+        if len(logits_log) < LOGIT_STEPS:
+            logits_log.append([float(x) for x in text_logits[0, 0, 0]])
+        return out, text_logits
+
+    tts.lm.forward_text = logging_forward_text  # LMGen captures the bound method at start.
+    try:
+        return tts.generate(*args, **kwargs), logits_log
+    finally:
+        del tts.lm.forward_text
+
+
+def write_pcm(path: Path, pcm: torch.Tensor) -> None:
+    path.write_bytes(struct.pack(f"<{pcm.shape[0]}f", *pcm.tolist()))
+
+
+def run(tts: TTSModel, text: str, voice: Path) -> tuple[dict, torch.Tensor]:
     entries = tts.prepare_script([text], padding_between=1)
     # As `simple_generate` for a model without CFG distillation: no `cfg` value.
     attributes = tts.make_condition_attributes([voice], cfg_coef=None)
-    result = tts.generate([entries], [attributes])
+    result, logits_log = logged_generate(tts, [entries], [attributes])
 
     with tts.mimi.streaming(1), torch.no_grad():
         pcms = []
@@ -92,15 +122,15 @@ def run(tts: TTSModel, text: str, voice: Path) -> dict:
         "frames": [[int(x) for x in f[0, :, 0]] for f in result.frames],
         "end_step": result.end_steps[0],
         "delay_steps": tts.delay_steps,
+        "text_logits_first_steps": logits_log,
         "pcm_samples": int(pcm.shape[0]),
-        "frame_rms": [float(f.pow(2).mean().sqrt()) for f in pcm.split(1920)],
-    }
+    }, pcm
 
 
-def run_prefix(tts: TTSModel, text: str, wav: Path) -> dict:
+def run_prefix(tts: TTSModel, text: str, wav: Path) -> tuple[dict, torch.Tensor]:
     prefix = tts.get_prefix(wav)
     entries = tts.prepare_script([text], padding_between=1)
-    result = tts.generate([entries], [], prefixes=[prefix])
+    result, logits_log = logged_generate(tts, [entries], [], prefixes=[prefix])
     frames = prefix.shape[-1]
     with tts.mimi.streaming(1), torch.no_grad():
         pcms = []
@@ -113,6 +143,7 @@ def run_prefix(tts: TTSModel, text: str, wav: Path) -> dict:
     assert torch.equal(direct, pcm), "replica of simple_generate differs"
     return {
         "text": text,
+        "voice_wav": wav.name,
         "cfg_coef": PREFIX_CFG_COEF,
         "max_steps": MAX_STEPS,
         "prefix_codes": [[int(x) for x in row] for row in prefix[1:]],
@@ -123,9 +154,9 @@ def run_prefix(tts: TTSModel, text: str, wav: Path) -> dict:
         "frames": [[int(x) for x in f[0, :, 0]] for f in result.frames],
         "end_step": result.end_steps[0],
         "delay_steps": tts.delay_steps,
+        "text_logits_first_steps": logits_log,
         "pcm_samples": int(pcm.shape[0]),
-        "frame_rms": [float(f.pow(2).mean().sqrt()) for f in pcm.split(1920)],
-    }
+    }, pcm
 
 
 def main() -> None:
@@ -142,10 +173,11 @@ def main() -> None:
     voice = root / "voices" / (VOICE + tts.voice_suffix)
     OUT.mkdir(parents=True, exist_ok=True)
     for name, text in TEXTS.items():
-        record = run(tts, text, voice)
+        record, pcm = run(tts, text, voice)
         assert record["end_step"] is not None, f"{name}: no end_step within {MAX_STEPS} steps"
         assert len(record["text_tokens"]) < MAX_STEPS, f"{name}: hit the step cap"
         (OUT / f"{name}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+        write_pcm(OUT / f"{name}.pcm.f32", pcm)
         print(f"{name}: {len(record['text_tokens'])} steps, end_step {record['end_step']}, "
               f"{record['pcm_samples']} samples")
 
@@ -157,13 +189,17 @@ def main() -> None:
         max_gen_length=MAX_STEPS,
     )
     assert not tts.multi_speaker, "the prefix model must have no speaker_wavs"
-    for name, text in PREFIX_TEXTS.items():
-        record = run_prefix(tts, text, root / "prefix_voice" / "voice.wav")
+    pcms = []
+    for name, wav in PREFIX_VOICES.items():
+        record, pcm = run_prefix(tts, PREFIX_TEXT, root / "prefix_voice" / wav)
         assert record["end_step"] is not None and len(record["text_tokens"]) < MAX_STEPS
-        (OUT / f"prefix_{name}.json").write_text(
-            json.dumps(record, indent=1, ensure_ascii=False) + "\n")
-        print(f"prefix_{name}: {len(record['prefix_codes'][0])} prefix frames, "
+        (OUT / f"{name}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+        write_pcm(OUT / f"{name}.pcm.f32", pcm)
+        pcms.append(pcm)
+        print(f"{name}: {len(record['prefix_codes'][0])} prefix frames, "
               f"{len(record['text_tokens'])} steps, {record['pcm_samples']} samples")
+    # The voice must change the audio, or the tests could not tell voices apart.
+    assert pcms[0].shape != pcms[1].shape or not torch.equal(pcms[0], pcms[1])
 
 
 if __name__ == "__main__":

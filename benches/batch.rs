@@ -1,0 +1,158 @@
+//! Batched steps: what one step of N conversations costs against N steps of one.
+//!
+//! * `stt_batched_step/N`: the speech-to-text language model stepped for N conversations at
+//!   once (the engine's batch, `asr::State` over the batched `LmModel`), against `stt_single_steps/N`:
+//!   N steps of a batch of one, in the same run. The ratio is what batching saves: on a CPU a
+//!   step reads every weight, so N at once should cost little more than one.
+//! * The number of streams held in real time: the largest N whose batched step fits in 80 ms
+//!   (Mimi encoding runs on each conversation's own thread and is not counted).
+//!
+//! The tiny model by default (fast, for the shape of the curve); `BATCH_BENCH_1B=1` uses the
+//! published `kyutai/stt-1b-en_fr-candle` dimensions with random weights (CPU f32, about 5 GB
+//! plus 200 MB of attention cache per conversation, minutes to set up).
+//!
+//! `cargo bench --bench batch` (`BATCH_BENCH_MAX=8` to stop at 8 conversations)
+
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use fluent_voice_kyutai::internals::stt::SttConfig;
+
+/// The language model's config: tiny, or the published 1B.
+fn config() -> (SttConfig, &'static str) {
+    let real = std::env::var_os("BATCH_BENCH_1B").is_some();
+    let (dim, heads, layers, card, text_card, n_q) = if real {
+        (2048, 16, 16, 2048, 8000, 32)
+    } else {
+        (64, 4, 2, 64, 96, 4)
+    };
+    let json = serde_json::json!({
+        "dim": dim, "num_heads": heads, "num_layers": layers, "context": 750,
+        "max_period": 100000.0, "card": card, "text_card": text_card, "n_q": n_q, "dep_q": 0,
+        "delays": vec![0; n_q + 1], "hidden_scale": 4.125, "gating": "silu",
+        "norm": "rms_norm_f32", "positional_embedding": "rope", "extra_heads_num_heads": 4,
+        "extra_heads_dim": 6, "model_type": "stt",
+        "stt_config": {"audio_delay_seconds": 0.5, "audio_silence_prefix_seconds": 0.0}
+    });
+    let name = if real { "1b" } else { "tiny" };
+    (
+        SttConfig::from_json(json.to_string().as_bytes()).unwrap(),
+        name,
+    )
+}
+
+/// An `asr::State` of `batch` items over a batched LM whose weights come from `varmap` (the same
+/// tensors for every batch size).
+fn state(
+    config: &SttConfig,
+    varmap: &candle_nn::VarMap,
+    mimi: &moshi::mimi::Mimi,
+    batch: usize,
+) -> moshi::asr::State {
+    let vb = candle_nn::VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu);
+    let lm = moshi::lm::LmModel::batched(
+        batch,
+        &config.lm_config(),
+        moshi::nn::MaybeQuantizedVarBuilder::Real(vb),
+    )
+    .unwrap();
+    moshi::asr::State::new(batch, config.delay_steps(), 0.0, mimi.clone(), lm).unwrap()
+}
+
+/// One language-model step of every item of `state`.
+fn step(state: &mut moshi::asr::State, codes: &Tensor, mask: &moshi::StreamMask) {
+    let msgs = state.step_tokens(codes, None, mask, |_, _, _| ()).unwrap();
+    std::hint::black_box(msgs);
+}
+
+fn batched_steps(c: &mut Criterion) {
+    let (config, name) = config();
+    let varmap = candle_nn::VarMap::new();
+    let mimi_map = candle_nn::VarMap::new();
+    let mut mimi_config = moshi::mimi::Config::v0_1(Some(config.n_q));
+    if name == "tiny" {
+        mimi_config.seanet.dimension = 32;
+        mimi_config.seanet.n_filters = 4;
+        mimi_config.transformer.d_model = 32;
+    }
+    let mimi = moshi::mimi::Mimi::new(
+        mimi_config,
+        candle_nn::VarBuilder::from_varmap(&mimi_map, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    // `BATCH_BENCH_MAX` caps N (memory: each 1B conversation keeps about 200 MB of cache).
+    let max: usize = std::env::var("BATCH_BENCH_MAX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let sizes: Vec<usize> = [1usize, 2, 4, 8, 16]
+        .into_iter()
+        .filter(|&n| n <= max)
+        .collect();
+    let codes = |batch: usize| {
+        let tokens: Vec<u32> = (0..batch * config.n_q)
+            .map(|i| (i % config.card) as u32)
+            .collect();
+        Tensor::from_vec(tokens, (batch, config.n_q, 1), &Device::Cpu).unwrap()
+    };
+    let mut group = c.benchmark_group(format!("stt_{name}"));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(if name == "tiny" { 3 } else { 20 }));
+    let mut single = state(&config, &varmap, &mimi, 1);
+    let one = codes(1);
+    let one_mask = moshi::StreamMask::new(vec![true], &Device::Cpu).unwrap();
+    let mut summary = Vec::new();
+    for &n in &sizes {
+        let mut batched = state(&config, &varmap, &mimi, n);
+        let all = codes(n);
+        let mask = moshi::StreamMask::new(vec![true; n], &Device::Cpu).unwrap();
+        group.bench_with_input(BenchmarkId::new("batched_step", n), &n, |b, _| {
+            b.iter(|| step(&mut batched, &all, &mask))
+        });
+        group.bench_with_input(BenchmarkId::new("single_steps", n), &n, |b, &n| {
+            b.iter(|| {
+                for _ in 0..n {
+                    step(&mut single, &one, &one_mask);
+                }
+            })
+        });
+        // A plain timing for the summary (criterion keeps its own figures).
+        let time = |f: &mut dyn FnMut()| {
+            let start = Instant::now();
+            for _ in 0..3 {
+                f();
+            }
+            start.elapsed().as_secs_f64() / 3.0
+        };
+        let batched_s = time(&mut || step(&mut batched, &all, &mask));
+        let singles_s = time(&mut || {
+            for _ in 0..n {
+                step(&mut single, &one, &one_mask);
+            }
+        });
+        summary.push((n, batched_s, singles_s));
+    }
+    group.finish();
+    println!("stt_{name}: N, batched step ms, N single steps ms, ratio, per-stream ms");
+    for (n, batched, singles) in &summary {
+        println!(
+            "stt_{name}: {n:>2}, {:>8.1}, {:>8.1}, {:.2}, {:.1}",
+            batched * 1e3,
+            singles * 1e3,
+            batched / singles,
+            batched * 1e3 / *n as f64
+        );
+    }
+    let held = summary
+        .iter()
+        .filter(|(_, batched, _)| *batched <= 0.080)
+        .map(|(n, _, _)| *n)
+        .max()
+        .unwrap_or(0);
+    println!("stt_{name}: streams held in real time (batched step <= 80 ms): {held}");
+}
+
+criterion_group!(benches, batched_steps);
+criterion_main!(benches);

@@ -1,0 +1,372 @@
+//! `/api/asr-streaming`: speech-to-text over a websocket (moshi-server's `batched_asr.rs`
+//! protocol), and the same path as a POST of an audio file answering the words as JSON.
+//!
+//! Each stream is one library conversation (`engine.stt()` on a stream of PCM frames, with
+//! progress events); this module only translates between the socket and the conversation.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::ws::WebSocket;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use super::messages::{AsrIn, AsrOut, decode};
+use super::socket::{Conn, End, Framing, Incoming, code, ping_clock};
+use super::{AppState, Client};
+use crate::voice::{SpeechSource, SttConversationBuilder, TranscriptEvent};
+
+const ENDPOINT: &str = "asr";
+const SAMPLE_RATE: u64 = 24_000;
+/// Samples per model step (80 ms).
+const FRAME: u64 = 1920;
+
+/// Serves one websocket client, from the slot to the log line.
+pub(crate) async fn serve_socket(state: Arc<AppState>, ws: WebSocket, client: Client) {
+    let started = Instant::now();
+    let mut conn = Conn::new(ws, &state.config.limits, Framing::MessagePack);
+    state
+        .metrics
+        .connections
+        .with_label_values(&[ENDPOINT])
+        .inc();
+    let slots = state
+        .asr
+        .as_ref()
+        .expect("the route exists only when served");
+    // Held until the log line is written: a shutdown waits for every slot to be free.
+    let slot = slots.try_acquire();
+    let end = match &slot {
+        None => End::Refused(
+            code::TRY_AGAIN,
+            "no free channels".into(),
+            "no_free_channels",
+        ),
+        Some(_) => {
+            let open = state.metrics.open.with_label_values(&[ENDPOINT]);
+            open.inc();
+            let end = Stream::new(&state).run(&mut conn).await;
+            open.dec();
+            end
+        }
+    };
+    if let End::Refused(_, _, kind) = &end {
+        state
+            .metrics
+            .errors
+            .with_label_values(&[ENDPOINT, kind])
+            .inc();
+    }
+    if let End::Failed(_) = &end {
+        state
+            .metrics
+            .errors
+            .with_label_values(&[ENDPOINT, "failed"])
+            .inc();
+    }
+    conn.finish(&end, |message| AsrOut::Error { message }).await;
+    client.log(ENDPOINT, started, &end);
+    drop(slot);
+    conn.await_close().await;
+}
+
+/// One stream's state between the socket and its conversation.
+struct Stream<'a> {
+    state: &'a AppState,
+    /// Samples received from the client.
+    received: u64,
+    /// Markers waiting for the transcript to reach them: (audio position in ms, id).
+    markers: VecDeque<(u64, i64)>,
+    /// The model steps seen (for `Step.step_idx`).
+    steps: usize,
+    /// How far the transcript is settled, in ms of the client's audio (none before the first
+    /// progress event: not even time 0 is settled then).
+    settled_ms: Option<u64>,
+    last_step: Option<Instant>,
+    behind: bool,
+}
+
+impl<'a> Stream<'a> {
+    fn new(state: &'a AppState) -> Stream<'a> {
+        Stream {
+            state,
+            received: 0,
+            markers: VecDeque::new(),
+            steps: 0,
+            settled_ms: None,
+            last_step: None,
+            behind: false,
+        }
+    }
+
+    async fn run(&mut self, conn: &mut Conn) -> End {
+        let started = Instant::now();
+        let (audio, frames) = mpsc::unbounded_channel::<Vec<f32>>();
+        let frames = futures::stream::unfold(frames, |mut rx| async move {
+            rx.recv().await.map(|frame| (frame, rx))
+        });
+        let conversation = self
+            .state
+            .engine
+            .stt()
+            .with_source(SpeechSource::from_stream(frames, SAMPLE_RATE as u32, 1))
+            .progress_events(true)
+            .listen()
+            .await;
+        let mut events = match conversation {
+            Ok(conversation) => conversation.into_events(),
+            Err(e) => return End::Failed(format!("the model could not start: {e}")),
+        };
+        if let Err(end) = conn.send(&AsrOut::Ready).await {
+            return end;
+        }
+        let mut shutdown = self.state.shutdown.clone();
+        let mut ping = ping_clock(&self.state.config.limits);
+        let max_backlog = self.state.config.limits.max_buffered_audio.as_millis() as u64;
+        let end = loop {
+            // Backpressure: while the model is far behind, stop reading the socket.
+            let reading = self.backlog_ms() < max_backlog;
+            tokio::select! {
+                _ = super::stopping(&mut shutdown) => break End::Shutdown,
+                event = events.next() => match event {
+                    Some(Ok(event)) => {
+                        if let Err(end) = self.on_event(event, conn).await {
+                            break end;
+                        }
+                    }
+                    Some(Err(e)) => break End::Failed(e.to_string()),
+                    None => break End::Failed("the transcription ended early".into()),
+                },
+                message = conn.recv(), if reading => match message {
+                    Ok(message) => {
+                        if let Err(end) = self.on_message(message, &audio, conn).await {
+                            break end;
+                        }
+                    }
+                    Err(end) => break end,
+                },
+                _ = ping.tick() => {
+                    if !reading {
+                        conn.excuse_silence();
+                    }
+                    if let Err(end) = conn.keepalive(true).await {
+                        break end;
+                    }
+                }
+            }
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        if let Some(settled) = self.settled_ms.filter(|_| seconds > 0.0) {
+            self.state
+                .metrics
+                .real_time_factor
+                .with_label_values(&[ENDPOINT])
+                .observe(settled as f64 / 1000.0 / seconds);
+        }
+        end
+    }
+
+    /// Audio received and not yet transcribed, in ms.
+    fn backlog_ms(&self) -> u64 {
+        (self.received * 1000 / SAMPLE_RATE).saturating_sub(self.settled_ms.unwrap_or(0))
+    }
+
+    async fn on_message(
+        &mut self,
+        message: Incoming,
+        audio: &mpsc::UnboundedSender<Vec<f32>>,
+        conn: &mut Conn,
+    ) -> Result<(), End> {
+        let bytes = match message {
+            Incoming::Binary(bytes) => bytes,
+            Incoming::Text(_) => {
+                return Err(End::Refused(
+                    code::UNSUPPORTED,
+                    "text frames are not part of this protocol: send MessagePack binary frames"
+                        .into(),
+                    "bad_input",
+                ));
+            }
+        };
+        match decode::<AsrIn>(&bytes).map_err(End::bad)? {
+            AsrIn::Init => {}
+            AsrIn::Audio { pcm } => {
+                if let Some(i) = pcm.iter().position(|x| !x.is_finite()) {
+                    return Err(End::bad(format!(
+                        "audio sample {i} is not a finite number ({})",
+                        pcm[i]
+                    )));
+                }
+                if !pcm.is_empty() {
+                    self.received += pcm.len() as u64;
+                    audio
+                        .send(pcm)
+                        .map_err(|_| End::Failed("the transcription stopped".into()))?;
+                }
+            }
+            AsrIn::Marker { id } => {
+                // As moshi-server: the marker comes back once the whole frames received before
+                // it (and the model's delay) have been transcribed.
+                let at_ms = self.received / FRAME * FRAME * 1000 / SAMPLE_RATE;
+                self.markers.push_back((at_ms, id));
+                self.echo_markers(conn).await?;
+            }
+            AsrIn::OggOpus { .. } => {
+                return Err(End::Refused(
+                    code::UNSUPPORTED,
+                    "OggOpus input is not supported by this server: send Audio messages (24 kHz \
+                     float samples)"
+                        .into(),
+                    "unsupported",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_event(&mut self, event: TranscriptEvent, conn: &mut Conn) -> Result<(), End> {
+        match event {
+            TranscriptEvent::Word(word) => {
+                // The library reports a word once it has ended, with both times: the protocol's
+                // Word (start) and EndWord (stop) go out together.
+                conn.send(&AsrOut::Word {
+                    text: word.text,
+                    start_time: word.start_ms as f64 / 1000.0,
+                })
+                .await?;
+                conn.send(&AsrOut::EndWord {
+                    stop_time: word.end_ms as f64 / 1000.0,
+                })
+                .await?;
+            }
+            TranscriptEvent::VoiceActivity {
+                time_ms,
+                pause_probabilities,
+            } => {
+                self.steps += 1;
+                let heard = time_ms * SAMPLE_RATE / 1000;
+                conn.send(&AsrOut::Step {
+                    step_idx: self.steps,
+                    prs: pause_probabilities,
+                    buffered_pcm: self.received.saturating_sub(heard) as usize,
+                })
+                .await?;
+            }
+            TranscriptEvent::Progress { time_ms } => {
+                self.settled_ms = Some(time_ms);
+                self.on_step();
+                self.echo_markers(conn).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Metrics for one model step, and the behind-real-time report.
+    fn on_step(&mut self) {
+        let metrics = &self.state.metrics;
+        metrics.steps.with_label_values(&[ENDPOINT]).inc();
+        let now = Instant::now();
+        if let Some(last) = self.last_step.replace(now) {
+            metrics
+                .step_interval
+                .with_label_values(&[ENDPOINT])
+                .observe((now - last).as_secs_f64());
+        }
+        let threshold = self.state.config.limits.behind_threshold.as_millis() as u64;
+        if !self.behind && self.backlog_ms() > threshold {
+            self.behind = true;
+            metrics.behind.with_label_values(&[ENDPOINT]).inc();
+            log::warn!(
+                target: "kyutai::server",
+                "asr stream behind real time: {} ms of audio waiting",
+                self.backlog_ms()
+            );
+        }
+    }
+
+    async fn echo_markers(&mut self, conn: &mut Conn) -> Result<(), End> {
+        while let Some(&(at_ms, id)) = self.markers.front() {
+            if self.settled_ms.is_none_or(|settled| settled < at_ms) {
+                break;
+            }
+            self.markers.pop_front();
+            conn.send(&AsrOut::Marker { id }).await?;
+        }
+        Ok(())
+    }
+}
+
+/// `POST /api/asr-streaming`: an audio file in, its words out, as moshi-server answers
+/// (`[{"type": "Word", "text", "start_time"}, {"type": "EndWord", "stop_time"}, ...]`).
+pub(crate) async fn post(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    state
+        .metrics
+        .connections
+        .with_label_values(&[ENDPOINT])
+        .inc();
+    let slots = state
+        .asr
+        .as_ref()
+        .expect("the route exists only when served");
+    let Some(_slot) = slots.acquire_within(state.config.limits.post_wait).await else {
+        let end = End::Refused(
+            code::TRY_AGAIN,
+            "no free channels".into(),
+            "no_free_channels",
+        );
+        client.log(ENDPOINT, started, &end);
+        return (StatusCode::SERVICE_UNAVAILABLE, "no free channels").into_response();
+    };
+    if body.is_empty() {
+        let end = End::bad("empty body: POST an audio file");
+        client.log(ENDPOINT, started, &end);
+        return (StatusCode::BAD_REQUEST, "empty body: POST an audio file").into_response();
+    }
+    let conversation = state
+        .engine
+        .stt()
+        .with_source(SpeechSource::from_bytes(body))
+        .listen()
+        .await;
+    let result = match conversation {
+        Ok(c) => c.transcript().await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(transcript) => {
+            let mut out = Vec::with_capacity(transcript.words.len() * 2);
+            for word in transcript.words {
+                out.push(AsrOut::Word {
+                    text: word.text,
+                    start_time: word.start_ms as f64 / 1000.0,
+                });
+                out.push(AsrOut::EndWord {
+                    stop_time: word.end_ms as f64 / 1000.0,
+                });
+            }
+            client.log(ENDPOINT, started, &End::Done);
+            Json(out).into_response()
+        }
+        Err(e) => {
+            let status = match e {
+                crate::voice::VoiceError::InvalidInput(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            let end = End::Failed(e.to_string());
+            client.log(ENDPOINT, started, &end);
+            (status, e.to_string()).into_response()
+        }
+    }
+}

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Mutation checks: break the code on purpose, one way at a time, and show that a test fails.
+
+Each mutation replaces one exact piece of source (it must occur exactly once, or the script
+stops: the code moved, update the mutation), runs the tests that should notice, records which
+failed, and puts the source back (also on Ctrl-C or an error). A mutation that no test notices
+"survives": the script then exits with status 1. The unmutated tests run first, as a baseline:
+if they fail, nothing is concluded.
+
+Usage, from anywhere (it builds in the repository's own `target/`)::
+
+    tools/mutation_check.py                 # every mutation
+    tools/mutation_check.py --list          # their names
+    tools/mutation_check.py prefix cfg      # those whose name contains one of the words
+    tools/mutation_check.py --markdown report.md
+
+The mutations are the ones issue 14 ("Parity tests that can fail") asks for, plus a few close
+variants. Keep the list in step with the code when the code moves.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Mutation:
+    name: str
+    file: str
+    old: str
+    new: str
+    tests: list[str]
+
+
+MUTATIONS = [
+    Mutation(
+        "drop the TTS voice prefix (audio-prefix models, through the builder)",
+        "src/tts/builder.rs",
+        "conditions.audio_prefix = Some(prefix);",
+        "let _ = prefix;",
+        ["tts_cfg"],
+    ),
+    Mutation(
+        "CFG 1.0 instead of the coefficient (direct, two-pass CFG)",
+        "src/tts/generate.rs",
+        "guide(&mut logits, &null, *coef);",
+        "guide(&mut logits, &null, 1.0);",
+        ["tts_cfg"],
+    ),
+    Mutation(
+        "CFG 1.0 instead of the coefficient (CFG-distilled models: the `cfg` condition)",
+        "src/tts/synth.rs",
+        'Some(format!("{cfg_coef:.1}"))',
+        'Some("1.0".to_string())',
+        ["tts_parity", "tts_cli"],
+    ),
+    Mutation(
+        "feed the STT silence instead of the audio",
+        "src/stt/transcriber.rs",
+        "let pcm = Tensor::from_slice(&self.frame, (1, 1, FRAME_SAMPLES), &self.device)",
+        "let pcm = Tensor::from_slice(&[0f32; FRAME_SAMPLES], (1, 1, FRAME_SAMPLES), &self.device)",
+        ["stt_parity", "stt_pipeline", "stt_cli"],
+    ),
+    Mutation(
+        "shift the STT input by one frame (one more frame of silence before it)",
+        "src/stt/transcriber.rs",
+        "self.feed_silence(self.prefix_samples, &mut words)?;",
+        "self.feed_silence(self.prefix_samples + FRAME_SAMPLES, &mut words)?;",
+        ["stt_parity", "stt_pipeline", "stt_cli"],
+    ),
+    Mutation(
+        "remove the silence-prefix subtraction from the word times",
+        "src/stt/transcriber.rs",
+        "(t - self.prefix_seconds).max(0.0)",
+        "t.max(0.0)",
+        ["stt_parity", "stt_pipeline"],
+    ),
+    Mutation(
+        "subtract the silence prefix twice from the word times",
+        "src/stt/transcriber.rs",
+        "(t - self.prefix_seconds).max(0.0)",
+        "(t - 2.0 * self.prefix_seconds).max(0.0)",
+        ["stt_parity", "stt_pipeline"],
+    ),
+    Mutation(
+        "ignore --voice in the CLI",
+        "src/bin/kyutai.rs",
+        "speaker = speaker.with_voice(voice);",
+        "let _ = voice;",
+        ["tts_cli"],
+    ),
+    Mutation(
+        "skip the sha256 verification of a downloaded file",
+        "src/models/manager.rs",
+        "&& !actual.eq_ignore_ascii_case(&remote.etag)",
+        "&& actual.is_empty()",
+        ["failures", "download"],
+    ),
+    Mutation(
+        "TTS sampling ignores the temperature",
+        "src/tts/sampling.rs",
+        "let temperature = temperature as f32;",
+        "let temperature = 1.0f32;",
+        ["tts_parity", "tts_cli"],
+    ),
+    Mutation(
+        "a dropped TTS conversation keeps generating",
+        "src/tts/builder.rs",
+        "Some(previous) => self.tx.blocking_send(Ok(previous)).is_ok(),",
+        "Some(previous) => self.tx.blocking_send(Ok(previous)).is_ok() || true,",
+        ["tts_engine"],
+    ),
+]
+
+
+def cargo_test(tests: list[str]) -> tuple[bool, list[str], str]:
+    """Runs the test binaries; returns (built, failing tests, output)."""
+    command = ["nice", "-n", "10", "cargo", "test", "--locked", "--no-fail-fast"]
+    for test in tests:
+        command += ["--test", test]
+    env = dict(os.environ, CARGO_TERM_COLOR="never")
+    # One stream, in order: cargo says which binary runs on stderr, the tests report on stdout.
+    done = subprocess.run(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output = done.stdout
+    built = "error: could not compile" not in output
+    binary = None
+    failing = []
+    for line in output.splitlines():
+        match = re.match(r"\s*Running (?:unittests )?tests/(\w+)\.rs", line)
+        if match:
+            binary = match.group(1)
+        match = re.match(r"test (\S+) \.\.\. FAILED", line)
+        if match:
+            failing.append(f"{binary}::{match.group(1)}")
+    return built, failing, output
+
+
+def backup_of(path: Path) -> Path:
+    return path.with_name(path.name + ".mutation-backup")
+
+
+def apply(mutation: Mutation) -> None:
+    """Writes the mutated source, after a backup copy of the original (see `restore`)."""
+    path = ROOT / mutation.file
+    original = path.read_text()
+    count = original.count(mutation.old)
+    if count != 1:
+        raise SystemExit(
+            f"mutation {mutation.name!r}: {mutation.old!r} occurs {count} times in "
+            f"{mutation.file}, not once: update tools/mutation_check.py"
+        )
+    shutil.copy2(path, backup_of(path))
+    path.write_text(original.replace(mutation.old, mutation.new))
+
+
+def restore(path: Path) -> None:
+    """Puts the backup back by renaming it (which needs no disk space, so it works on a full
+    disk too) and marks the file changed now, so that cargo rebuilds what the mutant built."""
+    os.replace(backup_of(path), path)
+    os.utime(path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("only", nargs="*", help="words; run the mutations whose name has one")
+    parser.add_argument("--list", action="store_true", help="list the mutations")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
+    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    args = parser.parse_args()
+    selected = [m for m in MUTATIONS if not args.only or any(w in m.name for w in args.only)]
+    if args.list:
+        for m in selected:
+            print(f"{m.name}  [{m.file}; tests: {', '.join(m.tests)}]")
+        return 0
+    if not selected:
+        print("no mutation matches", file=sys.stderr)
+        return 2
+    # A run killed before it could restore leaves its backup: put it back first.
+    for path in sorted({ROOT / m.file for m in MUTATIONS}):
+        if backup_of(path).exists():
+            print(f"restoring {path.relative_to(ROOT)} left mutated by an interrupted run")
+            restore(path)
+
+    if not args.no_baseline:
+        tests = sorted({t for m in selected for t in m.tests})
+        print(f"baseline: cargo test --test {' --test '.join(tests)}", flush=True)
+        built, failing, output = cargo_test(tests)
+        if not built or failing:
+            print(output[-5000:])
+            print(f"the unmutated tests fail ({failing or 'build'}): nothing to conclude")
+            return 2
+
+    rows = []
+    for mutation in selected:
+        print(f"mutation: {mutation.name} ...", flush=True)
+        started = time.monotonic()
+        apply(mutation)
+        try:
+            built, failing, output = cargo_test(mutation.tests)
+        finally:
+            restore(ROOT / mutation.file)
+        seconds = time.monotonic() - started
+        if not built:
+            print(output[-3000:])
+            verdict = "DOES NOT BUILD"
+        elif failing:
+            verdict = "caught"
+        else:
+            verdict = "SURVIVED"
+        rows.append((mutation, verdict, failing, seconds))
+        print(f"  {verdict} in {seconds:.0f} s: {', '.join(failing) or '-'}", flush=True)
+
+    lines = [
+        "| mutation | file | tests run | verdict | failing tests |",
+        "|---|---|---|---|---|",
+    ]
+    for mutation, verdict, failing, _ in rows:
+        lines.append(
+            f"| {mutation.name} | `{mutation.file}` | {', '.join(mutation.tests)} | {verdict} | "
+            f"{'<br>'.join(f'`{t}`' for t in failing) or '-'} |"
+        )
+    table = "\n".join(lines)
+    print()
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table + "\n")
+    return 0 if all(verdict == "caught" for _, verdict, _, _ in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
