@@ -214,3 +214,75 @@ async fn the_asr_state_feeds_each_frame_one_step_later() {
     }
     assert_eq!(shift, 1);
 }
+
+/// Each step's voice-activity probabilities (the extra heads' `AsrMsg::Step { prs }`, which the
+/// end-of-turn rule reads) are the reference's `LMGen.step_with_extra_heads`, step for step,
+/// under the same mapping, with and without a silence prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voice_activity_probabilities_match_python_at_every_step() {
+    use fluent_voice_kyutai::voice::TranscriptEvent;
+    let samples: Vec<f32> = hound::WavReader::open(AUDIO)
+        .unwrap()
+        .samples::<i16>()
+        .map(|s| f32::from(s.unwrap()) / 32768.0)
+        .collect();
+    for name in ["plain", "prefix"] {
+        let case = case(name);
+        let hub = TestHub::start();
+        let cache = tempfile::tempdir().unwrap();
+        let engine = engine(&hub, cache.path(), &repo_of(name)).await;
+        let model = engine.stt_model().await.unwrap();
+        let mut transcriber = model
+            .transcriber(fluent_voice_kyutai::models::WhenBusy::Wait)
+            .unwrap();
+        let mut events = transcriber.push(&samples).unwrap();
+        events.extend(transcriber.finish().unwrap());
+        let ours: Vec<Vec<f32>> = events
+            .into_iter()
+            .filter_map(|e| match e {
+                TranscriptEvent::VoiceActivity {
+                    pause_probabilities,
+                    ..
+                } => Some(pause_probabilities),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ours.len(), transcriber.steps(), "{name}: one per step");
+
+        let reference: Vec<Vec<f32>> = case["mapped"]["pause_probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|step| {
+                step.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_f64().unwrap() as f32)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(reference.len(), case["chunks"].as_u64().unwrap() as usize);
+        let mut largest = 0f32;
+        for (step, (got, want)) in ours.iter().zip(&reference).enumerate() {
+            assert_eq!(got.len(), 4, "{name}: four heads");
+            assert_eq!(got.len(), want.len(), "{name}: step {step}");
+            for (g, w) in got.iter().zip(want) {
+                largest = largest.max((g - w).abs());
+                assert!(
+                    (g - w).abs() <= 1e-4,
+                    "{name}: step {step}: {got:?} vs {want:?}"
+                );
+            }
+        }
+        // The probabilities follow the audio: they move from step to step by far more than
+        // the tolerance, so a wrong step or a wrong head could not pass.
+        let first_head: Vec<f32> = reference.iter().map(|p| p[0]).collect();
+        let spread = first_head.iter().copied().fold(f32::MIN, f32::max)
+            - first_head.iter().copied().fold(f32::MAX, f32::min);
+        assert!(spread > 0.01, "{name}: spread {spread}");
+        eprintln!(
+            "{name}: {} steps, largest difference {largest:.2e}, spread {spread:.3}",
+            reference.len()
+        );
+    }
+}

@@ -36,7 +36,9 @@ script's rule (``reference_words``). Each record holds:
   ``tests/stt_parity.rs::the_asr_state_feeds_each_frame_one_step_later``. The two Kyutai
   implementations are one frame apart: ``audio_shift_frames`` is computed from the two;
 * ``mapped``: the same loop, with the codes of chunk ``k - audio_shift_frames`` given to
-  ``LMGen.step`` at step ``k``: what the Rust transcriber must produce, step for step. Its words
+  ``LMGen.step`` at step ``k``: what the Rust transcriber must produce, step for step, with
+  each step's voice-activity probabilities (``pause_probabilities``: the first value of each
+  extra head's softmax, from ``LMGen.step_with_extra_heads``). Its words
   by the script's rule, with each word's positions (``start_step``, ``end_step``) and times, are
   what the Rust tests turn into the transcriber's timings (the mapping of timing conventions is
   stated in ``tests/support/stt_reference.rs``).
@@ -144,18 +146,22 @@ def lmgen_frame_alignment(lm, steps: int = 6) -> list:
     return alignment
 
 
-def run_loop(mimi, lm, chunk_list: list[torch.Tensor], shift: int) -> tuple[list, list]:
+def run_loop(mimi, lm, chunk_list: list[torch.Tensor], shift: int) -> tuple[list, list, list]:
     """The streaming loop: Mimi encodes each chunk, `LMGen.step` gets the codes of chunk
     `k - shift` at step k (those of chunk 0 before; `LMGen` shows the model its initial tokens
-    at step 0 anyway). Returns the codes of every chunk and the text token of every step."""
+    at step 0 anyway). Returns the codes of every chunk, the text token of every step, and
+    every step's voice-activity probabilities: `LMGen.step_with_extra_heads`, as Kyutai's
+    scripts and Unmute read them, each head's softmax, its first value (the `moshi` crate's
+    `asr::State` reports the same, `AsrMsg::Step { prs }`)."""
     lm_gen = LMGen(lm, temp=0, temp_text=0.0)
-    codes, tokens = [], []
+    codes, tokens, prs = [], [], []
     with torch.no_grad(), mimi.streaming(1), lm_gen.streaming(1):
         for k, chunk in enumerate(chunk_list):
             codes.append(mimi.encode(chunk))
-            out = lm_gen.step(codes[max(0, k - shift)])
+            out, heads = lm_gen.step_with_extra_heads(codes[max(0, k - shift)])
             tokens.append(int(out[0, 0, 0]))
-    return [[int(c) for c in frame[0, :, 0]] for frame in codes], tokens
+            prs.append([float(head[0, 0, 0]) for head in heads])
+    return [[int(c) for c in frame[0, :, 0]] for frame in codes], tokens, prs
 
 
 def reference_words(tokens: list[int], tokenizer, offset_seconds: float) -> list[dict]:
@@ -233,8 +239,9 @@ def run_case(name: str, repo: Path, audio: np.ndarray) -> dict:
     assert alignment[0] is None and len(set(lmgen_offset)) == 1, alignment
     shift = ASR_STATE_FRAME_OFFSET - lmgen_offset[0]
 
-    codes, tokens = run_loop(mimi, lm, chunk_list, shift=0)
-    mapped_codes, mapped_tokens = run_loop(mimi, lm, chunk_list, shift=shift)
+    codes, tokens, _ = run_loop(mimi, lm, chunk_list, shift=0)
+    mapped_codes, mapped_tokens, mapped_prs = run_loop(mimi, lm, chunk_list, shift=shift)
+    assert mapped_prs and all(len(p) == len(lm.extra_heads) > 0 for p in mapped_prs), name
     assert mapped_codes == codes
     assert mapped_tokens != tokens, f"{name}: the frame offset makes no difference"
     delay_steps = int(stt_config["audio_delay_seconds"] * FRAME_RATE)
@@ -261,6 +268,7 @@ def run_case(name: str, repo: Path, audio: np.ndarray) -> dict:
             "text_tokens": mapped_tokens,
             "words": mapped_words,
             "text": " ".join(w["text"] for w in mapped_words),
+            "pause_probabilities": mapped_prs,
         },
     }
 
