@@ -42,10 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     for (name, streamed) in [("whole text", false), ("streamed", true)] {
-        let builder = engine
-            .tts()
-            .with_speaker(Speaker::speaker("A").build())
-            .seed(1);
+        let builder = engine.tts().seed(1);
         let started = Instant::now();
         let mut audio = if streamed {
             let (tx, text) = text_channel();
@@ -60,7 +57,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
             builder.synthesize_stream(text).await?.into_stream()
         } else {
-            builder.synthesize(TEXT).await?.into_stream()
+            let speaker = Speaker::speaker("A").speak(TEXT).build();
+            builder
+                .with_speaker(speaker)
+                .synthesize()
+                .await?
+                .into_stream()
         };
         let mut first = None;
         let mut samples = 0usize;

@@ -145,7 +145,21 @@ async fn batched_conversations_get_exactly_their_solo_results() {
     }
     let (steps, slot_steps) = pool.stt_model().await.unwrap().step_counters();
     assert_eq!(steps, slot_steps, "one conversation per step");
-    assert_eq!(pool.stt_conversations(), Some((0, None)));
+    wait_until_free(&pool).await;
+}
+
+/// Every slot freed: a conversation frees its slot as its transcriber is dropped, on the
+/// blocking thread that ran it, just after its last word reached the caller.
+async fn wait_until_free(engine: &KyutaiEngine) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.stt_conversations() != Some((0, None)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "every slot freed: {:?}",
+            engine.stt_conversations()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
