@@ -163,3 +163,64 @@ async fn every_setting_gives_the_reference_waveform_and_each_knob_matters() {
         );
     }
 }
+
+/// Word timings: each word and the step at which the state machine fed it to the model are the
+/// reference's `TTSResult.all_transcripts`, for every case (one text per language, two
+/// sentences, each knob), whether the text is given at once or word by word; a word is heard from
+/// that step less the two frames the output drops, until the next word starts.
+#[tokio::test]
+async fn word_timings_are_the_reference_transcript() {
+    use fluent_voice_kyutai::internals::tts::synth::SegmentEvent;
+    let loaded = load().await;
+    let model = &loaded.model;
+    for (name, _) in CASES {
+        let case = case(name);
+        let reference: Vec<(String, usize)> = case.record["transcript"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                (
+                    w[0].as_str().unwrap().to_string(),
+                    w[1].as_u64().unwrap() as usize,
+                )
+            })
+            .collect();
+        assert!(reference.len() >= 3, "{name}");
+        let voice = model
+            .load_voice(&loaded.engine.ensure_voice(&case.voice).await.unwrap())
+            .unwrap();
+        let conditions = model.conditions(Some(&voice), case.cfg).unwrap();
+        let settings = SynthesisSettings {
+            temp: case.temp,
+            text_temp: case.temp,
+            seed: case.seed,
+        };
+        for word_by_word in [false, true] {
+            let mut entries: Vec<_> = model.entries(&case.text);
+            entries.reverse();
+            let mut input = || match word_by_word {
+                true => entries.pop().map(|e| vec![e]),
+                false => (!entries.is_empty()).then(|| entries.drain(..).rev().collect()),
+            };
+            let mut timings = Vec::new();
+            model
+                .synthesize_entries(&mut input, &conditions, &settings, &mut |event| {
+                    if let SegmentEvent::Word(w) = event {
+                        timings.push(w);
+                    }
+                    true
+                })
+                .unwrap();
+            let ours: Vec<(String, usize)> =
+                timings.iter().map(|w| (w.text.clone(), w.step)).collect();
+            assert_eq!(ours, reference, "{name} (word by word: {word_by_word})");
+            for (i, w) in timings.iter().enumerate() {
+                assert_eq!(w.start_frame, w.step - 2, "{name}: {}", w.text);
+                if let Some(next) = timings.get(i + 1) {
+                    assert_eq!(w.end_frame, next.start_frame, "{name}: {}", w.text);
+                }
+            }
+        }
+    }
+}

@@ -168,6 +168,8 @@ def run(tts: TTSModel, voices: Path, case: dict) -> tuple[dict, torch.Tensor]:
         "text_tokens": [[int(a), int(b)] for a, b in result.logged_text_tokens[0]],
         "frames": [[int(x) for x in f[0, :, 0]] for f in result.frames],
         "end_step": result.end_steps[0],
+        # `TTSResult.all_transcripts`: each word and the step at which it was fed to the model.
+        "transcript": [[word, int(step)] for word, step in result.all_transcripts[0]],
         "delay_steps": tts.delay_steps,
         "text_logits_first_steps": logits_log,
         "pcm_samples": int(pcm.shape[0]),
