@@ -261,3 +261,70 @@ async fn progress_events_say_how_far_the_transcript_is_settled() {
         }
     }
 }
+
+/// `word_start_events(true)`: each word is also reported at the step the model recognises it,
+/// before its `Word` (which waits for the word's end), with the same text and start time; off
+/// by default, and nothing else changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn word_start_events_come_before_their_words_end() {
+    let hub = TestHub::start();
+    publish(&hub, STT, "main", &stt_tiny::stt_repo_talkative());
+    let cache = tempfile::tempdir().unwrap();
+    let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
+        .await
+        .unwrap();
+    let without = events(&engine, EndOfTurnSettings::default()).await.unwrap();
+    assert!(
+        !without
+            .iter()
+            .any(|e| matches!(e, TranscriptEvent::WordStarted { .. })),
+        "off by default"
+    );
+    let mut stream = engine
+        .stt()
+        .with_source(SpeechSource::from_file(AUDIO))
+        .word_start_events(true)
+        .listen()
+        .await
+        .unwrap()
+        .into_events();
+    let mut all = Vec::new();
+    while let Some(event) = stream.next().await {
+        all.push(event.unwrap());
+    }
+    let others: Vec<_> = all
+        .iter()
+        .filter(|e| !matches!(e, TranscriptEvent::WordStarted { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(others, without, "the same events besides");
+    let words: Vec<_> = all
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e {
+            TranscriptEvent::Word(w) => Some((i, w)),
+            _ => None,
+        })
+        .collect();
+    let starts: Vec<_> = all
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e {
+            TranscriptEvent::WordStarted { text, start_ms } => Some((i, text, *start_ms)),
+            _ => None,
+        })
+        .collect();
+    assert!(words.len() >= 3);
+    assert_eq!(starts.len(), words.len(), "one start per word");
+    for (k, ((started_at, text, start_ms), (ended_at, word))) in
+        starts.iter().zip(&words).enumerate()
+    {
+        assert_eq!((*text, *start_ms), (&word.text, word.start_ms));
+        // Reported first, and no later than the step at which the model recognised the word:
+        // before the previous word's end would otherwise have been waited for.
+        assert!(started_at < ended_at, "{text}");
+        if let Some((next_start, ..)) = starts.get(k + 1) {
+            assert!(ended_at < next_start, "{text}: ends before the next starts");
+        }
+    }
+}

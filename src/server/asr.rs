@@ -117,6 +117,7 @@ impl<'a> Stream<'a> {
             .stt()
             .with_source(SpeechSource::from_stream(frames, SAMPLE_RATE as u32, 1))
             .progress_events(true)
+            .word_start_events(true)
             .listen()
             .await;
         let mut events = match conversation {
@@ -232,14 +233,15 @@ impl<'a> Stream<'a> {
 
     async fn on_event(&mut self, event: TranscriptEvent, conn: &mut Conn) -> Result<(), End> {
         match event {
-            TranscriptEvent::Word(word) => {
-                // The library reports a word once it has ended, with both times: the protocol's
-                // Word (start) and EndWord (stop) go out together.
+            // As moshi-server: `Word` as soon as the word is recognised, `EndWord` once it ends.
+            TranscriptEvent::WordStarted { text, start_ms } => {
                 conn.send(&AsrOut::Word {
-                    text: word.text,
-                    start_time: word.start_ms as f64 / 1000.0,
+                    text,
+                    start_time: start_ms as f64 / 1000.0,
                 })
                 .await?;
+            }
+            TranscriptEvent::Word(word) => {
                 conn.send(&AsrOut::EndWord {
                     stop_time: word.end_ms as f64 / 1000.0,
                 })

@@ -29,6 +29,7 @@ pub struct KyutaiSttBuilder {
     word_timestamps: bool,
     end_of_turn: EndOfTurnSettings,
     progress: bool,
+    word_starts: bool,
 }
 
 impl KyutaiSttBuilder {
@@ -40,6 +41,7 @@ impl KyutaiSttBuilder {
             word_timestamps: true,
             end_of_turn: EndOfTurnSettings::default(),
             progress: false,
+            word_starts: false,
         }
     }
 
@@ -57,6 +59,15 @@ impl KyutaiSttBuilder {
     /// been transcribed.
     pub fn progress_events(mut self, enabled: bool) -> Self {
         self.progress = enabled;
+        self
+    }
+
+    /// Also reports each word as soon as it starts ([`TranscriptEvent::WordStarted`]), before
+    /// the [`TranscriptEvent::Word`] that gives its end. Off by default; with word timestamps
+    /// only (not phrases). A streaming server turns it on to send words without waiting for
+    /// their end.
+    pub fn word_start_events(mut self, enabled: bool) -> Self {
+        self.word_starts = enabled;
         self
     }
 
@@ -125,6 +136,7 @@ impl SttConversationBuilder for KyutaiSttBuilder {
         .await?;
         transcriber.set_end_of_turn(self.end_of_turn);
         transcriber.report_progress(self.progress);
+        transcriber.report_word_starts(self.word_starts && self.word_timestamps);
         let duration = AudioDuration::default();
         let duration_out = duration.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<TranscriptEvent, VoiceError>>(64);
@@ -223,7 +235,7 @@ impl KyutaiSttConversation {
                 TranscriptEvent::EndOfTurn { time_ms } => {
                     ends.get_or_insert_with(Vec::new).push(time_ms)
                 }
-                TranscriptEvent::Progress { .. } => {}
+                TranscriptEvent::Progress { .. } | TranscriptEvent::WordStarted { .. } => {}
             }
         }
         let mut transcript = Transcript::from_words(words, duration.ms().unwrap_or(0));

@@ -54,6 +54,7 @@ pub struct Transcriber {
     trace: Option<RefCell<Trace>>,
     end_of_turn: EndOfTurn,
     progress: bool,
+    word_starts: bool,
 }
 
 /// What [`Transcriber::record_text_tokens`] records, per step.
@@ -95,6 +96,7 @@ impl Transcriber {
             trace: None,
             end_of_turn: EndOfTurn::new(EndOfTurnSettings::default()),
             progress: false,
+            word_starts: false,
         }
     }
 
@@ -106,6 +108,11 @@ impl Transcriber {
     /// Reports [`TranscriptEvent::Progress`] after every step when `enabled`.
     pub(crate) fn report_progress(&mut self, enabled: bool) {
         self.progress = enabled;
+    }
+
+    /// Reports [`TranscriptEvent::WordStarted`] as each word starts when `enabled`.
+    pub(crate) fn report_word_starts(&mut self, enabled: bool) {
+        self.word_starts = enabled;
     }
 
     /// Records the text token the model picks and the Mimi codes of every frame (see
@@ -267,7 +274,14 @@ impl Transcriber {
                         let end = self.now();
                         self.word(text, start, end, events);
                     }
-                    self.pending = Some((self.tokenizer.decode(&tokens), start_time));
+                    let text = self.tokenizer.decode(&tokens);
+                    if self.word_starts && !text.trim().is_empty() {
+                        events.push(TranscriptEvent::WordStarted {
+                            text: text.trim().to_string(),
+                            start_ms: self.audio_ms(start_time).min(self.duration_ms()),
+                        });
+                    }
+                    self.pending = Some((text, start_time));
                 }
                 AsrMsg::EndWord { stop_time, .. } => {
                     if let Some((text, start)) = self.pending.take() {
@@ -328,15 +342,19 @@ impl Transcriber {
         self.steps.saturating_sub(self.delay_steps) as f64 / FRAME_RATE
     }
 
+    /// A time of the padded stream, in ms of the caller's audio (the silence prefix taken off).
+    fn audio_ms(&self, t: f64) -> u64 {
+        ((t - self.prefix_seconds).max(0.0) * 1000.0).round() as u64
+    }
+
     fn segment(&self, text: String, start: f64, end: f64) -> Option<TranscriptionSegment> {
         let text = text.trim();
         if text.is_empty() {
             return None;
         }
-        let ms = |t: f64| ((t - self.prefix_seconds).max(0.0) * 1000.0).round() as u64;
         let duration = self.duration_ms();
-        let end_ms = ms(end).min(duration);
-        let start_ms = ms(start).min(end_ms);
+        let end_ms = self.audio_ms(end).min(duration);
+        let start_ms = self.audio_ms(start).min(end_ms);
         Some(TranscriptionSegment::new(text, start_ms, end_ms))
     }
 }

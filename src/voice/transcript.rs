@@ -76,6 +76,16 @@ impl TranscriptionSegment {
 pub enum TranscriptEvent {
     /// A recognised word, with its times.
     Word(TranscriptionSegment),
+    /// A word has started: its text and start time are known, its end not yet (the matching
+    /// [`Word`](Self::Word), with both times, follows once it ends). Engines send it only when
+    /// asked to (Kyutai's: `word_start_events(true)`); a streaming server uses it to send each
+    /// word as soon as it is recognised, as Kyutai's server sends `Word` before `EndWord`.
+    WordStarted {
+        /// The word as recognised.
+        text: String,
+        /// When it starts in the audio, in milliseconds.
+        start_ms: u64,
+    },
     /// One model step's voice-activity estimate, for the audio heard up to `time_ms`:
     /// `pause_probabilities[k]` is the engine's probability that the speaker is pausing, for its
     /// `k`-th horizon (Kyutai's 1B STT has four).
