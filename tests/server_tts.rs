@@ -286,19 +286,22 @@ async fn bad_input_gets_an_error_and_a_close_and_harms_no_other_stream() {
         "nobody/nothing.wav",
         1008,
     );
-    let mut ws = server
-        .connect(&query(1, "OggOpusMessagePack"), Some(KEY))
-        .await
-        .unwrap();
-    assert_refused(&until_close(&mut ws, LONG, false).await, "OggOpus", 1003);
-    let mut ws = server
-        .connect(&query(1, "OggOpus"), Some(KEY))
-        .await
-        .unwrap();
-    let got = until_close(&mut ws, LONG, true).await;
-    match got.last().unwrap() {
-        Got::Close(Some((1003, reason))) => assert!(reason.contains("OggOpus"), "{reason}"),
-        other => panic!("{other:?}"),
+    // Without the `opus` feature, the Opus formats are refused clearly.
+    if !cfg!(feature = "opus") {
+        let mut ws = server
+            .connect(&query(1, "OggOpusMessagePack"), Some(KEY))
+            .await
+            .unwrap();
+        assert_refused(&until_close(&mut ws, LONG, false).await, "OggOpus", 1003);
+        let mut ws = server
+            .connect(&query(1, "OggOpus"), Some(KEY))
+            .await
+            .unwrap();
+        let got = until_close(&mut ws, LONG, true).await;
+        match got.last().unwrap() {
+            Got::Close(Some((1003, reason))) => assert!(reason.contains("OggOpus"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
     }
     // An unknown format is refused before the upgrade.
     let e = server
@@ -381,4 +384,105 @@ async fn sixteen_concurrent_streams_each_get_their_solo_audio() {
         solo[0].0, solo[1].0,
         "different seeds and texts, different audio"
     );
+}
+
+/// With the `opus` feature (`cargo test --features opus`, CI runs it): both Opus formats carry
+/// moshi-server's Ogg stream (the header pages first, then a page per 40 ms packet) of the
+/// library's audio: decoded, it has the audio's length (whole packets) and follows it.
+#[cfg(feature = "opus")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_opus_formats_carry_the_librarys_audio_in_ogg_pages() {
+    let server = server(2).await;
+    let (samples, words) = library(&server, TEXT, 11).await;
+    let (other, _) = library(&server, "Quite another text, spoken by the same voice.", 11).await;
+    for format in ["OggOpusMessagePack", "OggOpus"] {
+        let raw = format == "OggOpus";
+        let mut ws = server.connect(&query(11, format), Some(KEY)).await.unwrap();
+        if !raw {
+            assert_eq!(next(&mut ws, LONG, false).await.unwrap().kind(), "Ready");
+        }
+        for word in TEXT.split_whitespace() {
+            send(&mut ws, server_support::text(word)).await;
+        }
+        send(&mut ws, eos()).await;
+        let got = until_close(&mut ws, LONG, raw).await;
+        let mut ogg_bytes = Vec::new();
+        let mut texts = Vec::new();
+        for g in &got {
+            match g {
+                Got::Bytes(b) => ogg_bytes.extend_from_slice(b),
+                Got::Msg(m) if m["type"] == "OggOpus" => ogg_bytes.extend(
+                    m["data"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|b| b.as_u64().unwrap() as u8),
+                ),
+                Got::Msg(m) if m["type"] == "Text" => texts.push(m["text"].clone()),
+                Got::Msg(m) => panic!("{format}: unexpected {m}"),
+                Got::Close(c) => assert_eq!(c, &Some((1000, String::new())), "{format}"),
+            }
+        }
+        // Words as messages in the MessagePack format only (as moshi-server).
+        assert_eq!(texts.len(), if raw { 0 } else { words.len() }, "{format}");
+        assert!(ogg_bytes.starts_with(b"OggS"), "{format}: an Ogg stream");
+
+        let mut reader = ogg::PacketReader::new(std::io::Cursor::new(ogg_bytes));
+        let head = reader.read_packet_expected().unwrap();
+        assert!(head.data.starts_with(b"OpusHead"), "{format}");
+        let tags = reader.read_packet_expected().unwrap();
+        assert!(tags.data.starts_with(b"OpusTags"), "{format}");
+        let mut decoder = opus::Decoder::new(24_000, opus::Channels::Mono).unwrap();
+        let mut decoded = Vec::new();
+        while let Some(packet) = reader.read_packet().unwrap() {
+            let mut out = vec![0f32; 2880];
+            let n = decoder.decode_float(&packet.data, &mut out, false).unwrap();
+            assert_eq!(n, 960, "{format}: 40 ms packets");
+            decoded.extend_from_slice(&out[..n]);
+        }
+        assert_eq!(
+            decoded.len(),
+            samples.len() / 960 * 960,
+            "{format}: the audio's length"
+        );
+        // Opus is lossy (and the tiny model's audio is noise-like, which it keeps only in
+        // outline) and delays the signal by its look-ahead: find that delay, then the loudness
+        // of each 20 ms of the decoded audio follows the library's.
+        let rms = |x: &[f32]| {
+            x.chunks(480)
+                .map(|c| (c.iter().map(|v| v * v).sum::<f32>() / c.len() as f32).sqrt() as f64)
+                .collect::<Vec<f64>>()
+        };
+        let correlation = |a: &[f64], b: &[f64]| {
+            let n = a.len().min(b.len());
+            let (a, b) = (&a[..n], &b[..n]);
+            let (ma, mb) = (
+                a.iter().sum::<f64>() / n as f64,
+                b.iter().sum::<f64>() / n as f64,
+            );
+            let dot: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+            let na: f64 = a.iter().map(|x| (x - ma).powi(2)).sum::<f64>().sqrt();
+            let nb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum::<f64>().sqrt();
+            dot / (na * nb)
+        };
+        let reference = rms(&samples[..decoded.len() - 480]);
+        let best = (0..480)
+            .step_by(12)
+            .map(|delay| correlation(&reference, &rms(&decoded[delay..])))
+            .fold(f64::MIN, f64::max);
+        let level = rms(&decoded).iter().sum::<f64>() / rms(&samples).iter().sum::<f64>();
+        // Against other audio, for scale.
+        let unrelated = (0..480)
+            .step_by(12)
+            .map(|delay| correlation(&rms(&other), &rms(&decoded[delay..])))
+            .fold(f64::MIN, f64::max);
+        eprintln!(
+            "{format}: {} samples, loudness correlation {best:.3} (other audio: \
+             {unrelated:.3}), level {level:.2}",
+            decoded.len()
+        );
+        assert!(best > 0.8, "{format}: loudness correlation {best}");
+        assert!(best > unrelated + 0.3, "{format}: {best} vs {unrelated}");
+        assert!((0.5..1.5).contains(&level), "{format}: level {level}");
+    }
 }

@@ -22,5 +22,13 @@ if ! command -v script >/dev/null 2>&1; then
     fi
 fi
 
+# libopus for the server's Opus formats (the `opus` feature, tested by CI beside the default
+# build); optional: without it only `--features opus` fails to build.
+if ! pkg-config --exists opus 2>/dev/null && command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libopus-dev pkg-config \
+        || echo "setup: libopus-dev not installed (only the opus feature needs it)" >&2
+fi
+
 cargo build --locked --all-targets
 echo "setup: done; run the tests with: cargo test --locked" >&2

@@ -106,6 +106,13 @@ pub(crate) enum TtsOut {
         /// 1920 samples.
         pcm: Vec<f32>,
     },
+    /// Ogg/Opus pages (`OggOpusMessagePack`): the header pages first, then the pages of the
+    /// audio as it is made.
+    #[cfg_attr(not(feature = "opus"), allow(dead_code))]
+    OggOpus {
+        /// The bytes of whole Ogg pages.
+        data: Vec<u8>,
+    },
     /// Something went wrong; the server closes the socket after it.
     Error {
         /// What, in words.

@@ -28,6 +28,8 @@ mod auth;
 mod config;
 mod messages;
 mod metrics;
+#[cfg(feature = "opus")]
+mod ogg_opus;
 mod slots;
 mod socket;
 mod tts;

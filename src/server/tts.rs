@@ -146,13 +146,18 @@ pub(crate) async fn serve_socket(
         .as_ref()
         .expect("the route exists only when served");
     let opus = matches!(request.format, Format::OggOpus | Format::OggOpusMessagePack);
+    let unavailable = opus && !cfg!(feature = "opus");
     // Held until the log line is written: a shutdown waits for every slot to be free.
-    let slot = if opus { None } else { slots.try_acquire() };
-    let end = if opus {
+    let slot = if unavailable {
+        None
+    } else {
+        slots.try_acquire()
+    };
+    let end = if unavailable {
         End::Refused(
             code::UNSUPPORTED,
-            "the OggOpus formats are not available in this server (no Opus encoder in this \
-             build): ask for format=PcmMessagePack or format=Pcm"
+            "the OggOpus formats are not available in this server (built without the `opus` \
+             feature, which links libopus): ask for format=PcmMessagePack or format=Pcm"
                 .into(),
             "unsupported",
         )
@@ -204,6 +209,9 @@ struct Stream<'a> {
     audio_ms: u64,
     last_chunk: Option<Instant>,
     behind: bool,
+    /// The Ogg/Opus stream, for the `OggOpus` formats.
+    #[cfg(feature = "opus")]
+    opus: Option<super::ogg_opus::OggOpusEncoder>,
 }
 
 impl<'a> Stream<'a> {
@@ -218,6 +226,8 @@ impl<'a> Stream<'a> {
             audio_ms: 0,
             last_chunk: None,
             behind: false,
+            #[cfg(feature = "opus")]
+            opus: None,
         }
     }
 
@@ -235,6 +245,10 @@ impl<'a> Stream<'a> {
             Err(e) => return start_error(e),
         };
         if let Err(end) = conn.send(&TtsOut::Ready).await {
+            return end;
+        }
+        #[cfg(feature = "opus")]
+        if let Err(end) = self.start_opus(conn).await {
             return end;
         }
         let mut shutdown = self.state.shutdown.clone();
@@ -345,6 +359,12 @@ impl<'a> Stream<'a> {
                 let bytes: Vec<u8> = chunk.samples.iter().flat_map(|s| s.to_le_bytes()).collect();
                 conn.send_bytes(bytes).await?;
             }
+            #[cfg(feature = "opus")]
+            Format::OggOpus | Format::OggOpusMessagePack => {
+                let encoder = self.opus.as_mut().expect("started with the stream");
+                let data = encoder.encode(&chunk.samples).map_err(End::Failed)?;
+                self.send_opus(data, conn).await?;
+            }
             _ => conn.send(&TtsOut::Audio { pcm: chunk.samples }).await?,
         }
         for word in chunk.words {
@@ -356,6 +376,33 @@ impl<'a> Stream<'a> {
             .await?;
         }
         Ok(())
+    }
+
+    /// For the `OggOpus` formats: starts the Ogg/Opus stream and sends its header pages, as
+    /// moshi-server does before any audio.
+    #[cfg(feature = "opus")]
+    async fn start_opus(&mut self, conn: &mut Conn) -> Result<(), End> {
+        if !matches!(
+            self.request.format,
+            Format::OggOpus | Format::OggOpusMessagePack
+        ) {
+            return Ok(());
+        }
+        let encoder = super::ogg_opus::OggOpusEncoder::new().map_err(End::Failed)?;
+        let header = encoder.header().to_vec();
+        self.opus = Some(encoder);
+        self.send_opus(header, conn).await
+    }
+
+    /// Ogg pages: a bare binary frame (`OggOpus`) or an `OggOpus` message; nothing while the
+    /// encoder waits for a whole packet (moshi-server sends an empty one in its message format).
+    #[cfg(feature = "opus")]
+    async fn send_opus(&mut self, data: Vec<u8>, conn: &mut Conn) -> Result<(), End> {
+        match self.request.format {
+            Format::OggOpus if !data.is_empty() => conn.send_bytes(data).await,
+            Format::OggOpusMessagePack => conn.send(&TtsOut::OggOpus { data }).await,
+            _ => Ok(()),
+        }
     }
 
     /// Once all the text is in, audio made slower than it plays is reported (before that, the

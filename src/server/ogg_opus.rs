@@ -1,0 +1,174 @@
+//! Ogg/Opus pages for the TTS `OggOpus` and `OggOpusMessagePack` formats, byte for byte as
+//! moshi-server writes them (its `kaudio::ogg_opus::Encoder`): an `OpusHead` page and an
+//! `OpusTags` page first (the header, sent once at the start of a stream), then one page per
+//! Opus packet of 960 samples (40 ms at 24 kHz), mono, the `Voip` application, Ogg stream serial
+//! 42, granule positions counted at 48 kHz as the Ogg Opus mapping requires.
+//!
+//! Opus itself comes from libopus through the `opus` crate, the pages from the `ogg` crate; this
+//! module only lays out the two header packets and feeds the encoder whole frames.
+
+use ogg::{PacketWriteEndInfo, PacketWriter};
+
+/// Samples per Opus packet: 40 ms at 24 kHz (an Opus frame size: 120, 240, 480, 960, 1920 or
+/// 2880 samples at this rate).
+const FRAME: usize = 960;
+/// moshi-server's Ogg stream serial number.
+const SERIAL: u32 = 42;
+/// The audio's rate.
+const SAMPLE_RATE: u64 = 24_000;
+
+/// An Ogg/Opus stream being written.
+pub(crate) struct OggOpusEncoder {
+    encoder: opus::Encoder,
+    pages: PacketWriter<'static, Vec<u8>>,
+    header: Vec<u8>,
+    /// Samples not yet a whole packet.
+    pending: Vec<f32>,
+    /// Samples encoded so far.
+    encoded: u64,
+    packet: Vec<u8>,
+}
+
+impl OggOpusEncoder {
+    pub(crate) fn new() -> Result<OggOpusEncoder, String> {
+        let encoder = opus::Encoder::new(
+            SAMPLE_RATE as u32,
+            opus::Channels::Mono,
+            opus::Application::Voip,
+        )
+        .map_err(|e| format!("could not start the Opus encoder: {e}"))?;
+        let mut pages = PacketWriter::new(Vec::new());
+        let io = |e: std::io::Error| format!("could not write the Ogg header: {e}");
+        pages
+            .write_packet(opus_head(), SERIAL, PacketWriteEndInfo::EndPage, 0)
+            .map_err(io)?;
+        pages
+            .write_packet(opus_tags(), SERIAL, PacketWriteEndInfo::EndPage, 0)
+            .map_err(io)?;
+        let header = std::mem::take(pages.inner_mut());
+        Ok(OggOpusEncoder {
+            encoder,
+            pages,
+            header,
+            pending: Vec::with_capacity(2 * FRAME),
+            encoded: 0,
+            // libopus's largest packet is 1275 bytes per frame; moshi-server allows more.
+            packet: vec![0; 50_000],
+        })
+    }
+
+    /// The `OpusHead` and `OpusTags` pages, sent before any audio.
+    pub(crate) fn header(&self) -> &[u8] {
+        &self.header
+    }
+
+    /// The pages of the whole packets that `pcm` completes (possibly none: the rest waits for
+    /// the next call).
+    pub(crate) fn encode(&mut self, pcm: &[f32]) -> Result<Vec<u8>, String> {
+        self.pending.extend_from_slice(pcm);
+        let mut out = Vec::new();
+        let whole = self.pending.len() / FRAME * FRAME;
+        for frame in self.pending[..whole].chunks_exact(FRAME) {
+            let size = self
+                .encoder
+                .encode_float(frame, &mut self.packet)
+                .map_err(|e| format!("Opus encoding failed: {e}"))?;
+            self.encoded += FRAME as u64;
+            if size == 0 {
+                continue;
+            }
+            let granule = self.encoded * 48_000 / SAMPLE_RATE;
+            self.pages
+                .write_packet(
+                    self.packet[..size].to_vec(),
+                    SERIAL,
+                    PacketWriteEndInfo::EndPage,
+                    granule,
+                )
+                .map_err(|e| format!("could not write an Ogg page: {e}"))?;
+            out.append(self.pages.inner_mut());
+        }
+        self.pending.drain(..whole);
+        Ok(out)
+    }
+}
+
+/// The identification header (RFC 7845, section 5.1), with moshi-server's values: version 1,
+/// one channel, a pre-skip of 3840 samples, 48 kHz input rate, no gain, mapping family 0.
+fn opus_head() -> Vec<u8> {
+    let mut head = b"OpusHead".to_vec();
+    head.push(1);
+    head.push(1);
+    head.extend_from_slice(&3840u16.to_le_bytes());
+    head.extend_from_slice(&48_000u32.to_le_bytes());
+    head.extend_from_slice(&0i16.to_le_bytes());
+    head.push(0);
+    head
+}
+
+/// The comment header (RFC 7845, section 5.2): moshi-server's vendor string, no comments.
+fn opus_tags() -> Vec<u8> {
+    let vendor = b"KyutaiMoshi";
+    let mut tags = b"OpusTags".to_vec();
+    tags.extend_from_slice(&(vendor.len() as u32).to_le_bytes());
+    tags.extend_from_slice(vendor);
+    tags.extend_from_slice(&0u32.to_le_bytes());
+    tags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_is_two_pages_with_moshi_servers_values() {
+        let encoder = OggOpusEncoder::new().unwrap();
+        let mut reader = ogg::PacketReader::new(std::io::Cursor::new(encoder.header().to_vec()));
+        let head = reader.read_packet_expected().unwrap();
+        assert_eq!(head.stream_serial(), SERIAL);
+        assert_eq!(
+            head.data,
+            [
+                b"OpusHead".as_slice(),
+                &[1, 1, 0x00, 0x0f, 0x80, 0xbb, 0, 0, 0, 0, 0]
+            ]
+            .concat()
+        );
+        let tags = reader.read_packet_expected().unwrap();
+        assert_eq!(&tags.data[..8], b"OpusTags");
+        assert_eq!(&tags.data[12..23], b"KyutaiMoshi");
+        assert!(reader.read_packet().unwrap().is_none());
+    }
+
+    #[test]
+    fn whole_packets_become_pages_and_the_rest_waits() {
+        let mut encoder = OggOpusEncoder::new().unwrap();
+        let tone: Vec<f32> = (0..1920 * 3)
+            .map(|i| 0.3 * (i as f32 * 440.0 * std::f32::consts::TAU / 24_000.0).sin())
+            .collect();
+        // 1920 samples: two packets; 1000 more: one, and 40 wait.
+        let first = encoder.encode(&tone[..1920]).unwrap();
+        let second = encoder.encode(&tone[1920..2920]).unwrap();
+        assert_eq!(encoder.pending.len(), 40);
+        let all = [encoder.header().to_vec(), first, second].concat();
+        let mut reader = ogg::PacketReader::new(std::io::Cursor::new(all));
+        let mut decoder = opus::Decoder::new(24_000, opus::Channels::Mono).unwrap();
+        let mut granules = Vec::new();
+        let mut decoded = Vec::new();
+        while let Some(packet) = reader.read_packet().unwrap() {
+            if packet.data.starts_with(b"Opus") {
+                continue;
+            }
+            granules.push(packet.absgp_page());
+            let mut out = vec![0f32; 2880];
+            let n = decoder.decode_float(&packet.data, &mut out, false).unwrap();
+            decoded.extend_from_slice(&out[..n]);
+        }
+        assert_eq!(granules, [1920, 3840, 5760], "48 kHz granule positions");
+        assert_eq!(decoded.len(), 3 * FRAME);
+        // Lossy, but the tone comes back (past the codec's delay).
+        let energy = |x: &[f32]| x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+        let ratio = energy(&decoded[960..]) / energy(&tone[960..2880]);
+        assert!((0.5..2.0).contains(&ratio), "{ratio}");
+    }
+}
