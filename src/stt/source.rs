@@ -1,6 +1,6 @@
 //! Reading a [`SpeechSource`] incrementally into a [`Transcriber`].
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use super::transcriber::Transcriber;
 use crate::audio::{AudioDecoder, MonoConverter};
@@ -161,23 +161,49 @@ pub(crate) fn run(
         }
         OpenedSource::Stream {
             frames, channels, ..
-        } => loop {
-            match futures::executor::block_on(frames.next()) {
-                Some(chunk) => {
-                    if chunk.len() % *channels != 0 {
-                        return Err(MoshiError::InvalidInput(format!(
-                            "a PCM frame of {} samples is not a whole number of {channels}-channel \
-                             frames",
-                            chunk.len()
-                        )));
-                    }
-                    if !feed(&chunk, transcriber)? {
-                        break false;
+        } => {
+            let channels = *channels;
+            let check = |chunk: &[f32]| {
+                if chunk.len() % channels != 0 {
+                    return Err(MoshiError::InvalidInput(format!(
+                        "a PCM frame of {} samples is not a whole number of {channels}-channel \
+                         frames",
+                        chunk.len()
+                    )));
+                }
+                Ok(())
+            };
+            let mut ended = false;
+            loop {
+                if ended {
+                    break true;
+                }
+                let Some(mut chunk) = futures::executor::block_on(frames.next()) else {
+                    break true;
+                };
+                check(&chunk)?;
+                // The chunks that are already there join this one, up to a second: a stream
+                // that keeps up is fed frame by frame (no added latency), and one that has
+                // fallen behind is fed several frames at once, which lets Mimi encode a frame
+                // while the language model steps the previous one (see the transcriber).
+                while chunk.len() < (SAMPLE_RATE as usize) * channels {
+                    match frames.next().now_or_never() {
+                        Some(Some(more)) => {
+                            check(&more)?;
+                            chunk.extend_from_slice(&more);
+                        }
+                        Some(None) => {
+                            ended = true;
+                            break;
+                        }
+                        None => break,
                     }
                 }
-                None => break true,
+                if !feed(&chunk, transcriber)? {
+                    break false;
+                }
             }
-        },
+        }
     };
     if !go_on {
         return Ok(transcriber.duration_ms());
