@@ -557,7 +557,9 @@ impl Decoder {
         let (frames, pcm, in_flight) = match self {
             Decoder::Inline(mimi) => {
                 let decoded = decode(mimi, codes, keep);
-                return Ok(vec![decoded.map_err(|e| inference("decoding audio with Mimi", e))?]);
+                return Ok(vec![
+                    decoded.map_err(|e| inference("decoding audio with Mimi", e))?,
+                ]);
             }
             Decoder::Thread {
                 frames,
