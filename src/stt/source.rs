@@ -164,7 +164,7 @@ pub(crate) fn run(
         } => {
             let channels = *channels;
             let check = |chunk: &[f32]| {
-                if chunk.len() % channels != 0 {
+                if !chunk.len().is_multiple_of(channels) {
                     return Err(MoshiError::InvalidInput(format!(
                         "a PCM frame of {} samples is not a whole number of {channels}-channel \
                          frames",
