@@ -574,3 +574,58 @@ fn the_binary_serves_logs_each_connection_and_shuts_down_gracefully_on_sigterm()
     assert!(log.contains("server shutdown"), "{log}");
     assert!(log.contains("stopped"), "{log}");
 }
+
+/// A stream whose audio waits longer than `behind_threshold` to be transcribed is reported in
+/// `/metrics` (and the log), and keeps being served: its marker still comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_behind_real_time_is_reported_not_dropped() {
+    let behind = |metrics: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("kyutai_streams_behind_total{endpoint=\"asr\"}"))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+    };
+    for (threshold_ms, expected) in [(4_000, "0"), (100, "1")] {
+        let limits = fluent_voice_kyutai::server::Limits {
+            idle_timeout: Duration::from_secs(30),
+            behind_threshold: Duration::from_millis(threshold_ms),
+            ..fast_limits()
+        };
+        let server = TestServer::start(
+            ServerConfig::default()
+                .endpoints(true, false)
+                .api_key(KEY)
+                .limits(limits),
+            publish_stt,
+        )
+        .await;
+        let mut ws = server.connect(PATH, Some(KEY)).await.unwrap();
+        assert_eq!(next(&mut ws, LONG, false).await.unwrap().kind(), "Ready");
+        // 1.6 s of audio at once: the model works through it step by step, so until it has,
+        // more than 100 ms (and less than 4 s) of it waits.
+        send(&mut ws, audio(&speech())).await;
+        send(&mut ws, marker(3)).await;
+        send(&mut ws, audio(&vec![0.0; 24_000])).await;
+        let mut marker_back = false;
+        while let Some(got) = next(&mut ws, LONG, false).await {
+            if let Got::Msg(m) = &got
+                && m["type"] == "Marker"
+            {
+                assert_eq!(m["id"], 3);
+                marker_back = true;
+                break;
+            }
+        }
+        assert!(
+            marker_back,
+            "threshold {threshold_ms} ms: the stream is still served"
+        );
+        let (_, metrics) = server.get("/metrics").await;
+        assert_eq!(
+            behind(&metrics).as_deref(),
+            Some(expected),
+            "threshold {threshold_ms} ms: {metrics}"
+        );
+        server.shutdown().await;
+    }
+}
