@@ -224,3 +224,98 @@ async fn word_timings_are_the_reference_transcript() {
         }
     }
 }
+
+/// The reference's streaming mode (`tts_pytorch_streaming.py`'s `TTSGen`, recorded by
+/// `tools/parity/tts/make_streaming_reference.py`): words given one at a time, the generator
+/// waiting whenever the words the next step may need are not there. The Rust generator waits at
+/// the same steps (each word is asked for after as many steps as the reference ran before it was
+/// appended) and gives the same text tokens at every step the reference ran. The reference then
+/// runs a fixed tail; the Rust generator ends as the batch mode does (`end_step` plus the final
+/// padding), so only the number of tail steps may differ.
+#[tokio::test]
+async fn streamed_words_wait_at_the_reference_streaming_modes_steps() {
+    let loaded = load().await;
+    let model = &loaded.model;
+    let record = tts_reference::fixture(DIR, "streaming_hello");
+    let text = record["text"].as_str().unwrap();
+    let voice = model
+        .load_voice(
+            &loaded
+                .engine
+                .ensure_voice(record["voice"].as_str().unwrap())
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+    let conditions = model
+        .conditions(Some(&voice), record["cfg"].as_f64().unwrap())
+        .unwrap();
+    let settings = GenerationSettings {
+        temp: 0.0,
+        text_temp: 0.0,
+        top_k: model.lm.cfg.top_k,
+        top_k_text: model.lm.cfg.top_k_text,
+        seed: 0,
+        final_padding: 4,
+        max_steps: 400,
+    };
+    let mut entries: std::collections::VecDeque<_> = model.entries(text).into();
+    assert_eq!(
+        entries.iter().cloned().collect::<Vec<_>>(),
+        tts_reference::entries(&record),
+        "entries"
+    );
+    let mut generator =
+        Generator::streaming(&model.lm, &conditions, model.delay_steps, settings).unwrap();
+    let mut asked_at = Vec::new();
+    while !generator.finished() {
+        while !generator.ready() {
+            match entries.pop_front() {
+                Some(entry) => {
+                    asked_at.push(generator.steps());
+                    generator.push_entries([entry], 0);
+                }
+                None => generator.close_input(),
+            }
+        }
+        generator.step().unwrap();
+    }
+    let expected_at: Vec<usize> = record["appended_at_step"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(
+        asked_at, expected_at,
+        "the steps at which each word was waited for"
+    );
+    let reference: Vec<(i64, i64)> = record["text_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t[0].as_i64().unwrap(), t[1].as_i64().unwrap()))
+        .collect();
+    let ours: Vec<(i64, i64)> = generator
+        .text_log
+        .iter()
+        .map(|t| (t.sampled, t.fed))
+        .collect();
+    let common = ours.len().min(reference.len());
+    let text_done = record["text_done_step"].as_u64().unwrap() as usize;
+    assert!(common > text_done, "{common} steps in common");
+    assert_eq!(
+        ours[..common],
+        reference[..common],
+        "text tokens, step by step"
+    );
+    assert_eq!(
+        generator.state.end_step,
+        record["end_step"].as_u64().map(|v| v as usize)
+    );
+    eprintln!(
+        "streaming: {} reference steps (fixed tail), {} ours (batch-mode end)",
+        reference.len(),
+        ours.len()
+    );
+}
