@@ -56,20 +56,7 @@ pub(crate) async fn serve_socket(state: Arc<AppState>, ws: WebSocket, client: Cl
             end
         }
     };
-    if let End::Refused(_, _, kind) = &end {
-        state
-            .metrics
-            .errors
-            .with_label_values(&[ENDPOINT, kind])
-            .inc();
-    }
-    if let End::Failed(_) = &end {
-        state
-            .metrics
-            .errors
-            .with_label_values(&[ENDPOINT, "failed"])
-            .inc();
-    }
+    state.metrics.count_end(ENDPOINT, &end);
     conn.finish(&end, |message| AsrOut::Error { message }).await;
     client.log(ENDPOINT, started, &end);
     drop(slot);

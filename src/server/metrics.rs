@@ -29,6 +29,18 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
+    /// Counts how a stream of `endpoint` ended, when it ended in an error: a refusal by its
+    /// kind, a failure as `failed`.
+    pub(crate) fn count_end(&self, endpoint: &str, end: &super::socket::End) {
+        use super::socket::End;
+        let kind = match end {
+            End::Refused(_, _, kind) => *kind,
+            End::Failed(_) => "failed",
+            _ => return,
+        };
+        self.errors.with_label_values(&[endpoint, kind]).inc();
+    }
+
     pub(crate) fn new() -> Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {

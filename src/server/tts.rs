@@ -177,19 +177,7 @@ pub(crate) async fn serve_socket(
             }
         }
     };
-    match &end {
-        End::Refused(_, _, kind) => state
-            .metrics
-            .errors
-            .with_label_values(&[ENDPOINT, kind])
-            .inc(),
-        End::Failed(_) => state
-            .metrics
-            .errors
-            .with_label_values(&[ENDPOINT, "failed"])
-            .inc(),
-        _ => {}
-    }
+    state.metrics.count_end(ENDPOINT, &end);
     conn.finish(&end, |message| TtsOut::Error { message }).await;
     client.log(ENDPOINT, started, &end);
     drop(slot);

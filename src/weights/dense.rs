@@ -228,6 +228,24 @@ fn read_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<
     Ok(())
 }
 
+/// `tensor` if it has the `expected` shape, else candle's shape-mismatch error (what its own
+/// `VarBuilder` backends answer), for the backends here.
+pub(crate) fn with_shape(
+    tensor: Tensor,
+    expected: Shape,
+    name: &str,
+) -> candle_core::Result<Tensor> {
+    if tensor.shape() != &expected {
+        Err(candle_core::Error::UnexpectedShape {
+            msg: format!("shape mismatch for {name}"),
+            expected,
+            got: tensor.shape().clone(),
+        }
+        .bt())?
+    }
+    Ok(tensor)
+}
+
 /// A candle `VarBuilder` backend over a [`SafetensorsFile`]: `VarBuilder::from_backend` with it
 /// loads a model (ours, the `moshi` crate's) through the fast path.
 impl SimpleBackend for SafetensorsFile {
@@ -239,16 +257,7 @@ impl SimpleBackend for SafetensorsFile {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let tensor = self.tensor(name, dtype, dev)?;
-        if tensor.shape() != &s {
-            Err(candle_core::Error::UnexpectedShape {
-                msg: format!("shape mismatch for {name}"),
-                expected: s,
-                got: tensor.shape().clone(),
-            }
-            .bt())?
-        }
-        Ok(tensor)
+        with_shape(self.tensor(name, dtype, dev)?, s, name)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
