@@ -50,7 +50,8 @@ fn tiny_model(dir: &Path) -> SttModel {
         tokenizer: dir.join(tiny::STT_TOKENIZER_NAME),
         mimi_config: Some(dir.join("mimi_config.json")),
     };
-    SttModel::load(&paths, &Device::Cpu, DType::F32, Default::default()).unwrap()
+    let weights = fluent_voice_kyutai::models::Weights::F32;
+    SttModel::load_weights(&paths, &Device::Cpu, weights, dir, Default::default()).unwrap()
 }
 
 /// The pipeline on `clip`; returns the number of model steps it ran.

@@ -44,6 +44,7 @@ mod codec;
 mod engine;
 mod error;
 mod lm_config;
+mod pipeline;
 mod provider;
 mod runtime;
 mod shared_init;

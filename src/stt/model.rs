@@ -35,23 +35,6 @@ pub struct SttModel {
 }
 
 impl SttModel {
-    /// Loads the files of an STT repository on `device`, with the LM weights dense as `dtype`
-    /// (Mimi stays f32); conversations run in batches of `batching.batch_size`.
-    #[doc(hidden)]
-    pub fn load(
-        paths: &SttModelPaths,
-        device: &Device,
-        dtype: DType,
-        batching: Batching,
-    ) -> Result<SttModel, MoshiError> {
-        let weights = match dtype {
-            DType::BF16 => Weights::Bf16,
-            DType::F16 => Weights::F16,
-            _ => Weights::F32,
-        };
-        Self::load_weights(paths, device, weights, std::path::Path::new("."), batching)
-    }
-
     /// Loads the files of an STT repository on `device`, the language model at the `weights`
     /// setting (see [`crate::weights::lm_source`]; `derived_dir` takes the quantized files of a
     /// language model outside the cache). Mimi stays f32. Conversations run in batches of

@@ -2,7 +2,6 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use candle_core::{Device, Tensor};
 use moshi::asr::AsrMsg;
@@ -14,6 +13,7 @@ use super::config::{FRAME_RATE, SttConfig};
 use super::end_of_turn::{EndOfTurn, EndOfTurnSettings};
 use crate::codec::SAMPLE_RATE;
 use crate::error::MoshiError;
+use crate::pipeline::Pipelined;
 use crate::text::Tokenizer;
 use crate::voice::{TranscriptEvent, TranscriptionSegment};
 
@@ -36,8 +36,11 @@ const TAIL_SECONDS: f64 = 1.0;
 pub struct Transcriber {
     /// This stream's item of the model's batch.
     slot: Slot,
-    /// This stream's audio encoder.
-    encoder: Encoder,
+    /// This stream's Mimi encoder: on its own thread on the CPU, one frame ahead of the
+    /// language model, within a push of several frames; the encoder is drained at the end of
+    /// every push, so a live stream pushing a frame at a time gets no added latency (see
+    /// [`Pipelined`]). The codes, and so the words, are the same as encoding inline.
+    encoder: Pipelined<Tensor, Option<Tensor>>,
     device: Device,
     /// Steps this stream has run.
     steps: usize,
@@ -67,7 +70,7 @@ struct Trace {
 impl Transcriber {
     /// A transcriber stepping `state`'s language model on the codes of `mimi` (the state's own
     /// Mimi is not used: encoding runs apart, on its own thread when `threaded`; see
-    /// [`Encoder`]).
+    /// [`Pipelined`]).
     pub(crate) fn new(
         slot: Slot,
         mimi: Mimi,
@@ -80,7 +83,11 @@ impl Transcriber {
         let settings = config.stt_config;
         Transcriber {
             slot,
-            encoder: Encoder::new(mimi, threaded),
+            encoder: {
+                let mut mimi = mimi;
+                mimi.reset_state();
+                Pipelined::new(move |pcm| encode(&mut mimi, pcm), threaded)
+            },
             device,
             steps: 0,
             tokenizer,
@@ -198,7 +205,13 @@ impl Transcriber {
 
     /// Steps the model on the frames still with the encoder.
     fn drain_encoder(&mut self, events: &mut Vec<TranscriptEvent>) -> Result<(), MoshiError> {
-        for codes in self.encoder.drain().map_err(inference)? {
+        for codes in self
+            .encoder
+            .drain()
+            .map_err(inference)?
+            .into_iter()
+            .flatten()
+        {
             self.step_codes(&codes, events)?;
         }
         Ok(())
@@ -240,10 +253,17 @@ impl Transcriber {
     fn step(&mut self, events: &mut Vec<TranscriptEvent>) -> Result<(), MoshiError> {
         let pcm = Tensor::from_slice(&self.frame, (1, 1, FRAME_SAMPLES), &self.device)
             .map_err(inference)?;
-        match self.encoder.push(pcm).map_err(inference)? {
-            Some(codes) => self.step_codes(&codes, events),
-            None => Ok(()), // Mimi holds the audio until it has a whole frame of codes.
+        // Mimi holds the audio until it has a whole frame of codes (`None`).
+        for codes in self
+            .encoder
+            .push(pcm)
+            .map_err(inference)?
+            .into_iter()
+            .flatten()
+        {
+            self.step_codes(&codes, events)?;
         }
+        Ok(())
     }
 
     /// One model step, in the model's batch, on one frame of Mimi codes (`[1, n_q, 1]`).
@@ -366,95 +386,8 @@ fn inference(e: candle_core::Error) -> MoshiError {
     }
 }
 
-/// Mimi encoding of the audio frames. On the CPU it runs on its own thread, one frame ahead of
-/// the language model, so that the two run at the same time: Mimi's convolutions work mostly on
-/// one core and the language model's products on all of them, and a frame then costs about the
-/// larger of the two instead of their sum (STT 1B at q4 on 2 cores: ~45 ms of Mimi and ~40 ms
-/// of language model). The overlap is within one `push` of several frames (a file, a large
-/// chunk): the encoder is drained at the end of every push, so a live stream pushing a frame at
-/// a time gets no added latency. The codes, and so the words, are the same as when encoding
-/// inline.
-enum Encoder {
-    Inline(Box<Mimi>),
-    Thread {
-        frames: SyncSender<Tensor>,
-        codes: Receiver<candle_core::Result<Option<Tensor>>>,
-        /// Frames sent whose codes are not received yet.
-        in_flight: usize,
-    },
-}
-
-impl Encoder {
-    fn new(mut mimi: Mimi, threaded: bool) -> Encoder {
-        mimi.reset_state();
-        if !threaded {
-            return Encoder::Inline(Box::new(mimi));
-        }
-        let (frames, frame_rx) = sync_channel::<Tensor>(2);
-        let (codes_tx, codes) = sync_channel(2);
-        // The thread ends when the transcriber (the sender of frames) is dropped.
-        std::thread::spawn(move || {
-            for pcm in frame_rx {
-                if codes_tx.send(encode(&mut mimi, pcm)).is_err() {
-                    return;
-                }
-            }
-        });
-        Encoder::Thread {
-            frames,
-            codes,
-            in_flight: 0,
-        }
-    }
-
-    /// Submits one frame of PCM; returns the codes ready for the language model: this frame's
-    /// inline, the previous frame's (if any) on the thread.
-    fn push(&mut self, pcm: Tensor) -> candle_core::Result<Option<Tensor>> {
-        match self {
-            Encoder::Inline(mimi) => encode(mimi, pcm),
-            Encoder::Thread {
-                frames,
-                codes,
-                in_flight,
-            } => {
-                frames
-                    .send(pcm)
-                    .map_err(|_| candle_core::Error::Msg("the Mimi thread stopped".into()))?;
-                *in_flight += 1;
-                if *in_flight < 2 {
-                    return Ok(None);
-                }
-                *in_flight -= 1;
-                receive(codes)
-            }
-        }
-    }
-
-    /// The codes of the frames still being encoded, in order.
-    fn drain(&mut self) -> candle_core::Result<Vec<Tensor>> {
-        let mut ready = Vec::new();
-        if let Encoder::Thread {
-            codes, in_flight, ..
-        } = self
-        {
-            while *in_flight > 0 {
-                *in_flight -= 1;
-                ready.extend(receive(codes)?);
-            }
-        }
-        Ok(ready)
-    }
-}
-
+/// Mimi's codes of one frame of PCM (`None` while Mimi holds the audio for a whole frame).
 fn encode(mimi: &mut Mimi, pcm: Tensor) -> candle_core::Result<Option<Tensor>> {
     let codes = mimi.encode_step(&StreamTensor::from_tensor(pcm), &StreamMask::empty())?;
     Ok(codes.as_option().cloned())
-}
-
-fn receive(
-    codes: &Receiver<candle_core::Result<Option<Tensor>>>,
-) -> candle_core::Result<Option<Tensor>> {
-    codes
-        .recv()
-        .map_err(|_| candle_core::Error::Msg("the Mimi thread stopped".into()))?
 }

@@ -17,6 +17,7 @@ use super::state_machine::{Entry, TokenIds, break_entry, script_to_entries, word
 use super::text_stream::Item;
 use crate::error::{MoshiError, Result};
 use crate::models::TtsModelPaths;
+use crate::pipeline::Pipelined;
 use crate::text::Tokenizer;
 use crate::weights::Weights;
 
@@ -64,17 +65,6 @@ pub struct SynthesisSettings {
 }
 
 impl TtsModel {
-    /// Loads the model files of a TTS repository, the language model dense as `dtype`.
-    #[doc(hidden)]
-    pub fn load(paths: &TtsModelPaths, device: &Device, dtype: DType) -> Result<TtsModel> {
-        let weights = match dtype {
-            DType::BF16 => Weights::Bf16,
-            DType::F16 => Weights::F16,
-            _ => Weights::F32,
-        };
-        Self::load_weights(paths, device, weights, Path::new("."))
-    }
-
     /// Loads the model files of a TTS repository, the language model at the `weights` setting
     /// (see [`crate::weights::lm_source`]; `derived_dir` takes the quantized files of a language
     /// model outside the cache).
@@ -425,78 +415,84 @@ impl TtsModel {
         mimi.reset_state();
         let n_q = cfg.n_q;
         let mut frames_seen = 0usize;
-        std::thread::scope(|scope| -> Result<()> {
-            let mut decoder = Decoder::new(mimi, self.lm.device().is_cpu(), scope);
-            // Audio events, in order, from the decoded frames as they come back; false when
-            // the listener is gone.
-            fn emit(
-                on_event: &mut dyn FnMut(SegmentEvent) -> bool,
-                decoded: Vec<Option<Vec<f32>>>,
-            ) -> bool {
-                decoded
-                    .into_iter()
-                    .flatten()
-                    .all(|samples| on_event(SegmentEvent::Audio(samples)))
+        // Mimi decodes on a thread of its own on the CPU, one frame behind the language model
+        // (see [`Pipelined`]): the same audio, in the same order.
+        let mut decoder = Pipelined::new(
+            move |(codes, keep)| decode(&mut mimi, codes, keep),
+            self.lm.device().is_cpu(),
+        );
+        let decoding = |e| inference("decoding audio with Mimi", e);
+        // Audio events, in order, from the decoded frames as they come back; false when the
+        // listener is gone.
+        fn emit(
+            on_event: &mut dyn FnMut(SegmentEvent) -> bool,
+            decoded: Vec<Option<Vec<f32>>>,
+        ) -> bool {
+            decoded
+                .into_iter()
+                .flatten()
+                .all(|samples| on_event(SegmentEvent::Audio(samples)))
+        }
+        while !generator.finished() {
+            while input_open && !generator.ready() {
+                match input() {
+                    Some(entries) => {
+                        said_anything |= !entries.is_empty();
+                        let bound = Self::steps_bound(&entries);
+                        generator.push_entries(entries, bound);
+                    }
+                    None => {
+                        input_open = false;
+                        generator.close_input();
+                    }
+                }
             }
-            while !generator.finished() {
-                while input_open && !generator.ready() {
-                    match input() {
-                        Some(entries) => {
-                            said_anything |= !entries.is_empty();
-                            let bound = Self::steps_bound(&entries);
-                            generator.push_entries(entries, bound);
-                        }
-                        None => {
-                            input_open = false;
-                            generator.close_input();
-                        }
-                    }
-                }
-                if !said_anything {
-                    return Ok(());
-                }
-                let step = generator.step();
-                self.steps_run.fetch_add(1, Ordering::Relaxed);
-                for word in timings.update(&generator.state) {
-                    if !emit(on_event, decoder.ready()?) || !on_event(SegmentEvent::Word(word)) {
-                        return Ok(());
-                    }
-                }
-                let Some(frame) = step.map_err(|e| inference("running the language model", e))?
-                else {
-                    continue;
-                };
-                let index = frames_seen;
-                frames_seen += 1;
-                if index < self.delay_steps {
-                    continue;
-                }
-                let codes: Vec<u32> = frame[1..=n_q]
-                    .iter()
-                    .map(|&t| u32::try_from(t))
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|_| MoshiError::Inference {
-                        message: "an audio token was missing past the audio delay".into(),
-                        source: None,
-                    })?;
-                let codes = Tensor::from_vec(codes, (1, n_q, 1), self.lm.device())
-                    .map_err(|e| inference("preparing Mimi codes", e))?;
-                let decoded = index - self.delay_steps;
-                // The reference drops the first 2 decoded frames and cuts at `end_step`; the
-                // frames of an audio prefix (the voice) are not part of the output either. They
-                // are decoded all the same (Mimi's state follows every frame).
-                let dropped = decoded < OUTPUT_SKIP_FRAMES + prefix_frames
-                    || generator
-                        .state
-                        .end_step
-                        .is_some_and(|end| decoded - OUTPUT_SKIP_FRAMES >= end);
-                if !emit(on_event, decoder.push(codes, !dropped)?) {
+            if !said_anything {
+                return Ok(());
+            }
+            let step = generator.step();
+            self.steps_run.fetch_add(1, Ordering::Relaxed);
+            for word in timings.update(&generator.state) {
+                let decoded = decoder.ready().map_err(decoding)?;
+                if !emit(on_event, decoded) || !on_event(SegmentEvent::Word(word)) {
                     return Ok(());
                 }
             }
-            emit(on_event, decoder.finish()?);
-            Ok(())
-        })
+            let Some(frame) = step.map_err(|e| inference("running the language model", e))? else {
+                continue;
+            };
+            let index = frames_seen;
+            frames_seen += 1;
+            if index < self.delay_steps {
+                continue;
+            }
+            let codes: Vec<u32> = frame[1..=n_q]
+                .iter()
+                .map(|&t| u32::try_from(t))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| MoshiError::Inference {
+                    message: "an audio token was missing past the audio delay".into(),
+                    source: None,
+                })?;
+            let codes = Tensor::from_vec(codes, (1, n_q, 1), self.lm.device())
+                .map_err(|e| inference("preparing Mimi codes", e))?;
+            let decoded = index - self.delay_steps;
+            // The reference drops the first 2 decoded frames and cuts at `end_step`; the frames
+            // of an audio prefix (the voice) are not part of the output either. They are decoded
+            // all the same (Mimi's state follows every frame).
+            let dropped = decoded < OUTPUT_SKIP_FRAMES + prefix_frames
+                || generator
+                    .state
+                    .end_step
+                    .is_some_and(|end| decoded - OUTPUT_SKIP_FRAMES >= end);
+            let mut ready = decoder.push((codes, !dropped)).map_err(decoding)?;
+            ready.extend(decoder.ready().map_err(decoding)?);
+            if !emit(on_event, ready) {
+                return Ok(());
+            }
+        }
+        emit(on_event, decoder.drain().map_err(decoding)?);
+        Ok(())
     }
 
     /// The share of the step cap that `entries` bring (see [`max_steps`](Self::max_steps)).
@@ -505,111 +501,6 @@ impl TtsModel {
             .iter()
             .map(|e| e.tokens.len() + e.padding + 8 + 2)
             .sum()
-    }
-}
-
-/// Mimi decoding of the generated frames. On the CPU it runs on a thread of its own, one frame
-/// behind the language model, so that the two run at the same time: Mimi's decoder works mostly
-/// on one core while the language model's products use all of them (TTS 1.6B at q4 on 2 cores:
-/// about 33 ms of Mimi beside 140 ms of language model per frame). The audio, and its order, are
-/// the same as decoding inline; only when each frame is handed over changes.
-enum Decoder {
-    Inline(Box<Mimi>),
-    Thread {
-        /// Codes to decode, and whether the frame's audio is kept (dropped frames are decoded
-        /// all the same: Mimi's state follows every frame).
-        frames: std::sync::mpsc::SyncSender<(Tensor, bool)>,
-        pcm: std::sync::mpsc::Receiver<candle_core::Result<Option<Vec<f32>>>>,
-        /// Frames sent whose audio is not received yet.
-        in_flight: usize,
-    },
-}
-
-impl Decoder {
-    fn new<'scope>(
-        mut mimi: Mimi,
-        threaded: bool,
-        scope: &'scope std::thread::Scope<'scope, '_>,
-    ) -> Decoder {
-        if !threaded {
-            return Decoder::Inline(Box::new(mimi));
-        }
-        let (frames, frame_rx) = std::sync::mpsc::sync_channel::<(Tensor, bool)>(2);
-        let (pcm_tx, pcm) = std::sync::mpsc::sync_channel(2);
-        // Ends when the decoder (the sender of frames) is dropped.
-        scope.spawn(move || {
-            for (codes, keep) in frame_rx {
-                if pcm_tx.send(decode(&mut mimi, codes, keep)).is_err() {
-                    return;
-                }
-            }
-        });
-        Decoder::Thread {
-            frames,
-            pcm,
-            in_flight: 0,
-        }
-    }
-
-    /// Submits one frame's codes; returns the frames decoded by now, in order (inline: this
-    /// one; on the thread: all but at most this one). `None` for a frame whose audio is dropped.
-    fn push(&mut self, codes: Tensor, keep: bool) -> Result<Vec<Option<Vec<f32>>>> {
-        let (frames, pcm, in_flight) = match self {
-            Decoder::Inline(mimi) => {
-                let decoded = decode(mimi, codes, keep);
-                return Ok(vec![
-                    decoded.map_err(|e| inference("decoding audio with Mimi", e))?,
-                ]);
-            }
-            Decoder::Thread {
-                frames,
-                pcm,
-                in_flight,
-            } => (frames, pcm, in_flight),
-        };
-        frames
-            .send((codes, keep))
-            .map_err(|_| inference_msg("the Mimi thread stopped"))?;
-        *in_flight += 1;
-        let mut out = Vec::new();
-        while *in_flight > 1 {
-            out.push(receive(pcm)?);
-            *in_flight -= 1;
-        }
-        out.extend(self.ready()?);
-        Ok(out)
-    }
-
-    /// The frames already decoded, without waiting.
-    fn ready(&mut self) -> Result<Vec<Option<Vec<f32>>>> {
-        let mut out = Vec::new();
-        if let Decoder::Thread { pcm, in_flight, .. } = self {
-            while *in_flight > 0 {
-                match pcm.try_recv() {
-                    Ok(decoded) => {
-                        out.push(decoded.map_err(|e| inference("decoding audio with Mimi", e))?);
-                        *in_flight -= 1;
-                    }
-                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        return Err(inference_msg("the Mimi thread stopped"));
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Every frame still being decoded, in order.
-    fn finish(&mut self) -> Result<Vec<Option<Vec<f32>>>> {
-        let mut out = Vec::new();
-        if let Decoder::Thread { pcm, in_flight, .. } = self {
-            while *in_flight > 0 {
-                out.push(receive(pcm)?);
-                *in_flight -= 1;
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -624,21 +515,6 @@ fn decode(mimi: &mut Mimi, codes: Tensor, keep: bool) -> candle_core::Result<Opt
                 .to_vec1::<f32>()?,
         )),
         _ => Ok(None),
-    }
-}
-
-fn receive(
-    pcm: &std::sync::mpsc::Receiver<candle_core::Result<Option<Vec<f32>>>>,
-) -> Result<Option<Vec<f32>>> {
-    pcm.recv()
-        .map_err(|_| inference_msg("the Mimi thread stopped"))?
-        .map_err(|e| inference("decoding audio with Mimi", e))
-}
-
-fn inference_msg(message: &str) -> MoshiError {
-    MoshiError::Inference {
-        message: message.into(),
-        source: None,
     }
 }
 
