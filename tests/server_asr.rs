@@ -12,7 +12,7 @@ mod support;
 use std::io::BufRead;
 use std::time::Duration;
 
-use fluent_voice_kyutai::server::ServerConfig;
+use fluent_voice_kyutai::server::{Limits, ServerConfig};
 use fluent_voice_kyutai::voice::{SpeechSource, SttConversationBuilder, TranscriptEvent};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -38,14 +38,13 @@ fn publish_stt(hub: &TestHub) {
 }
 
 async fn server(config: ServerConfig) -> TestServer {
-    TestServer::start(
-        config
-            .endpoints(true, false)
-            .api_key(KEY)
-            .limits(fast_limits()),
-        publish_stt,
-    )
-    .await
+    server_with_limits(config, fast_limits()).await
+}
+
+/// The ASR endpoint only, with the test key, over the talkative tiny model.
+async fn server_with_limits(config: ServerConfig, limits: Limits) -> TestServer {
+    let config = config.endpoints(true, false).api_key(KEY).limits(limits);
+    TestServer::start(config, publish_stt).await
 }
 
 /// What a stream gave before its marker came back.
@@ -209,18 +208,11 @@ async fn a_stream_gives_the_library_words_steps_and_echoes_its_marker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_marker_waits_for_the_audio_before_it_and_the_model_delay() {
-    let limits = fluent_voice_kyutai::server::Limits {
+    let limits = Limits {
         idle_timeout: Duration::from_secs(30),
         ..fast_limits()
     };
-    let server = TestServer::start(
-        ServerConfig::default()
-            .endpoints(true, false)
-            .api_key(KEY)
-            .limits(limits),
-        publish_stt,
-    )
-    .await;
+    let server = server_with_limits(ServerConfig::default(), limits).await;
     let mut ws = server.connect(PATH, Some(KEY)).await.unwrap();
     assert_eq!(next(&mut ws, LONG, false).await.unwrap().kind(), "Ready");
     // The markers that come back within `wait` (the stream stays open meanwhile).
@@ -421,15 +413,7 @@ async fn idle_and_unresponsive_clients_are_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_concurrent_streams_each_get_their_solo_result() {
-    let server = TestServer::start(
-        ServerConfig::default()
-            .endpoints(true, false)
-            .batch_size(16)
-            .api_key(KEY)
-            .limits(relaxed_limits()),
-        publish_stt,
-    )
-    .await;
+    let server = server_with_limits(ServerConfig::default().batch_size(16), relaxed_limits()).await;
     let speech = speech();
     // Sixteen different inputs: the speech cut at different lengths, then silence.
     let inputs: Vec<Vec<f32>> = (0..16)
@@ -586,19 +570,12 @@ async fn a_stream_behind_real_time_is_reported_not_dropped() {
             .map(|l| l.rsplit(' ').next().unwrap().to_string())
     };
     for (threshold_ms, expected) in [(4_000, "0"), (100, "1")] {
-        let limits = fluent_voice_kyutai::server::Limits {
+        let limits = Limits {
             idle_timeout: Duration::from_secs(30),
             behind_threshold: Duration::from_millis(threshold_ms),
             ..fast_limits()
         };
-        let server = TestServer::start(
-            ServerConfig::default()
-                .endpoints(true, false)
-                .api_key(KEY)
-                .limits(limits),
-            publish_stt,
-        )
-        .await;
+        let server = server_with_limits(ServerConfig::default(), limits).await;
         let mut ws = server.connect(PATH, Some(KEY)).await.unwrap();
         assert_eq!(next(&mut ws, LONG, false).await.unwrap().kind(), "Ready");
         // 1.6 s of audio at once: the model works through it step by step, so until it has,

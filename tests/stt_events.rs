@@ -9,7 +9,7 @@ mod support;
 use fluent_voice_kyutai::voice::{
     SpeechSource, SttConversation, SttConversationBuilder, TranscriptEvent, VoiceError,
 };
-use fluent_voice_kyutai::{EndOfTurnSettings, KyutaiEngine};
+use fluent_voice_kyutai::{EndOfTurnSettings, KyutaiEngine, KyutaiSttBuilder};
 use futures::StreamExt;
 use support::*;
 
@@ -19,18 +19,33 @@ async fn events(
     engine: &KyutaiEngine,
     settings: EndOfTurnSettings,
 ) -> Result<Vec<TranscriptEvent>, VoiceError> {
-    let mut stream = engine
-        .stt()
-        .with_source(SpeechSource::from_file(AUDIO))
-        .end_of_turn(settings)
-        .listen()
-        .await?
-        .into_events();
+    events_with(engine, |b| b.end_of_turn(settings)).await
+}
+
+/// Every event of a conversation on the fixture audio, its builder set by `configure`.
+async fn events_with(
+    engine: &KyutaiEngine,
+    configure: impl FnOnce(KyutaiSttBuilder) -> KyutaiSttBuilder,
+) -> Result<Vec<TranscriptEvent>, VoiceError> {
+    let builder = engine.stt().with_source(SpeechSource::from_file(AUDIO));
+    let mut stream = configure(builder).listen().await?.into_events();
     let mut out = Vec::new();
     while let Some(event) = stream.next().await {
         out.push(event?);
     }
     Ok(out)
+}
+
+/// An engine on the loopback hub serving the talkative tiny STT model (the hub and cache are
+/// kept alive with it).
+async fn talkative_engine() -> (TestHub, tempfile::TempDir, KyutaiEngine) {
+    let hub = TestHub::start();
+    publish(&hub, STT, "main", &stt_tiny::stt_repo_talkative());
+    let cache = tempfile::tempdir().unwrap();
+    let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
+        .await
+        .unwrap();
+    (hub, cache, engine)
 }
 
 fn ends(events: &[TranscriptEvent]) -> Vec<u64> {
@@ -45,12 +60,7 @@ fn ends(events: &[TranscriptEvent]) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_step_reports_voice_activity_and_turns_end_by_the_rule() {
-    let hub = TestHub::start();
-    publish(&hub, STT, "main", &stt_tiny::stt_repo_talkative());
-    let cache = tempfile::tempdir().unwrap();
-    let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
-        .await
-        .unwrap();
+    let (_hub, _cache, engine) = talkative_engine().await;
 
     let all = events(&engine, EndOfTurnSettings::default()).await.unwrap();
     let steps: Vec<(u64, &Vec<f32>)> = all
@@ -201,12 +211,7 @@ fn transcribe_json_says_when_turns_ended() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_events_say_how_far_the_transcript_is_settled() {
-    let hub = TestHub::start();
-    publish(&hub, STT, "main", &stt_tiny::stt_repo_talkative());
-    let cache = tempfile::tempdir().unwrap();
-    let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
-        .await
-        .unwrap();
+    let (_hub, _cache, engine) = talkative_engine().await;
     let without = events(&engine, EndOfTurnSettings::default()).await.unwrap();
     assert!(
         !without
@@ -214,18 +219,9 @@ async fn progress_events_say_how_far_the_transcript_is_settled() {
             .any(|e| matches!(e, TranscriptEvent::Progress { .. })),
         "off by default"
     );
-    let mut stream = engine
-        .stt()
-        .with_source(SpeechSource::from_file(AUDIO))
-        .progress_events(true)
-        .listen()
+    let all = events_with(&engine, |b| b.progress_events(true))
         .await
-        .unwrap()
-        .into_events();
-    let mut all = Vec::new();
-    while let Some(event) = stream.next().await {
-        all.push(event.unwrap());
-    }
+        .unwrap();
     // The same words and steps as without, plus progress.
     let others: Vec<_> = all
         .iter()
@@ -267,12 +263,7 @@ async fn progress_events_say_how_far_the_transcript_is_settled() {
 /// by default, and nothing else changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn word_start_events_come_before_their_words_end() {
-    let hub = TestHub::start();
-    publish(&hub, STT, "main", &stt_tiny::stt_repo_talkative());
-    let cache = tempfile::tempdir().unwrap();
-    let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
-        .await
-        .unwrap();
+    let (_hub, _cache, engine) = talkative_engine().await;
     let without = events(&engine, EndOfTurnSettings::default()).await.unwrap();
     assert!(
         !without
@@ -280,18 +271,9 @@ async fn word_start_events_come_before_their_words_end() {
             .any(|e| matches!(e, TranscriptEvent::WordStarted { .. })),
         "off by default"
     );
-    let mut stream = engine
-        .stt()
-        .with_source(SpeechSource::from_file(AUDIO))
-        .word_start_events(true)
-        .listen()
+    let all = events_with(&engine, |b| b.word_start_events(true))
         .await
-        .unwrap()
-        .into_events();
-    let mut all = Vec::new();
-    while let Some(event) = stream.next().await {
-        all.push(event.unwrap());
-    }
+        .unwrap();
     let others: Vec<_> = all
         .iter()
         .filter(|e| !matches!(e, TranscriptEvent::WordStarted { .. }))
