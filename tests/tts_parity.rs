@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fluent_voice_kyutai::KyutaiEngine;
+use fluent_voice_kyutai::internals::tts::conditioners::Conditions;
 use fluent_voice_kyutai::internals::tts::generate::{GenerationSettings, Generator};
 use fluent_voice_kyutai::internals::tts::synth::{SynthesisSettings, TtsModel};
 use serde_json::Value;
@@ -57,6 +58,24 @@ async fn load() -> Loaded {
     }
 }
 
+/// The conditioning of `voice` at `cfg`, as a conversation builds it.
+async fn conditions(loaded: &Loaded, voice: &str, cfg: f64) -> Conditions {
+    let model = &loaded.model;
+    let voice = model
+        .load_voice(&loaded.engine.ensure_voice(voice).await.unwrap())
+        .unwrap();
+    model.conditions(Some(&voice), cfg).unwrap()
+}
+
+/// A case's sampling settings, for the whole synthesis path.
+fn synthesis_settings(case: &Case) -> SynthesisSettings {
+    SynthesisSettings {
+        temp: case.temp,
+        text_temp: case.temp,
+        seed: case.seed,
+    }
+}
+
 /// The settings a case was recorded with.
 struct Case {
     text: String,
@@ -88,10 +107,7 @@ async fn text_and_audio_tokens_match_the_reference_at_every_step() {
         let record = &case.record;
         let delay_steps = record["delay_steps"].as_u64().unwrap() as usize;
         assert_eq!(delay_steps, model.delay_steps);
-        let voice = model
-            .load_voice(&loaded.engine.ensure_voice(&case.voice).await.unwrap())
-            .unwrap();
-        let conditions = model.conditions(Some(&voice), case.cfg).unwrap();
+        let conditions = conditions(&loaded, &case.voice, case.cfg).await;
         let settings = GenerationSettings {
             temp: case.temp,
             text_temp: case.temp,
@@ -130,15 +146,8 @@ async fn every_setting_gives_the_reference_waveform_and_each_knob_matters() {
             entries(&case.record),
             "{name}: entries"
         );
-        let voice = model
-            .load_voice(&loaded.engine.ensure_voice(&case.voice).await.unwrap())
-            .unwrap();
-        let conditions = model.conditions(Some(&voice), case.cfg).unwrap();
-        let settings = SynthesisSettings {
-            temp: case.temp,
-            text_temp: case.temp,
-            seed: case.seed,
-        };
+        let conditions = conditions(&loaded, &case.voice, case.cfg).await;
+        let settings = synthesis_settings(&case);
         let mut pcm = Vec::new();
         model
             .synthesize_segment(&case.text, &conditions, &settings, &mut |chunk| {
@@ -187,15 +196,8 @@ async fn word_timings_are_the_reference_transcript() {
             })
             .collect();
         assert!(reference.len() >= 3, "{name}");
-        let voice = model
-            .load_voice(&loaded.engine.ensure_voice(&case.voice).await.unwrap())
-            .unwrap();
-        let conditions = model.conditions(Some(&voice), case.cfg).unwrap();
-        let settings = SynthesisSettings {
-            temp: case.temp,
-            text_temp: case.temp,
-            seed: case.seed,
-        };
+        let conditions = conditions(&loaded, &case.voice, case.cfg).await;
+        let settings = synthesis_settings(&case);
         for word_by_word in [false, true] {
             let mut entries: Vec<_> = model.entries(&case.text);
             entries.reverse();
@@ -238,18 +240,11 @@ async fn streamed_words_wait_at_the_reference_streaming_modes_steps() {
     let model = &loaded.model;
     let record = tts_reference::fixture(DIR, "streaming_hello");
     let text = record["text"].as_str().unwrap();
-    let voice = model
-        .load_voice(
-            &loaded
-                .engine
-                .ensure_voice(record["voice"].as_str().unwrap())
-                .await
-                .unwrap(),
-        )
-        .unwrap();
-    let conditions = model
-        .conditions(Some(&voice), record["cfg"].as_f64().unwrap())
-        .unwrap();
+    let (voice, cfg) = (
+        record["voice"].as_str().unwrap(),
+        record["cfg"].as_f64().unwrap(),
+    );
+    let conditions = conditions(&loaded, voice, cfg).await;
     let settings = GenerationSettings {
         temp: 0.0,
         text_temp: 0.0,
