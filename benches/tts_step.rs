@@ -133,7 +133,7 @@ fn bench(c: &mut Criterion) {
         Generator::new(&lm, entries(10_000), &conditions, delay_steps, settings).unwrap();
     let mut frames = 0;
     loop {
-        if let Some(frame) = generator.step().unwrap() {
+        if let Some(frame) = generator.step(&lm).unwrap() {
             frames += 1;
             if frames > delay_steps + 2 {
                 let codes: Vec<u32> = frame[1..].iter().map(|&t| t as u32).collect();
@@ -175,7 +175,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.bench_function("generator_step", |b| {
-        b.iter(|| black_box(generator.step().unwrap()))
+        b.iter(|| black_box(generator.step(&lm).unwrap()))
     });
     let codes = Tensor::from_vec(vec![7u32; 32], (1, 32, 1), &device).unwrap();
     group.bench_function("mimi_decode_frame", |b| {
@@ -197,7 +197,7 @@ fn bench(c: &mut Criterion) {
     let n = 5;
     let t = Instant::now();
     for _ in 0..n {
-        if let Some(frame) = generator.step().unwrap() {
+        if let Some(frame) = generator.step(&lm).unwrap() {
             let codes: Vec<u32> = frame[1..].iter().map(|&t| t.max(0) as u32).collect();
             let codes = Tensor::from_vec(codes, (1, 32, 1), &device).unwrap();
             mimi.decode_step(&StreamTensor::from_tensor(codes), &StreamMask::empty())

@@ -85,7 +85,7 @@ async fn direct_cfg_tokens_match_the_reference_at_every_step() {
             settings,
         )
         .unwrap();
-        let frames = run_to_end(&mut generator);
+        let frames = run_to_end(&model.lm, &mut generator);
         assert_same_tokens(name, &generator, &frames, &record);
         // Guidance changes the audio: the unguided run must differ from the recorded one, or
         // this test would not notice the second pass going missing.
@@ -99,7 +99,7 @@ async fn direct_cfg_tokens_match_the_reference_at_every_step() {
             settings,
         )
         .unwrap();
-        let plain_frames = run_to_end(&mut plain);
+        let plain_frames = run_to_end(&model.lm, &mut plain);
         assert_ne!(plain_frames, frames, "{name}: CFG made no difference");
     }
 }
@@ -209,7 +209,7 @@ async fn audio_prefix_voice_matches_the_reference() {
             settings,
         )
         .unwrap();
-        let frames = run_to_end(&mut generator);
+        let frames = run_to_end(&model.lm, &mut generator);
         assert_same_tokens(name, &generator, &frames, &record);
 
         let mut out = Vec::new();

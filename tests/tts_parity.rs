@@ -125,7 +125,7 @@ async fn text_and_audio_tokens_match_the_reference_at_every_step() {
             settings,
         )
         .unwrap();
-        let frames = run_to_end(&mut generator);
+        let frames = run_to_end(&model.lm, &mut generator);
         assert_same_tokens(name, &generator, &frames, record);
     }
 }
@@ -273,7 +273,7 @@ async fn streamed_words_wait_at_the_reference_streaming_modes_steps() {
                 None => generator.close_input(),
             }
         }
-        generator.step().unwrap();
+        generator.step(&model.lm).unwrap();
     }
     let expected_at: Vec<usize> = record["appended_at_step"]
         .as_array()

@@ -1,9 +1,15 @@
 //! Step-by-step generation of audio tokens from entries: `LMGen._step` with the hooks of
-//! `TTSModel.generate` (`moshi/models/lm.py`, `tts.py`), for one sequence.
+//! `TTSModel.generate` (`moshi/models/lm.py`, `tts.py`).
 //!
 //! Each call to [`Generator::step`] runs the main transformer once, asks the state machine what
 //! text token to feed back, runs the depformer for the audio codebooks, and returns a frame
 //! (text + audio tokens with the codebook delays undone) once the delays allow.
+//!
+//! [`step_many`] steps several generations together: each matrix product of the language model
+//! takes one row per generation (two with direct CFG), so the weights are read once per step for
+//! all of them, which is what a step costs on a CPU. Each generation keeps everything of its own
+//! (caches, position, sampler, state machine); a generation stepped alone is the batch of one,
+//! through the same code.
 
 use std::collections::VecDeque;
 
@@ -43,8 +49,7 @@ pub struct TextStep {
 }
 
 /// Generation of one script.
-pub struct Generator<'a> {
-    lm: &'a TtsLm,
+pub struct Generator {
     lm_state: LmState,
     /// Direct CFG (`Conditions::direct_cfg`): the state of the null-condition pass and the
     /// coefficient. The reference runs both as a batch of 2; each is its own state here.
@@ -85,10 +90,10 @@ pub const LOGGED_TEXT_LOGIT_STEPS: usize = 3;
 
 const UNGENERATED: i64 = -2;
 
-impl<'a> Generator<'a> {
+impl Generator {
     /// A generation of `entries` with `conditions`, `delay_steps` frames between text and audio.
     pub fn new(
-        lm: &'a TtsLm,
+        lm: &TtsLm,
         entries: Vec<Entry>,
         conditions: &Conditions,
         delay_steps: usize,
@@ -142,7 +147,6 @@ impl<'a> Generator<'a> {
                 (Some(_), Some(frames)) => Some(frames + delay_steps),
                 _ => None,
             },
-            lm,
             machine,
             state,
             sampler: Sampler::new(settings.seed),
@@ -163,7 +167,7 @@ impl<'a> Generator<'a> {
     /// [`push_entries`](Self::push_entries), say when there are no more with
     /// [`close_input`](Self::close_input), and step only while [`ready`](Self::ready).
     pub fn streaming(
-        lm: &'a TtsLm,
+        lm: &TtsLm,
         conditions: &Conditions,
         delay_steps: usize,
         settings: GenerationSettings,
@@ -207,7 +211,13 @@ impl<'a> Generator<'a> {
     }
 
     /// Runs one step; returns the frame `[text, audio...]` that leaves the delay line, if any.
-    pub fn step(&mut self) -> Result<Option<Vec<i64>>> {
+    pub fn step(&mut self, lm: &TtsLm) -> Result<Option<Vec<i64>>> {
+        Ok(step_many(lm, &mut [self])?.pop().flatten())
+    }
+
+    /// This step's input tokens (the last generated ones, or the initial ones within the
+    /// delays), and with direct CFG those of the null pass.
+    fn inputs(&self) -> Result<(Vec<i64>, Option<Vec<i64>>)> {
         let ct = self.cache[0].len();
         let offset = self.offset;
         let input: Vec<i64> = (0..self.cache.len())
@@ -222,67 +232,64 @@ impl<'a> Generator<'a> {
         if input.contains(&UNGENERATED) {
             candle_core::bail!("internal error: an ungenerated token reached the model")
         }
-        let (transformer_out, text_logits) = self.lm.forward_text(&mut self.lm_state, &input)?;
         // Direct CFG as `TTSModel.generate` runs it (`cfg_is_no_text`): the null pass sees no
         // text (zero token once past the initial one) and its text logits are dropped; only the
         // audio logits are guided.
-        let null_out = match &mut self.guidance {
-            Some((null_state, _)) => {
-                let mut null_input = input.clone();
-                let zero = self.machine.token_ids.zero;
-                if let Some(until) = self.cfg_masked_until {
-                    for (k, token) in null_input.iter_mut().enumerate() {
-                        if offset > self.delays[k] && offset <= self.delays[k] + until {
-                            *token = zero;
-                        }
+        let null_input = self.guidance.as_ref().map(|_| {
+            let mut null_input = input.clone();
+            let zero = self.machine.token_ids.zero;
+            if let Some(until) = self.cfg_masked_until {
+                for (k, token) in null_input.iter_mut().enumerate() {
+                    if offset > self.delays[k] && offset <= self.delays[k] + until {
+                        *token = zero;
                     }
                 }
-                if offset > self.delays[0] {
-                    null_input[0] = zero;
-                }
-                Some(self.lm.forward_hidden(null_state, &null_input)?)
             }
-            None => None,
-        };
-        if self.first_text_logits.len() < LOGGED_TEXT_LOGIT_STEPS {
-            self.first_text_logits.push(text_logits.clone());
-        }
+            if offset > self.delays[0] {
+                null_input[0] = zero;
+            }
+            null_input
+        });
+        Ok((input, null_input))
+    }
+
+    /// Samples the text token from this step's text logits and returns the one to feed back
+    /// (the state machine's, or the audio prefix's zero).
+    fn take_text(&mut self, text_logits: Vec<f32>) -> i64 {
         let sampled = self.sampler.sample(
             &text_logits,
             self.settings.text_temp,
             self.settings.top_k_text,
         ) as i64;
+        if self.first_text_logits.len() < LOGGED_TEXT_LOGIT_STEPS {
+            self.first_text_logits.push(text_logits);
+        }
         let fed = match self.text_prefix.pop_front() {
             Some(token) => token,
-            None => self.machine.process(offset, &mut self.state, sampled),
+            None => self.machine.process(self.offset, &mut self.state, sampled),
         };
         self.text_log.push(TextStep { sampled, fed });
+        fed
+    }
 
-        let n_q = self.cache.len() - 1;
-        let mut audio = vec![self.machine.token_ids.zero; n_q];
-        if offset >= self.delay_steps {
-            self.lm.depformer_reset(&mut self.lm_state);
-            if let Some((null_state, _)) = &mut self.guidance {
-                self.lm.depformer_reset(null_state);
-            }
-            let mut prev = fed;
-            for (cb, slot) in audio.iter_mut().enumerate() {
-                let mut logits =
-                    self.lm
-                        .depformer_logits(&mut self.lm_state, cb, prev, &transformer_out)?;
-                if let (Some((null_state, coef)), Some(null_out)) = (&mut self.guidance, &null_out)
-                {
-                    let null = self.lm.depformer_logits(null_state, cb, prev, null_out)?;
-                    guide(&mut logits, &null, *coef);
-                }
-                let token = self
-                    .sampler
-                    .sample(&logits, self.settings.temp, self.settings.top_k)
-                    as i64;
-                *slot = token;
-                prev = token;
-            }
+    /// Whether this step samples audio tokens (past the text-audio delay).
+    fn samples_audio(&self) -> bool {
+        self.offset >= self.delay_steps
+    }
+
+    /// Samples codebook `cb`'s token from its logits (and the null pass's, with direct CFG).
+    fn take_audio(&mut self, mut logits: Vec<f32>, null: Option<&[f32]>) -> i64 {
+        if let (Some((_, coef)), Some(null)) = (&self.guidance, null) {
+            guide(&mut logits, null, *coef);
         }
+        self.sampler
+            .sample(&logits, self.settings.temp, self.settings.top_k) as i64
+    }
+
+    /// Ends the step: masks the audio tokens still within their delays, applies the audio
+    /// prefix, stores the tokens, and returns the frame leaving the delay line, if any.
+    fn finish_step(&mut self, fed: i64, mut audio: Vec<i64>) -> Option<Vec<i64>> {
+        let offset = self.offset;
         for (q, slot) in audio.iter_mut().enumerate() {
             if offset < self.delays[q + 1] + self.delay_steps {
                 *slot = self.machine.token_ids.zero;
@@ -295,7 +302,7 @@ impl<'a> Generator<'a> {
                 }
             }
         }
-
+        let ct = self.cache[0].len();
         self.offset += 1;
         let pos = self.offset % ct;
         self.cache[0][pos] = fed;
@@ -303,13 +310,131 @@ impl<'a> Generator<'a> {
             self.cache[q + 1][pos] = token;
         }
         if self.offset <= self.max_delay {
-            return Ok(None);
+            return None;
         }
         let frame = (0..self.cache.len())
             .map(|k| self.cache[k][(self.offset - self.max_delay + self.delays[k]) % ct])
             .collect();
-        Ok(Some(frame))
+        Some(frame)
     }
+}
+
+/// The language-model states of some generations, as rows: each generation's own, then its
+/// null pass's with direct CFG (the reference runs the two as a batch of 2).
+fn row_states<'s>(generations: impl Iterator<Item = &'s mut Generator>) -> Vec<&'s mut LmState> {
+    let mut states = Vec::new();
+    for generation in generations {
+        let Generator {
+            lm_state, guidance, ..
+        } = generation;
+        states.push(lm_state);
+        if let Some((null_state, _)) = guidance {
+            states.push(null_state);
+        }
+    }
+    states
+}
+
+/// Runs one step of each generation, all in one batched forward pass of the language model;
+/// returns each one's frame, as [`Generator::step`] would alone.
+pub fn step_many(lm: &TtsLm, generations: &mut [&mut Generator]) -> Result<Vec<Option<Vec<i64>>>> {
+    // The main transformer: a row per generation, and one per null pass.
+    let mut tokens = Vec::new();
+    let mut text = Vec::new();
+    // For each generation, its row and its null pass's.
+    let mut rows: Vec<(usize, Option<usize>)> = Vec::new();
+    for generation in generations.iter() {
+        let (input, null_input) = generation.inputs()?;
+        let row = tokens.len();
+        tokens.push(input);
+        text.push(true);
+        let null_row = null_input.map(|null_input| {
+            tokens.push(null_input);
+            text.push(false);
+            row + 1
+        });
+        rows.push((row, null_row));
+    }
+    let (hidden, mut text_logits) = lm.forward_rows(
+        &mut row_states(generations.iter_mut().map(|g| &mut **g)),
+        &tokens,
+        &text,
+    )?;
+    let fed: Vec<i64> = generations
+        .iter_mut()
+        .zip(&rows)
+        .map(|(generation, &(row, _))| {
+            let logits = text_logits[row].take().expect("text logits of a main row");
+            generation.take_text(logits)
+        })
+        .collect();
+
+    // The depformer, for the generations past the text-audio delay, one codebook at a time.
+    let n_q = lm.cfg.n_q;
+    let mut audio: Vec<Vec<i64>> = vec![vec![0; n_q]; generations.len()];
+    let audible: Vec<usize> = (0..generations.len())
+        .filter(|&g| generations[g].samples_audio())
+        .collect();
+    if !audible.is_empty() {
+        let dep_rows: Vec<u32> = audible
+            .iter()
+            .flat_map(|&g| std::iter::once(rows[g].0).chain(rows[g].1))
+            .map(|r| r as u32)
+            .collect();
+        let dep_hidden = if dep_rows.len() == tokens.len() {
+            hidden
+        } else {
+            hidden.index_select(
+                &candle_core::Tensor::new(dep_rows.as_slice(), hidden.device())?,
+                0,
+            )?
+        };
+        let mut prev: Vec<i64> = audible.iter().map(|&g| fed[g]).collect();
+        // The audible generations' rows, borrowed anew for each codebook (the tokens sampled in
+        // between need the generations themselves).
+        fn audible_states<'s>(
+            generations: &'s mut [&mut Generator],
+            audible: &[usize],
+        ) -> Vec<&'s mut LmState> {
+            row_states(
+                generations
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(g, _)| audible.contains(g))
+                    .map(|(_, generation)| &mut **generation),
+            )
+        }
+        for state in audible_states(generations, &audible) {
+            lm.depformer_reset(state);
+        }
+        for cb in 0..n_q {
+            let prev_rows: Vec<i64> = audible
+                .iter()
+                .zip(&prev)
+                .flat_map(|(&g, &p)| std::iter::once(p).chain(rows[g].1.map(|_| p)))
+                .collect();
+            let logits = lm.depformer_rows(
+                &mut audible_states(generations, &audible),
+                cb,
+                &prev_rows,
+                &dep_hidden,
+            )?;
+            let mut logits = logits.into_iter();
+            for (i, &g) in audible.iter().enumerate() {
+                let main = logits.next().expect("a row per generation");
+                let null = rows[g].1.map(|_| logits.next().expect("a null row"));
+                let token = generations[g].take_audio(main, null.as_deref());
+                audio[g][cb] = token;
+                prev[i] = token;
+            }
+        }
+    }
+    Ok(generations
+        .iter_mut()
+        .zip(fed)
+        .zip(audio)
+        .map(|((generation, fed), audio)| generation.finish_step(fed, audio))
+        .collect())
 }
 
 /// `logits_null + (logits - logits_null) * coef`, in place, in the reference's operation order.

@@ -193,38 +193,82 @@ impl TtsLm {
     /// token per audio codebook (`-1` embeds to zero). Returns the transformer output
     /// `[1, 1, dim]` (after `out_norm`) and the text logits as a vector.
     pub fn forward_text(&self, state: &mut LmState, tokens: &[i64]) -> Result<(Tensor, Vec<f32>)> {
-        let out = self.forward_hidden(state, tokens)?;
-        let logits = self.text_linear.forward(&out)?;
-        // Read back to the host: the text token is sampled there and drives the state machine.
-        let logits = logits
-            .flatten_all()?
-            .to_dtype(DType::F32)?
-            .to_vec1::<f32>()?;
-        Ok((out, logits))
+        let (out, mut logits) = self.forward_rows(&mut [state], &[tokens.to_vec()], &[true])?;
+        Ok((out, logits.pop().flatten().expect("one row with text")))
     }
 
     /// [`forward_text`](Self::forward_text) without the text logits, for a pass whose text
-    /// prediction is not used (direct CFG's null pass): no text head, and no read-back of
-    /// logits to the host, which on a GPU would wait for the whole step.
+    /// prediction is not used (direct CFG's null pass).
     pub fn forward_hidden(&self, state: &mut LmState, tokens: &[i64]) -> Result<Tensor> {
-        let mut input: Option<Tensor> = None;
-        for (emb, &token) in self.emb.iter().zip(&tokens[1..]) {
-            let e = emb.embed(token)?;
-            input = Some(match input {
-                None => e,
-                Some(i) => (i + e)?,
-            });
+        Ok(self
+            .forward_rows(&mut [state], &[tokens.to_vec()], &[false])?
+            .0)
+    }
+
+    /// One step of the main transformer for several sequences at once (row `r`: `states[r]`,
+    /// `tokens[r]`), each at its own position: the weights are read once for all. Returns the
+    /// outputs `[rows, 1, dim]` (after `out_norm`) and, for the rows whose `text[r]` is set, the
+    /// text logits. Rows without text (direct CFG's null pass) skip the text head and its
+    /// read-back to the host, which on a GPU would wait for the whole step.
+    pub fn forward_rows(
+        &self,
+        states: &mut [&mut LmState],
+        tokens: &[Vec<i64>],
+        text: &[bool],
+    ) -> Result<(Tensor, Vec<Option<Vec<f32>>>)> {
+        let mut inputs = Vec::with_capacity(states.len());
+        for (state, tokens) in states.iter().zip(tokens) {
+            let mut input: Option<Tensor> = None;
+            for (emb, &token) in self.emb.iter().zip(&tokens[1..]) {
+                let e = emb.embed(token)?;
+                input = Some(match input {
+                    None => e,
+                    Some(i) => (i + e)?,
+                });
+            }
+            let text = self.text_emb.embed(tokens[0])?;
+            let mut input = match input {
+                None => text,
+                Some(i) => (i + text)?,
+            };
+            if let Some(sum) = &state.condition_sum {
+                input = (input + sum)?;
+            }
+            inputs.push(input);
         }
-        let text = self.text_emb.embed(tokens[0])?;
-        let mut input = match input {
-            None => text,
-            Some(i) => (i + text)?,
+        let input = if inputs.len() == 1 {
+            inputs.pop().expect("one row")
+        } else {
+            Tensor::cat(&inputs, 0)?
         };
-        if let Some(sum) = &state.condition_sum {
-            input = (input + sum)?;
+        let mut mains: Vec<&mut TransformerState> =
+            states.iter_mut().map(|s| &mut s.main).collect();
+        let out = self.transformer.step_rows(&mut mains, &input)?;
+        let out = self.out_norm.forward(&out)?;
+        let text_rows: Vec<u32> = (0..text.len() as u32)
+            .filter(|&r| text[r as usize])
+            .collect();
+        let mut logits = vec![None; states.len()];
+        if !text_rows.is_empty() {
+            let selected = if text_rows.len() == states.len() {
+                out.clone()
+            } else {
+                let index = Tensor::new(text_rows.as_slice(), out.device())?;
+                out.index_select(&index, 0)?
+            };
+            // Read back to the host: the text token is sampled there and drives the state
+            // machine; one read for all rows.
+            let values = self
+                .text_linear
+                .forward(&selected)?
+                .flatten_from(1)?
+                .to_dtype(DType::F32)?
+                .to_vec2::<f32>()?;
+            for (r, row) in text_rows.into_iter().zip(values) {
+                logits[r as usize] = Some(row);
+            }
         }
-        let out = self.transformer.step(&mut state.main, &input)?;
-        self.out_norm.forward(&out)
+        Ok((out, logits))
     }
 
     /// Starts the depformer for a new frame.
@@ -241,22 +285,50 @@ impl TtsLm {
         prev_token: i64,
         transformer_out: &Tensor,
     ) -> Result<Vec<f32>> {
+        let mut rows = self.depformer_rows(&mut [state], cb, &[prev_token], transformer_out)?;
+        Ok(rows.pop().expect("one row"))
+    }
+
+    /// [`depformer_logits`](Self::depformer_logits) for several sequences at once, all at
+    /// codebook `cb`: row `r` has `states[r]`, `prev_tokens[r]` and main output
+    /// `transformer_out[r]` (`[rows, 1, dim]`).
+    pub fn depformer_rows(
+        &self,
+        states: &mut [&mut LmState],
+        cb: usize,
+        prev_tokens: &[i64],
+        transformer_out: &Tensor,
+    ) -> Result<Vec<Vec<f32>>> {
         let in_index = if self.depformer_in.len() == 1 {
             0
         } else {
             self.cfg.depformer_schedule[cb]
         };
         let x = self.depformer_in[in_index].forward(transformer_out)?;
-        let token_in = if cb == 0 {
-            self.depformer_text_emb.embed(prev_token)?
+        let emb = if cb == 0 {
+            &self.depformer_text_emb
         } else {
-            self.depformer_emb[cb - 1].embed(prev_token)?
+            &self.depformer_emb[cb - 1]
+        };
+        let mut tokens_in = prev_tokens
+            .iter()
+            .map(|&t| emb.embed(t))
+            .collect::<Result<Vec<_>>>()?;
+        let token_in = if tokens_in.len() == 1 {
+            tokens_in.pop().expect("one row")
+        } else {
+            Tensor::cat(&tokens_in, 0)?
         };
         let x = (x + token_in)?;
-        let out = self.depformer.step(&mut state.depformer, &x)?;
+        let mut deps: Vec<&mut TransformerState> =
+            states.iter_mut().map(|s| &mut s.depformer).collect();
+        let out = self.depformer.step_rows(&mut deps, &x)?;
         let logits = self.linears[cb].forward(&out)?;
-        // Read back to the host: the token is sampled there (seeded, as the reference) and the
-        // next codebook's input depends on it, so this wait is one per codebook.
-        logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
+        // Read back to the host: the tokens are sampled there (seeded, as the reference) and the
+        // next codebook's input depends on them, so this wait is one per codebook (for all rows).
+        logits
+            .flatten_from(1)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()
     }
 }

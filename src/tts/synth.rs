@@ -450,7 +450,7 @@ impl TtsModel {
             if !said_anything {
                 return Ok(());
             }
-            let step = generator.step();
+            let step = generator.step(&self.lm);
             self.steps_run.fetch_add(1, Ordering::Relaxed);
             for word in timings.update(&generator.state) {
                 let decoded = decoder.ready().map_err(decoding)?;

@@ -4,8 +4,9 @@
 //!
 //! Both read the published layout: attention projections stacked as `in_proj_weight`
 //! (`[steps * 3 * d, d]`) and `out_proj.weight` (`[steps * d, d]`). Behaviour follows
-//! `StreamingTransformer` / `StreamingMultiheadAttention` of the Python reference, for one
-//! sequence and one step at a time (what generation needs).
+//! `StreamingTransformer` / `StreamingMultiheadAttention` of the Python reference, one step at a
+//! time (what generation needs), for one sequence or for several sharing the step (batched
+//! conversations, and direct CFG's two passes).
 
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::kv_cache::RotatingKvCache;
@@ -284,7 +285,7 @@ impl Transformer {
 
     /// RoPE `cos` and `sin` (`[1, head_dim / 2]`) of one position: a view of the table, or
     /// computed for a position past it.
-    fn rope(&self, step: usize, x: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
+    fn rope_at(&self, step: usize, x: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
         let (Some(max_period), Some((cos, sin))) = (self.cfg.rope_max_period, &self.rope_table)
         else {
             return Ok(None);
@@ -297,10 +298,59 @@ impl Transformer {
         rope_tensors(cos, sin, 1, x.device(), x.dtype()).map(Some)
     }
 
-    /// Runs one step: `xs` is `[1, 1, dim]`.
-    pub fn step(&self, state: &mut TransformerState, xs: &Tensor) -> Result<Tensor> {
-        let set = self.cfg.set_for_step(state.step)?;
-        let rope = self.rope(state.step, xs)?;
+    /// RoPE `cos` and `sin` of each row's position: `[1, head_dim / 2]` for one row, else
+    /// `[rows, 1, head_dim / 2]` (rows of a batch are at positions of their own).
+    fn rope(&self, steps: &[usize], x: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
+        if let [step] = steps {
+            return self.rope_at(*step, x);
+        }
+        let mut rows = Vec::with_capacity(steps.len());
+        for &step in steps {
+            match self.rope_at(step, x)? {
+                Some(row) => rows.push(row),
+                None => return Ok(None),
+            }
+        }
+        let (cos, sin): (Vec<Tensor>, Vec<Tensor>) = rows.into_iter().unzip();
+        Ok(Some((
+            Tensor::cat(&cos, 0)?.unsqueeze(1)?,
+            Tensor::cat(&sin, 0)?.unsqueeze(1)?,
+        )))
+    }
+
+    /// Runs one step of several sequences at once: `xs` is `[rows, 1, dim]`, row `r` that of
+    /// `states[r]`. The weights are read once for all rows (the matrix products take every row);
+    /// attention runs row by row, each with its own cache and position, so that sequences that
+    /// started at different moments share the step. Every row's weight set must be the same
+    /// (the depformer's rows are all at the same codebook).
+    pub fn step_rows(&self, states: &mut [&mut TransformerState], xs: &Tensor) -> Result<Tensor> {
+        let rows = states.len();
+        if rows == 0 || xs.dim(0)? != rows {
+            candle_core::bail!("{} rows for {rows} states", xs.dim(0)?)
+        }
+        let set = self.cfg.set_for_step(states[0].step)?;
+        for state in states.iter() {
+            if self.cfg.set_for_step(state.step)? != set {
+                candle_core::bail!("rows at steps of different weight sets cannot share a step")
+            }
+        }
+        let steps: Vec<usize> = states.iter().map(|s| s.step).collect();
+        let rope = self.rope(&steps, xs)?;
+        // Attention of each row to its own keys; `per_row(r)` gives row r's keys and values.
+        let attend_rows = |q: &Tensor,
+                           per_row: &mut dyn FnMut(usize) -> Result<(Tensor, Tensor)>|
+         -> Result<Tensor> {
+            if rows == 1 {
+                let (k, v) = per_row(0)?;
+                return attend(q, &k, &v);
+            }
+            let mut outs = Vec::with_capacity(rows);
+            for r in 0..rows {
+                let (k, v) = per_row(r)?;
+                outs.push(attend(&q.narrow(0, r, 1)?, &k, &v)?);
+            }
+            Tensor::cat(&outs, 0)
+        };
         let mut x = xs.clone();
         for (i, layer) in self.layers.iter().enumerate() {
             // Self-attention.
@@ -315,8 +365,15 @@ impl Transformer {
                 q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
                 k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
             }
-            let (k, v) = state.caches[i].append(&k, &v)?;
-            let update = sa.out_projs[set].forward(&attend(&q, &k, &v)?)?;
+            let attended = attend_rows(&q, &mut |r| {
+                let (k_r, v_r) = if rows == 1 {
+                    (k.clone(), v.clone())
+                } else {
+                    (k.narrow(0, r, 1)?, v.narrow(0, r, 1)?)
+                };
+                states[r].caches[i].append(&k_r, &v_r)
+            })?;
+            let update = sa.out_projs[set].forward(&attended)?;
             x = match &layer.layer_scale {
                 Some((s1, _)) => (x + update.broadcast_mul(s1)?)?,
                 None => (x + update)?,
@@ -325,8 +382,8 @@ impl Transformer {
             if let Some((norm, ca, scale)) = &layer.cross {
                 let h = norm.forward(&x)?;
                 let q = split_heads(&ca.q_proj.forward(&h)?, ca.num_heads)?;
-                let (k, v) = &state.cross_kv[i];
-                let update = ca.out_proj.forward(&attend(&q, k, v)?)?;
+                let attended = attend_rows(&q, &mut |r| Ok(states[r].cross_kv[i].clone()))?;
+                let update = ca.out_proj.forward(&attended)?;
                 x = match scale {
                     Some(s) => (x + update.broadcast_mul(s)?)?,
                     None => (x + update)?,
@@ -341,7 +398,9 @@ impl Transformer {
                 None => (x + update)?,
             };
         }
-        state.step += 1;
+        for state in states.iter_mut() {
+            state.step += 1;
+        }
         Ok(x)
     }
 }

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use fluent_voice_kyutai::internals::tts::generate::Generator;
+use fluent_voice_kyutai::internals::tts::lm::TtsLm;
 use fluent_voice_kyutai::internals::tts::state_machine::Entry;
 use serde_json::Value;
 
@@ -63,10 +64,10 @@ pub fn entries(record: &Value) -> Vec<Entry> {
 }
 
 /// Steps the generator to its end and returns the audio frames it produced.
-pub fn run_to_end(generator: &mut Generator) -> Vec<Vec<i64>> {
+pub fn run_to_end(lm: &TtsLm, generator: &mut Generator) -> Vec<Vec<i64>> {
     let mut frames = Vec::new();
     while !generator.finished() {
-        if let Some(frame) = generator.step().unwrap() {
+        if let Some(frame) = generator.step(lm).unwrap() {
             frames.push(frame);
         }
     }
