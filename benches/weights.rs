@@ -340,7 +340,8 @@ fn tts(c: &mut Criterion, hub: &str, settings: &[Setting], rows: &mut Vec<Row>) 
     for &setting in settings {
         let t = Instant::now();
         let source = setting.source(&paths.lm_weights, &repo_dir);
-        let model = TtsModel::load_source(&paths, &Device::Cpu, &source).unwrap();
+        let model =
+            TtsModel::load_source(&paths, &Device::Cpu, &source, Default::default()).unwrap();
         drop(source);
         let load_s = t.elapsed().as_secs_f64();
         eprintln!("tts {}: loaded in {load_s:.1} s", setting.name());

@@ -139,12 +139,15 @@ impl KyutaiEngine {
     pub async fn tts_model(&self) -> Result<Arc<TtsModel>> {
         let paths = self.ensure_tts().await?.clone();
         let weights = self.inner.manager.config().tts_weights;
+        let batching = self.inner.manager.config().tts_batching();
         let derived_dir = self.inner.manager.cache().repo_dir(&paths.repo);
         self.load_once(
             &self.inner.tts_model,
             "loading the TTS model",
             weights,
-            move |device, weights| TtsModel::load_weights(&paths, device, weights, &derived_dir),
+            move |device, weights| {
+                TtsModel::load_weights(&paths, device, weights, &derived_dir, batching)
+            },
         )
         .await
     }
@@ -155,7 +158,7 @@ impl KyutaiEngine {
     pub async fn stt_model(&self) -> Result<Arc<SttModel>> {
         let paths = self.ensure_stt().await?.clone();
         let weights = self.inner.manager.config().stt_weights;
-        let batching = self.inner.manager.config().batching();
+        let batching = self.inner.manager.config().stt_batching();
         let derived_dir = self.inner.manager.cache().repo_dir(&paths.repo);
         self.load_once(
             &self.inner.stt_model,
@@ -173,6 +176,15 @@ impl KyutaiEngine {
     pub fn stt_conversations(&self) -> Option<(usize, Option<usize>)> {
         self.inner
             .stt_model
+            .get()
+            .map(|model| model.conversations())
+    }
+
+    /// Text-to-speech conversations running now, and the most that may
+    /// (`KyutaiModelConfig::tts_max_conversations`; `None`: no limit), once the model is loaded.
+    pub fn tts_conversations(&self) -> Option<(usize, Option<usize>)> {
+        self.inner
+            .tts_model
             .get()
             .map(|model| model.conversations())
     }

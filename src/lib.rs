@@ -40,6 +40,7 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 mod codec;
 mod engine;
 mod error;
@@ -92,6 +93,7 @@ pub mod prelude {
 /// changes without notice.
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::batch::Batching;
     pub use crate::codec::{candle_device, load_mimi};
     pub use crate::provider::Provider;
     pub use crate::text::{PieceKind, Tokenizer};

@@ -399,11 +399,20 @@ async fn the_tts_runs_at_q8_and_q4_with_every_large_linear_quantized() {
     let (_hub, cache, paths, voice) = tts().await;
     let repo_dir = cache.path().join(repo_folder_name(support::TTS));
     let reference = speak(
-        &TtsModel::load_weights(&paths, &Device::Cpu, Weights::F32, &repo_dir).unwrap(),
+        &TtsModel::load_weights(
+            &paths,
+            &Device::Cpu,
+            Weights::F32,
+            &repo_dir,
+            Default::default(),
+        )
+        .unwrap(),
         &voice,
     );
     for (setting, scheme) in [(Weights::Q8, Scheme::Q8_0), (Weights::Q4, Scheme::Q4K)] {
-        let model = TtsModel::load_weights(&paths, &Device::Cpu, setting, &repo_dir).unwrap();
+        let model =
+            TtsModel::load_weights(&paths, &Device::Cpu, setting, &repo_dir, Default::default())
+                .unwrap();
         let pcm = speak(&model, &voice);
         assert!(!pcm.is_empty() && pcm.iter().all(|x| x.abs() <= 1.0));
         // Within a few frames of the f32 length (the state machine may end a step apart).

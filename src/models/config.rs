@@ -16,10 +16,18 @@ pub use crate::stt::WhenBusy;
 
 impl KyutaiModelConfig {
     /// The batching of speech-to-text conversations this configuration asks for.
-    pub(crate) fn batching(&self) -> crate::stt::Batching {
-        crate::stt::Batching {
+    pub(crate) fn stt_batching(&self) -> crate::batch::Batching {
+        crate::batch::Batching {
             batch_size: self.batch_size.max(1),
             max_conversations: self.max_conversations,
+        }
+    }
+
+    /// The batching of text-to-speech conversations this configuration asks for.
+    pub(crate) fn tts_batching(&self) -> crate::batch::Batching {
+        crate::batch::Batching {
+            batch_size: self.tts_batch_size.max(1),
+            max_conversations: self.tts_max_conversations,
         }
     }
 }
@@ -285,7 +293,16 @@ pub struct KyutaiModelConfig {
     /// Speech-to-text conversations at once, in all batches (default: no limit); beyond it a
     /// conversation waits or fails, as `when_busy` says.
     pub max_conversations: Option<usize>,
-    /// What a conversation does at `max_conversations`: wait for one to end, or fail.
+    /// Text-to-speech conversations per batched step (default 1). Each conversation is a row of
+    /// the batched matrix products (two with direct CFG), at its own position with its own
+    /// caches, so conversations started at different moments share steps. On a CPU, f32
+    /// products of a few rows cost more than one row, and quantized ones one row per
+    /// conversation, so a batch pays on a GPU or for many f32 streams; a server sets it.
+    pub tts_batch_size: usize,
+    /// Text-to-speech conversations at once, in all batches (default: no limit).
+    pub tts_max_conversations: Option<usize>,
+    /// What a conversation does at `max_conversations` or `tts_max_conversations`: wait for
+    /// one to end, or fail.
     pub when_busy: WhenBusy,
     /// Per-file overrides for the TTS repository: `hf://org/repo/path` or `file:///abs/path`.
     pub tts_files: BTreeMap<ModelFile, String>,
@@ -324,6 +341,8 @@ impl Default for KyutaiModelConfig {
             lock_stale_after: Duration::from_secs(300),
             batch_size: 1,
             max_conversations: None,
+            tts_batch_size: 1,
+            tts_max_conversations: None,
             when_busy: WhenBusy::Wait,
             tts_files: BTreeMap::new(),
             stt_files: BTreeMap::new(),
@@ -477,7 +496,18 @@ impl KyutaiModelConfig {
         self.max_conversations = Some(max.max(1));
         self
     }
-    /// What a conversation does at `max_conversations` (default: wait for one to end).
+    /// How many text-to-speech conversations share one batched step (default 1; at least 1).
+    pub fn tts_batch_size(mut self, slots: usize) -> Self {
+        self.tts_batch_size = slots.max(1);
+        self
+    }
+    /// At most this many text-to-speech conversations at once (default: no limit).
+    pub fn tts_max_conversations(mut self, max: usize) -> Self {
+        self.tts_max_conversations = Some(max.max(1));
+        self
+    }
+    /// What a conversation does at `max_conversations` or `tts_max_conversations` (default:
+    /// wait for one to end).
     pub fn when_busy(mut self, when_busy: WhenBusy) -> Self {
         self.when_busy = when_busy;
         self
@@ -525,6 +555,8 @@ impl fmt::Debug for KyutaiModelConfig {
             .field("lock_stale_after", &self.lock_stale_after)
             .field("batch_size", &self.batch_size)
             .field("max_conversations", &self.max_conversations)
+            .field("tts_batch_size", &self.tts_batch_size)
+            .field("tts_max_conversations", &self.tts_max_conversations)
             .field("when_busy", &self.when_busy)
             .field("tts_files", &self.tts_files)
             .field("stt_files", &self.stt_files)

@@ -14,7 +14,7 @@ mod model;
 mod source;
 mod transcriber;
 
-pub use batch::{Batching, WhenBusy};
+pub use crate::batch::WhenBusy;
 pub use builder::{AudioDuration, BoxEventStream, KyutaiSttBuilder, KyutaiSttConversation};
 pub use config::SttConfig;
 pub use end_of_turn::EndOfTurnSettings;

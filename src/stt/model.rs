@@ -6,9 +6,10 @@ use candle_core::{DType, Device};
 use moshi::lm::LmModel;
 use moshi::mimi::Mimi;
 
-use super::batch::{Batching, SttBatch, SttBatches, WhenBusy};
+use super::batch::SttStepper;
 use super::config::SttConfig;
 use super::transcriber::Transcriber;
+use crate::batch::{Batches, Batching, WhenBusy};
 use crate::error::MoshiError;
 use crate::models::SttModelPaths;
 use crate::text::Tokenizer;
@@ -24,7 +25,7 @@ use crate::weights::{TensorSource, Weights};
 /// example to load the model before the first request; its workings are the crate's own.
 pub struct SttModel {
     /// The batches conversations run in (each a stepping loop; its slots are the batch).
-    batches: SttBatches,
+    batches: Batches<SttStepper>,
     /// Mimi as loaded: each conversation encodes with a copy (weights shared, state its own).
     mimi: Mimi,
     /// The language model's weights, as every batch builds its model from them.
@@ -139,17 +140,20 @@ impl SttModel {
         // weight tensors. The state's Mimi is not used to encode (each conversation has its
         // own); it is there because the state takes one.
         let lm_weights = vb.clone();
-        let new_batch = move |size: usize, freed| -> Result<SttBatch, MoshiError> {
+        let new_batch = move |size: usize| -> Result<SttStepper, MoshiError> {
             let state = LmModel::batched(size, &lm_config, vb.clone())
                 .and_then(|lm| moshi::asr::State::new(size, delay, 0.0, state_mimi.clone(), lm))
                 .map_err(|e| MoshiError::Inference {
                     message: format!("could not start the STT state: {e}"),
                     source: Some(Arc::new(e)),
                 })?;
-            Ok(SttBatch::start(state, batch_device.clone(), freed))
+            Ok(SttStepper {
+                state,
+                device: batch_device.clone(),
+            })
         };
         Ok(SttModel {
-            batches: SttBatches::new(batching, Box::new(new_batch)),
+            batches: Batches::new("speech-to-text", batching, Box::new(new_batch)),
             mimi,
             lm_weights,
             tokenizer: Arc::new(tokenizer),

@@ -8,6 +8,7 @@ use crate::engine::{EngineHandle, KyutaiEngine};
 use crate::error::{MoshiError, Stage};
 use crate::runtime::{blocking, on_tokio};
 
+use super::batch::TtsSlot;
 use super::conditioners::Conditions;
 use super::synth::{SegmentEvent, SynthesisSettings, TtsModel, WordTiming};
 use super::text_stream::LineWords;
@@ -240,8 +241,16 @@ impl KyutaiTtsBuilder {
             text_temp: temperature.unwrap_or(model.lm.cfg.text_temp),
             seed: self.seed.unwrap_or_else(rand::random),
         };
+        // A slot of the model's batches: waiting for one (or failing) as configured, off the
+        // async threads. The conversation holds it until its speech ends or it is dropped.
+        let when_busy = engine.manager().config().when_busy;
+        let slot_model = model.clone();
+        let slot = blocking("waiting for a free slot", move || {
+            slot_model.slot(when_busy)
+        })
+        .await?;
         Ok(KyutaiTtsConversation {
-            stream: stream_speech(model, lines, settings),
+            stream: stream_speech(model, slot, lines, settings),
         })
     }
 }
@@ -367,9 +376,11 @@ const CHANNEL_CHUNKS: usize = 8;
 
 /// Runs synthesis on a dedicated thread (it is CPU-bound and blocking) and streams its chunks.
 /// Lines play in order; long lines are said in segments ([`LineWords`]), each a generation
-/// seeded `seed + its index`. Dropping the stream stops the thread at the next frame.
+/// seeded `seed + its index`, each step in `slot`'s batch. Dropping the stream stops the thread
+/// at the next frame, and frees the slot.
 fn stream_speech(
     model: Arc<TtsModel>,
+    slot: TtsSlot,
     lines: Vec<Line>,
     settings: SynthesisSettings,
 ) -> BoxAudioStream {
@@ -409,7 +420,8 @@ fn stream_speech(
                     let items = words.next_items()?;
                     Some(model.items_entries(items, &mut first_word))
                 };
-                let result = model.synthesize_entries(
+                let result = model.synthesize_in_slot(
+                    &slot,
                     &mut input,
                     &line.conditions,
                     &segment_settings,

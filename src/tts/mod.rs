@@ -9,6 +9,7 @@
 //! predictions into the text stream, [`generate`] runs the steps, [`sampling`] picks tokens,
 //! [`synth`] ties it to the tokenizer and Mimi and streams audio.
 
+mod batch;
 mod builder;
 pub mod conditioners;
 pub mod config;

@@ -3,18 +3,21 @@
 //! `TTSModel.simple_generate` of the reference does it, but frame by frame.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 use moshi::mimi::Mimi;
 use moshi::streaming::{StreamMask, StreamTensor};
 
+use super::batch::{TtsSlot, TtsStepper};
 use super::conditioners::{Conditions, MAX_SPEAKERS};
 use super::config::TtsConfig;
 use super::generate::{GenerationSettings, Generator};
 use super::lm::TtsLm;
 use super::state_machine::{Entry, TokenIds, break_entry, script_to_entries, word_entry};
 use super::text_stream::Item;
+use crate::batch::{Batches, Batching, WhenBusy};
 use crate::error::{MoshiError, Result};
 use crate::models::TtsModelPaths;
 use crate::pipeline::Pipelined;
@@ -38,7 +41,9 @@ pub(crate) fn inference(context: &str, e: candle_core::Error) -> MoshiError {
 /// example to load the model before the first request; its workings are the crate's own.
 pub struct TtsModel {
     #[doc(hidden)]
-    pub lm: TtsLm,
+    pub lm: Arc<TtsLm>,
+    /// The batches that step this model's conversations together.
+    batches: Batches<TtsStepper>,
     #[doc(hidden)]
     pub tokenizer: Tokenizer,
     /// Loaded once; each conversation clones it (tensors are shared) and resets its state.
@@ -67,19 +72,20 @@ pub struct SynthesisSettings {
 impl TtsModel {
     /// Loads the model files of a TTS repository, the language model at the `weights` setting
     /// (see [`crate::weights::lm_source`]; `derived_dir` takes the quantized files of a language
-    /// model outside the cache).
+    /// model outside the cache). Conversations share batched steps as `batching` says.
     #[doc(hidden)]
     pub fn load_weights(
         paths: &TtsModelPaths,
         device: &Device,
         weights: Weights,
         derived_dir: &Path,
+        batching: Batching,
     ) -> Result<TtsModel> {
         // The config first: a bad config.json is reported before gigabytes are read.
         let cfg = Self::config(paths)?;
         let (source, _) =
             crate::weights::lm_source(&paths.lm_weights, weights, device, derived_dir)?;
-        Self::assemble(paths, device, cfg, &source)
+        Self::assemble(paths, device, cfg, &source, batching)
     }
 
     /// Loads the model files of a TTS repository, the language model from `source` (the LM
@@ -89,8 +95,9 @@ impl TtsModel {
         paths: &TtsModelPaths,
         device: &Device,
         source: &crate::weights::TensorSource,
+        batching: Batching,
     ) -> Result<TtsModel> {
-        Self::assemble(paths, device, Self::config(paths)?, source)
+        Self::assemble(paths, device, Self::config(paths)?, source, batching)
     }
 
     fn config(paths: &TtsModelPaths) -> Result<TtsConfig> {
@@ -104,14 +111,15 @@ impl TtsModel {
         device: &Device,
         cfg: TtsConfig,
         source: &crate::weights::TensorSource,
+        batching: Batching,
     ) -> Result<TtsModel> {
         let n_q = cfg.n_q;
-        let lm = TtsLm::new(cfg, source).map_err(|e| {
+        let lm = Arc::new(TtsLm::new(cfg, source).map_err(|e| {
             MoshiError::invalid_file(
                 &paths.lm_weights,
                 format!("the weights do not match config.json: {e}"),
             )
-        })?;
+        })?);
         let tokenizer = Tokenizer::from_file(&paths.tokenizer)?;
         if tokenizer.vocab_size() > lm.cfg.text_card {
             return Err(MoshiError::invalid_file(
@@ -134,8 +142,15 @@ impl TtsModel {
         let frame_rate = mimi.config().frame_rate;
         let sample_rate = mimi.config().sample_rate as u32;
         let delay_steps = lm.cfg.delay_steps(frame_rate);
+        let batch_lm = lm.clone();
+        let new_batch = move |_size: usize| -> Result<TtsStepper> {
+            Ok(TtsStepper {
+                lm: batch_lm.clone(),
+            })
+        };
         Ok(TtsModel {
             lm,
+            batches: Batches::new("text-to-speech", batching, Box::new(new_batch)),
             tokenizer,
             mimi,
             frame_rate,
@@ -156,6 +171,24 @@ impl TtsModel {
     #[doc(hidden)]
     pub fn steps_run(&self) -> u64 {
         self.steps_run.load(Ordering::Relaxed)
+    }
+
+    /// A conversation's place in this model's batched steps, waiting for one (or failing, as
+    /// `when_busy` says) when all are taken; freed when dropped. Blocking.
+    pub(crate) fn slot(&self, when_busy: WhenBusy) -> Result<TtsSlot> {
+        self.batches.acquire(when_busy)
+    }
+
+    /// `(running, limit)`: conversations holding a slot now, and at most (`None`: no limit).
+    pub fn conversations(&self) -> (usize, Option<usize>) {
+        self.batches.conversations()
+    }
+
+    /// `(steps, slot-steps)` run so far; their ratio is the mean number of conversations per
+    /// step.
+    #[doc(hidden)]
+    pub fn step_counters(&self) -> (u64, u64) {
+        self.batches.counters()
     }
 
     /// Whether the model is conditioned on voice embeddings (`speaker_wavs`).
@@ -384,10 +417,25 @@ impl TtsModel {
     /// complete. The model steps only while the words it may need are there (the reference's
     /// streaming rule, [`Generator::ready`]), so the result does not depend on when words
     /// arrive: it is the same as with the whole text at once. `on_event` receives each decoded
-    /// frame's PCM and each word's timing, and returns false to stop early.
+    /// frame's PCM and each word's timing, and returns false to stop early. It takes a slot of
+    /// the model's batches for its steps, waiting for one if all are taken.
     #[doc(hidden)]
     pub fn synthesize_entries(
         &self,
+        input: &mut dyn FnMut() -> Option<Vec<Entry>>,
+        conditions: &Conditions,
+        settings: &SynthesisSettings,
+        on_event: &mut dyn FnMut(SegmentEvent) -> bool,
+    ) -> Result<()> {
+        let slot = self.slot(WhenBusy::Wait)?;
+        self.synthesize_in_slot(&slot, input, conditions, settings, on_event)
+    }
+
+    /// [`synthesize_entries`](Self::synthesize_entries), its steps run in `slot`'s batch with
+    /// the other conversations that have theirs ready.
+    pub(crate) fn synthesize_in_slot(
+        &self,
+        slot: &TtsSlot,
         input: &mut dyn FnMut() -> Option<Vec<Entry>>,
         conditions: &Conditions,
         settings: &SynthesisSettings,
@@ -404,9 +452,10 @@ impl TtsModel {
             final_padding: FINAL_PADDING,
             max_steps: self.max_steps(&[]) + prefix_frames,
         };
-        let mut generator =
+        let mut generator = Box::new(
             Generator::streaming(&self.lm, conditions, self.delay_steps, gen_settings)
-                .map_err(|e| inference("preparing the generation", e))?;
+                .map_err(|e| inference("preparing the generation", e))?,
+        );
         // Nothing to say: no generation at all (as with an empty text given at once).
         let mut said_anything = false;
         let mut input_open = true;
@@ -450,7 +499,8 @@ impl TtsModel {
             if !said_anything {
                 return Ok(());
             }
-            let step = generator.step(&self.lm);
+            let (stepped, frame) = slot.step(generator)?;
+            generator = stepped;
             self.steps_run.fetch_add(1, Ordering::Relaxed);
             for word in timings.update(&generator.state) {
                 let decoded = decoder.ready().map_err(decoding)?;
@@ -458,7 +508,7 @@ impl TtsModel {
                     return Ok(());
                 }
             }
-            let Some(frame) = step.map_err(|e| inference("running the language model", e))? else {
+            let Some(frame) = frame else {
                 continue;
             };
             let index = frames_seen;
