@@ -363,6 +363,8 @@ async fn sixteen_concurrent_streams_each_get_their_solo_audio() {
             .unwrap();
         solo.push(speak(&mut ws, text, Duration::ZERO).await);
     }
+    let model = server.engine.tts_model().await.unwrap();
+    let solo_counters = model.step_counters();
     let mut tasks = Vec::new();
     for (i, text) in texts.iter().cloned().enumerate() {
         let mut ws = server
@@ -383,6 +385,13 @@ async fn sixteen_concurrent_streams_each_get_their_solo_audio() {
     assert_ne!(
         solo[0].0, solo[1].0,
         "different seeds and texts, different audio"
+    );
+    // The streams shared the engine's batched steps: more than one stream per step on average.
+    let (steps, slot_steps) = model.step_counters();
+    let (steps, slot_steps) = (steps - solo_counters.0, slot_steps - solo_counters.1);
+    assert!(
+        slot_steps as f64 / steps as f64 > 1.5,
+        "{slot_steps} stream-steps in {steps} batched steps"
     );
 }
 

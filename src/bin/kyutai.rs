@@ -712,10 +712,7 @@ mod serve {
         config.asr &= !options.no_asr;
         config.tts &= !options.no_tts;
         config.validate()?;
-        // Every stream the ASR endpoint admits gets a slot in the engine's one batched step.
-        models = models
-            .batch_size(config.batch_size)
-            .max_conversations(config.batch_size);
+        models = config.engine_config(models);
 
         if config.lazy {
             log::info!(target: "kyutai::server", "models are loaded on first use (--lazy)");

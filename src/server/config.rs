@@ -144,6 +144,26 @@ impl ServerConfig {
         self
     }
 
+    /// The engine settings this server needs on top of `models`: every stream the ASR
+    /// endpoint admits gets a slot in the engine's one batched STT step, and the TTS streams
+    /// share batched steps the same way (the server's own slots bound how many run).
+    ///
+    /// ```
+    /// use fluent_voice_kyutai::models::KyutaiModelConfig;
+    /// use fluent_voice_kyutai::server::ServerConfig;
+    /// let models = ServerConfig::default().batch_size(4).engine_config(KyutaiModelConfig::default());
+    /// assert_eq!((models.batch_size, models.tts_batch_size), (4, 4));
+    /// ```
+    pub fn engine_config(
+        &self,
+        models: crate::models::KyutaiModelConfig,
+    ) -> crate::models::KyutaiModelConfig {
+        models
+            .batch_size(self.batch_size)
+            .max_conversations(self.batch_size)
+            .tts_batch_size(self.batch_size)
+    }
+
     /// Checks the settings before anything starts.
     pub fn validate(&self) -> Result<(), MoshiError> {
         let bad = |m: &str| Err(MoshiError::InvalidInput(format!("server settings: {m}")));

@@ -95,6 +95,15 @@ impl Server {
                 config.batch_size
             );
         }
+        let engine_tts_batch = engine.manager().config().tts_batch_size;
+        if config.tts && engine_tts_batch < config.batch_size {
+            log::info!(
+                target: "kyutai::server",
+                "the engine's TTS batch ({engine_tts_batch}) is smaller than the server's \
+                 ({}): the TTS streams run in several batched steps",
+                config.batch_size
+            );
+        }
         if !config.lazy {
             if config.asr {
                 engine.stt_model().await?;

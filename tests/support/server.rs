@@ -56,7 +56,8 @@ impl TestServer {
         let hub = TestHub::start();
         publish(&hub);
         let cache = tempfile::tempdir().unwrap();
-        let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
+        // The engine settings `kyutai serve` gives: batched steps of the server's batch size.
+        let engine = KyutaiEngine::with_config(config_.engine_config(config(&hub, cache.path())))
             .await
             .unwrap();
         let server = Server::bind(config_.port(0), engine.clone()).await.unwrap();
