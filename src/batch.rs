@@ -355,10 +355,11 @@ fn run<S: Stepper>(shared: Arc<Shared<S>>, mut stepper: S) {
                 shared.slot_steps.fetch_add(active, Ordering::Relaxed);
                 for (index, stepped) in stepped.iter().enumerate() {
                     // A slot freed (and perhaps taken again) meanwhile gets nothing.
-                    if *stepped && cells[index].taken && !cells[index].reset {
-                        if let Some(output) = per_slot.get_mut(index).and_then(Option::take) {
-                            cells[index].outcome = Some(Ok(output));
-                        }
+                    let output = per_slot.get_mut(index).and_then(Option::take);
+                    if let Some(output) = output.filter(|_| {
+                        *stepped && cells[index].taken && !cells[index].reset
+                    }) {
+                        cells[index].outcome = Some(Ok(output));
                     }
                 }
             }

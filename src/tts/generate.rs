@@ -371,7 +371,9 @@ pub fn step_many(lm: &TtsLm, generations: &mut [&mut Generator]) -> Result<Vec<O
 
     // The depformer, for the generations past the text-audio delay, one codebook at a time.
     let n_q = lm.cfg.n_q;
-    let mut audio: Vec<Vec<i64>> = vec![vec![0; n_q]; generations.len()];
+    // Each audible generation's tokens, one per codebook; the others' stay within their delays
+    // (`finish_step` masks them).
+    let mut audio: Vec<Vec<i64>> = vec![Vec::with_capacity(n_q); generations.len()];
     let audible: Vec<usize> = (0..generations.len())
         .filter(|&g| generations[g].samples_audio())
         .collect();
@@ -424,10 +426,13 @@ pub fn step_many(lm: &TtsLm, generations: &mut [&mut Generator]) -> Result<Vec<O
                 let main = logits.next().expect("a row per generation");
                 let null = rows[g].1.map(|_| logits.next().expect("a null row"));
                 let token = generations[g].take_audio(main, null.as_deref());
-                audio[g][cb] = token;
+                audio[g].push(token);
                 prev[i] = token;
             }
         }
+    }
+    for tokens in &mut audio {
+        tokens.resize(n_q, 0);
     }
     Ok(generations
         .iter_mut()
