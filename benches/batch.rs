@@ -11,13 +11,28 @@
 //! published `kyutai/stt-1b-en_fr-candle` dimensions with random weights (CPU f32, about 5 GB
 //! plus 200 MB of attention cache per conversation, minutes to set up).
 //!
+//! With `KYUTAI_BENCH_HUB` (the real-size, random-weight repos that
+//! `tools/bench/make_real_size.py` builds: the published configs and file layouts), the same
+//! comparison for both models at each weights setting of `KYUTAI_BENCH_WEIGHTS` (default
+//! `f32,q8`), loaded as the library loads them:
+//! * `stt_hub_<setting>`: the STT language model (`asr::State` over the batched `LmModel` on the
+//!   loaded weights);
+//! * `tts_hub_<setting>`: the TTS language model, N generations in one [`step_many`] against N
+//!   [`Generator::step`]s, each past the text-audio delay (so every step runs the depformer's
+//!   32 codebooks), long texts, the default voice.
+//!
 //! `cargo bench --bench batch` (`BATCH_BENCH_MAX=8` to stop at 8 conversations)
 
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
+use criterion::measurement::WallTime;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use fluent_voice_kyutai::internals::models::repo_folder_name;
 use fluent_voice_kyutai::internals::stt::SttConfig;
+use fluent_voice_kyutai::internals::tts::generate::{GenerationSettings, Generator, step_many};
+use fluent_voice_kyutai::models::{KyutaiModelConfig, ProgressMode, Weights};
+use fluent_voice_kyutai::{KyutaiModelManager, SttModel, TtsModel};
 
 /// The language model's config: tiny, or the published 1B.
 fn config() -> (SttConfig, &'static str) {
@@ -81,15 +96,7 @@ fn batched_steps(c: &mut Criterion) {
         candle_nn::VarBuilder::from_varmap(&mimi_map, DType::F32, &Device::Cpu),
     )
     .unwrap();
-    // `BATCH_BENCH_MAX` caps N (memory: each 1B conversation keeps about 200 MB of cache).
-    let max: usize = std::env::var("BATCH_BENCH_MAX")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(16);
-    let sizes: Vec<usize> = [1usize, 2, 4, 8, 16]
-        .into_iter()
-        .filter(|&n| n <= max)
-        .collect();
+    let sizes = sizes();
     let codes = |batch: usize| {
         let tokens: Vec<u32> = (0..batch * config.n_q)
             .map(|i| (i % config.card) as u32)
@@ -118,14 +125,6 @@ fn batched_steps(c: &mut Criterion) {
                 }
             })
         });
-        // A plain timing for the summary (criterion keeps its own figures).
-        let time = |f: &mut dyn FnMut()| {
-            let start = Instant::now();
-            for _ in 0..3 {
-                f();
-            }
-            start.elapsed().as_secs_f64() / 3.0
-        };
         let batched_s = time(&mut || step(&mut batched, &all, &mask));
         let singles_s = time(&mut || {
             for _ in 0..n {
@@ -135,10 +134,37 @@ fn batched_steps(c: &mut Criterion) {
         summary.push((n, batched_s, singles_s));
     }
     group.finish();
-    println!("stt_{name}: N, batched step ms, N single steps ms, ratio, per-stream ms");
-    for (n, batched, singles) in &summary {
+    report(&format!("stt_{name}"), &summary);
+}
+
+/// `BATCH_BENCH_MAX` caps N (memory: each 1B conversation keeps about 200 MB of cache).
+fn sizes() -> Vec<usize> {
+    let max: usize = std::env::var("BATCH_BENCH_MAX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    [1usize, 2, 4, 8, 16]
+        .into_iter()
+        .filter(|&n| n <= max)
+        .collect()
+}
+
+/// Mean seconds of `f` over 3 runs (a plain timing for the summary; criterion keeps its own).
+fn time(f: &mut dyn FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..3 {
+        f();
+    }
+    start.elapsed().as_secs_f64() / 3.0
+}
+
+/// Prints the summary: per N, the batched step against N single steps, and the streams held
+/// in real time (a batched step within 80 ms).
+fn report(name: &str, summary: &[(usize, f64, f64)]) {
+    println!("{name}: N, batched step ms, N single steps ms, ratio, per-stream ms");
+    for (n, batched, singles) in summary {
         println!(
-            "stt_{name}: {n:>2}, {:>8.1}, {:>8.1}, {:.2}, {:.1}",
+            "{name}: {n:>2}, {:>8.1}, {:>8.1}, {:.2}, {:.1}",
             batched * 1e3,
             singles * 1e3,
             batched / singles,
@@ -151,8 +177,175 @@ fn batched_steps(c: &mut Criterion) {
         .map(|(n, _, _)| *n)
         .max()
         .unwrap_or(0);
-    println!("stt_{name}: streams held in real time (batched step <= 80 ms): {held}");
+    println!("{name}: streams held in real time (batched step <= 80 ms): {held}");
 }
 
-criterion_group!(benches, batched_steps);
+fn settings() -> Vec<(String, Weights)> {
+    std::env::var("KYUTAI_BENCH_WEIGHTS")
+        .unwrap_or_else(|_| "f32,q8".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let weights = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+            (s, weights)
+        })
+        .collect()
+}
+
+fn group<'c>(c: &'c mut Criterion, name: &str) -> criterion::BenchmarkGroup<'c, WallTime> {
+    let mut group = c.benchmark_group(name);
+    group.sample_size(10);
+    group.sampling_mode(criterion::SamplingMode::Flat);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(10));
+    group
+}
+
+/// The real-size models of `KYUTAI_BENCH_HUB`, at each weights setting, one loaded at a time.
+fn hub_steps(c: &mut Criterion) {
+    let Ok(hub) = std::env::var("KYUTAI_BENCH_HUB") else {
+        eprintln!("batch: the real-size part skipped (set KYUTAI_BENCH_HUB)");
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let manager = KyutaiModelManager::with_config(
+        KyutaiModelConfig::default()
+            .cache_dir(&hub)
+            .offline(true)
+            .progress(ProgressMode::Quiet),
+    )
+    .unwrap();
+    let models = std::env::var("KYUTAI_BENCH_MODELS").unwrap_or_else(|_| "stt,tts".into());
+    for (name, weights) in settings() {
+        if models.contains("stt") {
+            let paths = rt.block_on(manager.fetch_stt()).unwrap();
+            let dir = std::path::PathBuf::from(&hub).join(repo_folder_name(&paths.repo));
+            let model =
+                SttModel::load_weights(&paths, &Device::Cpu, weights, &dir, Default::default())
+                    .unwrap();
+            stt_hub(c, &model, &format!("stt_hub_{name}"));
+        }
+        if models.contains("tts") {
+            let paths = rt.block_on(manager.fetch_tts()).unwrap();
+            let voice = rt
+                .block_on(
+                    manager.fetch_voice(&paths, "expresso/ex03-ex01_happy_001_channel1_334s.wav"),
+                )
+                .unwrap();
+            let dir = std::path::PathBuf::from(&hub).join(repo_folder_name(&paths.repo));
+            let model =
+                TtsModel::load_weights(&paths, &Device::Cpu, weights, &dir, Default::default())
+                    .unwrap();
+            tts_hub(c, &model, &voice, &format!("tts_hub_{name}"));
+        }
+    }
+}
+
+fn stt_hub(c: &mut Criterion, model: &SttModel, name: &str) {
+    let config = model.config();
+    let state = |n: usize| {
+        let lm = model.lm_batched(n).unwrap();
+        moshi::asr::State::new(n, config.delay_steps(), 0.0, model.mimi().clone(), lm).unwrap()
+    };
+    let codes = |batch: usize| {
+        let tokens: Vec<u32> = (0..batch * config.n_q)
+            .map(|i| (i % config.card) as u32)
+            .collect();
+        Tensor::from_vec(tokens, (batch, config.n_q, 1), &Device::Cpu).unwrap()
+    };
+    let mut group = group(c, name);
+    let mut single = state(1);
+    let one = codes(1);
+    let one_mask = moshi::StreamMask::new(vec![true], &Device::Cpu).unwrap();
+    let mut summary = Vec::new();
+    for n in sizes() {
+        let mut batched = state(n);
+        let all = codes(n);
+        let mask = moshi::StreamMask::new(vec![true; n], &Device::Cpu).unwrap();
+        group.bench_with_input(BenchmarkId::new("batched_step", n), &n, |b, _| {
+            b.iter(|| step(&mut batched, &all, &mask))
+        });
+        group.bench_with_input(BenchmarkId::new("single_steps", n), &n, |b, &n| {
+            b.iter(|| {
+                for _ in 0..n {
+                    step(&mut single, &one, &one_mask);
+                }
+            })
+        });
+        let batched_s = time(&mut || step(&mut batched, &all, &mask));
+        let singles_s = time(&mut || {
+            for _ in 0..n {
+                step(&mut single, &one, &one_mask);
+            }
+        });
+        summary.push((n, batched_s, singles_s));
+    }
+    group.finish();
+    report(name, &summary);
+}
+
+fn tts_hub(c: &mut Criterion, model: &TtsModel, voice: &std::path::Path, name: &str) {
+    let voice = model.load_voice(voice).unwrap();
+    let conditions = model.conditions(Some(&voice), 2.0).unwrap();
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(200);
+    let settings = GenerationSettings {
+        temp: 0.6,
+        text_temp: 0.6,
+        top_k: model.lm.cfg.top_k,
+        top_k_text: model.lm.cfg.top_k_text,
+        seed: 1,
+        final_padding: 4,
+        max_steps: usize::MAX,
+    };
+    // Generations past the text-audio delay, stepped together to get there.
+    let generations = |n: usize| {
+        let mut generations: Vec<Generator> = (0..n)
+            .map(|i| {
+                let settings = GenerationSettings {
+                    seed: i as u64,
+                    ..settings
+                };
+                Generator::new(
+                    &model.lm,
+                    model.entries(&text),
+                    &conditions,
+                    model.delay_steps,
+                    settings,
+                )
+                .unwrap()
+            })
+            .collect();
+        for _ in 0..model.delay_steps + 1 {
+            step_many(&model.lm, &mut generations.iter_mut().collect::<Vec<_>>()).unwrap();
+        }
+        generations
+    };
+    let mut group = group(c, name);
+    let mut summary = Vec::new();
+    for n in sizes() {
+        let mut batched = generations(n);
+        let mut singles = generations(n);
+        let mut batched_step = || {
+            let mut rows: Vec<&mut Generator> = batched.iter_mut().collect();
+            std::hint::black_box(step_many(&model.lm, &mut rows).unwrap());
+        };
+        let mut single_steps = || {
+            for generation in &mut singles {
+                std::hint::black_box(generation.step(&model.lm).unwrap());
+            }
+        };
+        group.bench_with_input(BenchmarkId::new("batched_step", n), &n, |b, _| {
+            b.iter(&mut batched_step)
+        });
+        group.bench_with_input(BenchmarkId::new("single_steps", n), &n, |b, _| {
+            b.iter(&mut single_steps)
+        });
+        summary.push((n, time(&mut batched_step), time(&mut single_steps)));
+    }
+    group.finish();
+    report(name, &summary);
+}
+
+criterion_group!(benches, batched_steps, hub_steps);
 criterion_main!(benches);

@@ -356,9 +356,9 @@ fn run<S: Stepper>(shared: Arc<Shared<S>>, mut stepper: S) {
                 for (index, stepped) in stepped.iter().enumerate() {
                     // A slot freed (and perhaps taken again) meanwhile gets nothing.
                     let output = per_slot.get_mut(index).and_then(Option::take);
-                    if let Some(output) = output.filter(|_| {
-                        *stepped && cells[index].taken && !cells[index].reset
-                    }) {
+                    if let Some(output) =
+                        output.filter(|_| *stepped && cells[index].taken && !cells[index].reset)
+                    {
                         cells[index].outcome = Some(Ok(output));
                     }
                 }

@@ -212,6 +212,18 @@ impl SttModel {
         })
     }
 
+    /// A language model of `batch` streams on this model's weights, apart from the batches (for
+    /// benchmarks that step a batch themselves).
+    #[doc(hidden)]
+    pub fn lm_batched(&self, batch: usize) -> Result<LmModel, MoshiError> {
+        LmModel::batched(batch, &self.config.lm_config(), self.lm_weights.clone()).map_err(|e| {
+            MoshiError::Inference {
+                message: format!("could not build the language model: {e}"),
+                source: Some(Arc::new(e)),
+            }
+        })
+    }
+
     /// The Mimi codec (clone it to run it: the clone has its own state and shares the weights).
     #[doc(hidden)]
     pub fn mimi(&self) -> &Mimi {

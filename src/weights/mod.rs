@@ -17,6 +17,7 @@
 pub mod dense;
 pub mod derived;
 pub mod quantize;
+pub mod rows_matmul;
 pub mod source;
 
 use candle_core::quantized::GgmlDType;

@@ -30,10 +30,10 @@ impl Linear {
 }
 
 /// Inputs of more rows than this go through a dense product with the weight dequantized for
-/// the call. candle's quantized CPU product handles one row at a time (right for a generation
-/// step, one row); a matrix product over hundreds of rows (the TTS cross-attention keys and
-/// values of a voice, 625 rows, once per conversation) is many times faster dense.
-const MAX_QUANTIZED_ROWS: usize = 8;
+/// the call. The quantized CPU products compute row by row (right for a generation step: one
+/// row per conversation); a matrix product over hundreds of rows (the TTS cross-attention keys
+/// and values of a voice, 625 rows, once per conversation) is many times faster dense.
+const MAX_QUANTIZED_ROWS: usize = 64;
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
@@ -49,6 +49,14 @@ impl Module for Linear {
                 if xs.elem_count() / xs.dim(D::Minus1)? > MAX_QUANTIZED_ROWS =>
             {
                 candle_nn::Linear::new(q.dequantize(xs.device())?, None).forward(xs)
+            }
+            // Several rows (a batched step): each weight read once for all of them, with
+            // candle's own dot products (see [`super::rows_matmul`]).
+            Linear::Quantized(QMatMul::QTensor(q)) if xs.elem_count() / xs.dim(D::Minus1)? > 1 => {
+                match super::rows_matmul::forward(q, xs)? {
+                    Some(out) => Ok(out),
+                    None => QMatMul::QTensor(q.clone()).forward(xs),
+                }
             }
             Linear::Quantized(q) => q.forward(xs),
         }
