@@ -59,6 +59,11 @@ struct Heard {
 /// Streams `samples` in chunks of `chunk`, then a marker, then 80 ms frames of silence until
 /// the marker comes back; returns what came before it. Checks the message order on the way.
 async fn stream(ws: Ws, samples: &[f32], chunk: usize) -> Heard {
+    stream_messages(ws, samples.chunks(chunk).map(audio).collect()).await
+}
+
+/// [`stream`] with the audio sent as `messages`.
+async fn stream_messages(ws: Ws, messages: Vec<Message>) -> Heard {
     let (mut tx, mut rx) = ws.split();
     use futures::SinkExt;
     let ready = rx.next().await.unwrap().unwrap();
@@ -110,8 +115,8 @@ async fn stream(ws: Ws, samples: &[f32], chunk: usize) -> Heard {
         }
         panic!("the socket closed before the marker came back");
     });
-    for piece in samples.chunks(chunk) {
-        tx.send(audio(piece)).await.unwrap();
+    for message in messages {
+        tx.send(message).await.unwrap();
     }
     tx.send(marker(7)).await.unwrap();
     let silence = vec![0.0f32; 1920];
@@ -360,11 +365,19 @@ async fn bad_input_gets_an_error_and_a_close_and_harms_no_other_stream() {
             "not a finite number",
             1008,
         ),
+        #[cfg(not(feature = "opus"))]
         (
-            "opus input",
+            "opus input without the opus feature",
             msgpack(json!({"type": "OggOpus", "data": [1, 2]})),
             "OggOpus",
             1003,
+        ),
+        #[cfg(feature = "opus")]
+        (
+            "opus input that is not Ogg",
+            msgpack(json!({"type": "OggOpus", "data": vec![7; 64]})),
+            "not an Ogg stream",
+            1008,
         ),
         ("oversize", audio(&huge), "limit", 1009),
     ];
@@ -387,8 +400,11 @@ async fn bad_input_gets_an_error_and_a_close_and_harms_no_other_stream() {
     assert!(!heard.words.is_empty());
     server.wait_slots(PATH, 0).await;
     let (_, metrics) = server.get("/metrics").await;
+    let bad_inputs = if cfg!(feature = "opus") { 7 } else { 6 };
     assert!(
-        metrics.contains("kyutai_errors_total{endpoint=\"asr\",kind=\"bad_input\"} 6"),
+        metrics.contains(&format!(
+            "kyutai_errors_total{{endpoint=\"asr\",kind=\"bad_input\"}} {bad_inputs}"
+        )),
         "{metrics}"
     );
 }
@@ -605,4 +621,55 @@ async fn a_stream_behind_real_time_is_reported_not_dropped() {
         );
         server.shutdown().await;
     }
+}
+
+/// With the `opus` feature (CI runs it): `OggOpus` input, an Ogg/Opus stream sent in pieces
+/// of any size (as moshi-server takes it, Python's `bytes`), gives the words of the same audio
+/// decoded and sent as `Audio`.
+#[cfg(feature = "opus")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ogg_opus_input_gives_the_words_of_its_decoded_audio() {
+    let server = server(ServerConfig::default()).await;
+    let speech = padded(&speech(), 0.5);
+    // Encode: OpusHead and OpusTags pages, then a page per 40 ms packet.
+    let mut encoder =
+        opus::Encoder::new(24_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    let mut pages = ogg::PacketWriter::new(Vec::new());
+    let end = ogg::PacketWriteEndInfo::EndPage;
+    let mut head = b"OpusHead".to_vec();
+    head.extend([1, 1, 0, 0, 0xc0, 0x5d, 0, 0, 0, 0, 0]);
+    pages.write_packet(head, 1, end, 0).unwrap();
+    let tags = [b"OpusTags".as_slice(), &[0; 8]].concat();
+    pages.write_packet(tags, 1, end, 0).unwrap();
+    let mut decoder = opus::Decoder::new(24_000, opus::Channels::Mono).unwrap();
+    let mut decoded = Vec::new();
+    let mut packet = vec![0u8; 4000];
+    for (i, frame) in speech.chunks_exact(960).enumerate() {
+        let size = encoder.encode_float(frame, &mut packet).unwrap();
+        pages
+            .write_packet(packet[..size].to_vec(), 1, end, (i as u64 + 1) * 1920)
+            .unwrap();
+        let mut pcm = vec![0f32; 960];
+        let n = decoder
+            .decode_float(&packet[..size], &mut pcm, false)
+            .unwrap();
+        decoded.extend_from_slice(&pcm[..n]);
+    }
+    let stream_bytes = pages.into_inner();
+    let messages: Vec<Message> = stream_bytes
+        .chunks(333)
+        .map(|piece| {
+            // {"type": "OggOpus", "data": <bin 16>}, as msgpack-python packs `bytes`.
+            let mut message = b"\x82\xa4type\xa7OggOpus\xa4data\xc5".to_vec();
+            message.extend((piece.len() as u16).to_be_bytes());
+            message.extend(piece);
+            Message::binary(message)
+        })
+        .collect();
+    let ws = server.connect(PATH, Some(KEY)).await.unwrap();
+    let from_opus = stream_messages(ws, messages).await;
+    let ws = server.connect(PATH, Some(KEY)).await.unwrap();
+    let from_pcm = stream(ws, &decoded, 1920).await;
+    assert!(!from_pcm.words.is_empty());
+    assert_eq!(from_opus, from_pcm);
 }

@@ -77,6 +77,9 @@ struct Stream<'a> {
     settled_ms: Option<u64>,
     last_step: Option<Instant>,
     behind: bool,
+    /// The decoder of `OggOpus` input, from the first such message on.
+    #[cfg(feature = "opus")]
+    opus: Option<super::ogg_opus::OggOpusDecoder>,
 }
 
 impl<'a> Stream<'a> {
@@ -89,6 +92,8 @@ impl<'a> Stream<'a> {
             settled_ms: None,
             last_step: None,
             behind: false,
+            #[cfg(feature = "opus")]
+            opus: None,
         }
     }
 
@@ -191,12 +196,7 @@ impl<'a> Stream<'a> {
                         pcm[i]
                     )));
                 }
-                if !pcm.is_empty() {
-                    self.received += pcm.len() as u64;
-                    audio
-                        .send(pcm)
-                        .map_err(|_| End::Failed("the transcription stopped".into()))?;
-                }
+                self.hear(pcm, audio)?;
             }
             AsrIn::Marker { id } => {
                 // As moshi-server: the marker comes back once the whole frames received before
@@ -205,15 +205,41 @@ impl<'a> Stream<'a> {
                 self.markers.push_back((at_ms, id));
                 self.echo_markers(conn).await?;
             }
+            // As moshi-server: the bytes of an Ogg/Opus stream, in pieces of any size, decoded
+            // to 24 kHz as the pages complete.
+            #[cfg(feature = "opus")]
+            AsrIn::OggOpus { data } => {
+                let decoder = match &mut self.opus {
+                    Some(decoder) => decoder,
+                    None => self.opus.insert(
+                        super::ogg_opus::OggOpusDecoder::new()
+                            .map_err(|e| End::Failed(e.to_string()))?,
+                    ),
+                };
+                let pcm = decoder.push(&data).map_err(End::bad)?;
+                self.hear(pcm, audio)?;
+            }
+            #[cfg(not(feature = "opus"))]
             AsrIn::OggOpus { .. } => {
                 return Err(End::Refused(
                     code::UNSUPPORTED,
-                    "OggOpus input is not supported by this server: send Audio messages (24 kHz \
-                     float samples)"
+                    "OggOpus input is not available in this server (built without the `opus` \
+                     feature, which links libopus): send Audio messages (24 kHz float samples)"
                         .into(),
                     "unsupported",
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Passes received samples on to the transcription.
+    fn hear(&mut self, pcm: Vec<f32>, audio: &mpsc::UnboundedSender<Vec<f32>>) -> Result<(), End> {
+        if !pcm.is_empty() {
+            self.received += pcm.len() as u64;
+            audio
+                .send(pcm)
+                .map_err(|_| End::Failed("the transcription stopped".into()))?;
         }
         Ok(())
     }

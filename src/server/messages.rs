@@ -22,9 +22,11 @@ pub(crate) enum AsrIn {
         /// Samples in `[-1, 1]`.
         pcm: Vec<f32>,
     },
-    /// Ogg/Opus input, which this server does not decode.
+    /// Ogg/Opus input: the bytes of an Ogg stream of Opus packets, in pieces of any size
+    /// (decoded with the `opus` feature; refused without it).
     OggOpus {
-        /// The Ogg pages.
+        /// The Ogg bytes.
+        #[serde(deserialize_with = "bytes_or_seq")]
         data: Vec<u8>,
     },
 }
@@ -132,6 +134,32 @@ pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Strin
     rmp_serde::from_slice(bytes).map_err(|e| format!("invalid message: {e}"))
 }
 
+/// Bytes as MessagePack `bin` (what Python's `msgpack` writes for `bytes`) or as an array of
+/// integers (what a `Vec<u8>` serializes to, as moshi-server reads it).
+fn bytes_or_seq<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+    struct Bytes;
+    impl<'de> serde::de::Visitor<'de> for Bytes {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("bytes, or an array of integers from 0 to 255")
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(byte) = seq.next_element::<u8>()? {
+                out.push(byte);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_any(Bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +196,14 @@ mod tests {
         assert!(decode::<TtsIn>(b"\x81\xa4type\xa4Nope").is_err());
         assert!(decode::<AsrIn>(b"\x82\xa4type\xa6Marker\xa2id\xa1x").is_err());
         assert!(decode::<AsrIn>(b"\xc1").is_err());
+        // OggOpus data as Python's msgpack packs `bytes` (bin 8), and as an array of integers
+        // (a Rust `Vec<u8>` through rmp-serde, moshi-server's own encoding).
+        let ogg = AsrIn::OggOpus {
+            data: vec![b'O', 1],
+        };
+        let python = b"\x82\xa4type\xa7OggOpus\xa4data\xc4\x02O\x01";
+        assert_eq!(decode::<AsrIn>(python).unwrap(), ogg);
+        assert_eq!(decode::<AsrIn>(&encode(&ogg)).unwrap(), ogg);
+        assert!(decode::<AsrIn>(b"\x82\xa4type\xa7OggOpus\xa4data\xa1x").is_err());
     }
 }

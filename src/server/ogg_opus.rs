@@ -6,6 +6,10 @@
 //!
 //! Opus itself comes from libopus through the `opus` crate, the pages from the `ogg` crate; this
 //! module only lays out the two header packets and feeds the encoder whole frames.
+//!
+//! The ASR route's `OggOpus` input goes the other way ([`OggOpusDecoder`], as moshi-server's
+//! `kaudio::ogg_opus::Decoder`): Ogg bytes in pieces of any size, each completed page's Opus
+//! packets decoded at 24 kHz mono, the two header packets skipped.
 
 use ogg::{PacketWriteEndInfo, PacketWriter};
 
@@ -93,6 +97,71 @@ impl OggOpusEncoder {
     }
 }
 
+/// An Ogg/Opus stream being read, for the ASR route's `OggOpus` messages.
+pub(crate) struct OggOpusDecoder {
+    /// Bytes of a page not yet complete.
+    pending: Vec<u8>,
+    packets: ogg::reading::BasePacketReader,
+    decoder: opus::Decoder,
+    /// Room for the longest Opus packet: 120 ms at 24 kHz.
+    pcm: Vec<f32>,
+}
+
+/// The fixed part of an Ogg page header.
+const PAGE_HEADER: usize = 27;
+
+impl OggOpusDecoder {
+    pub(crate) fn new() -> Result<OggOpusDecoder, String> {
+        Ok(OggOpusDecoder {
+            pending: Vec::new(),
+            packets: ogg::reading::BasePacketReader::new(),
+            decoder: opus::Decoder::new(SAMPLE_RATE as u32, opus::Channels::Mono)
+                .map_err(|e| format!("could not start the Opus decoder: {e}"))?,
+            pcm: vec![0.0; 2880],
+        })
+    }
+
+    /// The samples (24 kHz mono) of the packets that `bytes` completes; the rest of a page
+    /// waits for the next call. Bytes that are not an Ogg/Opus stream are an error.
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<Vec<f32>, String> {
+        use ogg::reading::PageParser;
+        self.pending.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while self.pending.len() >= PAGE_HEADER {
+            let header: [u8; PAGE_HEADER] = self.pending[..PAGE_HEADER]
+                .try_into()
+                .expect("a whole header");
+            let bad = |e: ogg::OggReadError| format!("not an Ogg stream: {e}");
+            let (mut parser, segments) = PageParser::new(header).map_err(bad)?;
+            if self.pending.len() < PAGE_HEADER + segments {
+                break;
+            }
+            let body =
+                parser.parse_segments(self.pending[PAGE_HEADER..PAGE_HEADER + segments].to_vec());
+            let end = PAGE_HEADER + segments + body;
+            if self.pending.len() < end {
+                break;
+            }
+            let page = parser
+                .parse_packet_data(self.pending[PAGE_HEADER + segments..end].to_vec())
+                .map_err(bad)?;
+            self.pending.drain(..end);
+            self.packets.push_page(page).map_err(bad)?;
+            while let Some(packet) = self.packets.read_packet() {
+                if packet.data.starts_with(b"OpusHead") || packet.data.starts_with(b"OpusTags") {
+                    continue;
+                }
+                let samples = self
+                    .decoder
+                    .decode_float(&packet.data, &mut self.pcm, false)
+                    .map_err(|e| format!("not an Opus packet: {e}"))?;
+                out.extend_from_slice(&self.pcm[..samples]);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The identification header (RFC 7845, section 5.1), with moshi-server's values: version 1,
 /// one channel, a pre-skip of 3840 samples, 48 kHz input rate, no gain, mapping family 0.
 fn opus_head() -> Vec<u8> {
@@ -119,6 +188,31 @@ fn opus_tags() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_decoder_reads_our_pages_in_pieces_of_any_size() {
+        let mut encoder = OggOpusEncoder::new().unwrap();
+        let tone: Vec<f32> = (0..FRAME * 10)
+            .map(|i| 0.3 * (i as f32 * 440.0 * std::f32::consts::TAU / 24_000.0).sin())
+            .collect();
+        let stream = [encoder.header().to_vec(), encoder.encode(&tone).unwrap()].concat();
+        // Whole, and in pieces of 7 bytes: the same samples, one per encoded sample.
+        let whole = OggOpusDecoder::new().unwrap().push(&stream).unwrap();
+        assert_eq!(whole.len(), tone.len());
+        let mut decoder = OggOpusDecoder::new().unwrap();
+        let pieces: Vec<f32> = stream
+            .chunks(7)
+            .flat_map(|piece| decoder.push(piece).unwrap())
+            .collect();
+        assert_eq!(pieces, whole);
+        // The tone comes back (after Opus's delay of a few ms).
+        let energy = |x: &[f32]| x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+        let tail = &whole[FRAME * 2..];
+        assert!((energy(tail) - 0.045).abs() < 0.01, "{}", energy(tail));
+        // Not Ogg: a clear error.
+        let error = OggOpusDecoder::new().unwrap().push(&[0u8; 64]).unwrap_err();
+        assert!(error.contains("not an Ogg stream"), "{error}");
+    }
 
     #[test]
     fn the_header_is_two_pages_with_moshi_servers_values() {
