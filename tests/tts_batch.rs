@@ -14,7 +14,7 @@ use std::time::Duration;
 use fluent_voice_kyutai::internals::tts::generate::{
     GenerationSettings, Generator, TextStep, step_many,
 };
-use fluent_voice_kyutai::models::WhenBusy;
+use fluent_voice_kyutai::models::{Weights, WhenBusy};
 use fluent_voice_kyutai::voice::{
     AudioChunk, Speaker, TtsConversation, TtsConversationBuilder, VoiceError,
 };
@@ -263,9 +263,16 @@ async fn a_full_batch_waits_or_fails_and_a_dropped_conversation_frees_its_slot()
 /// The batched step itself, on the direct-CFG model (two rows per guided generation): a
 /// guided and an unguided generation, and one started later (so that some rows are still within
 /// the text-audio delay while others sample audio), stepped together, each give the text tokens
-/// and frames of their solo run.
+/// and frames of their solo run; with f32 weights, and with q8 ones (the quantized product of
+/// several rows, `weights::rows_matmul`).
 #[tokio::test]
 async fn step_many_gives_each_generation_its_solo_tokens() {
+    for weights in [Weights::F32, Weights::Q8] {
+        step_many_matches_solo(weights).await;
+    }
+}
+
+async fn step_many_matches_solo(weights: Weights) {
     let hub = TestHub::start();
     publish(&hub, TTS, "main", &tiny::tts_repo_direct_cfg());
     publish(
@@ -275,7 +282,7 @@ async fn step_many_gives_each_generation_its_solo_tokens() {
         &tiny::voices_repo(tiny::TTS_SPEAKER_DIM),
     );
     let cache = tempfile::tempdir().unwrap();
-    let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
+    let engine = KyutaiEngine::with_config(config(&hub, cache.path()).tts_weights(weights))
         .await
         .unwrap();
     let model = engine.tts_model().await.unwrap();
@@ -360,7 +367,13 @@ async fn step_many_gives_each_generation_its_solo_tokens() {
     }
     for (i, (text_log, solo_frames)) in solo.iter().enumerate() {
         let generator = generators[i].as_ref().unwrap();
-        assert_eq!(&generator.text_log, text_log, "generation {i}: text tokens");
-        assert_eq!(&frames[i], solo_frames, "generation {i}: frames");
+        assert_eq!(
+            &generator.text_log, text_log,
+            "{weights:?}, generation {i}: text tokens"
+        );
+        assert_eq!(
+            &frames[i], solo_frames,
+            "{weights:?}, generation {i}: frames"
+        );
     }
 }

@@ -42,6 +42,27 @@ class Mutation:
 
 MUTATIONS = [
     Mutation(
+        "batched TTS rows all at the first row's position (RoPE)",
+        "src/tts/transformer.rs",
+        "let steps: Vec<usize> = states.iter().map(|s| s.step).collect();",
+        "let steps: Vec<usize> = states.iter().map(|_| states[0].step).collect();",
+        ["tts_batch"],
+    ),
+    Mutation(
+        "batched depformer rows all fed the first generation's previous token",
+        "src/tts/generate.rs",
+        ".flat_map(|(&g, &p)| std::iter::once(p).chain(rows[g].1.map(|_| p)))",
+        ".flat_map(|(&g, _)| std::iter::once(prev[0]).chain(rows[g].1.map(|_| prev[0])))",
+        ["tts_batch"],
+    ),
+    Mutation(
+        "quantized batched product: every row dotted with the first input row",
+        "src/weights/rows_matmul.rs",
+        "for (value, row) in out.iter_mut().zip(lhs_b.chunks(k_blocks)) {",
+        "for (value, row) in out.iter_mut().zip(std::iter::repeat(&lhs_b[..k_blocks])) {",
+        ["tts_batch"],
+    ),
+    Mutation(
         "drop the TTS voice prefix (audio-prefix models, through the builder)",
         "src/tts/builder.rs",
         "conditions.audio_prefix = Some(prefix);",
@@ -51,8 +72,8 @@ MUTATIONS = [
     Mutation(
         "CFG 1.0 instead of the coefficient (direct, two-pass CFG)",
         "src/tts/generate.rs",
-        "guide(&mut logits, &null, *coef);",
-        "guide(&mut logits, &null, 1.0);",
+        "guide(&mut logits, null, *coef);",
+        "guide(&mut logits, null, 1.0);",
         ["tts_cfg"],
     ),
     Mutation(
