@@ -9,7 +9,11 @@
 //!
 //! The tiny model by default (fast, for the shape of the curve); `BATCH_BENCH_1B=1` uses the
 //! published `kyutai/stt-1b-en_fr-candle` dimensions with random weights (CPU f32, about 5 GB
-//! plus 200 MB of attention cache per conversation, minutes to set up).
+//! plus 200 MB of attention cache per conversation, minutes to set up), and also measures the
+//! TTS language model of the published `kyutai/tts-1.6b-en_fr` dimensions, random weights built
+//! in the bench (`tts_1_6b`: N generations in one [`step_many`] against N [`Generator::step`]s).
+//! Both run where `KYUTAI_BENCH_DEVICE` / `KYUTAI_BENCH_DTYPE` say (`benches/support/device.rs`:
+//! the CPU in f32 by default; `cuda` and `bf16` on a GPU).
 //!
 //! With `KYUTAI_BENCH_HUB` (the real-size, random-weight repos that
 //! `tools/bench/make_real_size.py` builds: the published configs and file layouts), the same
@@ -28,9 +32,20 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, Tensor};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+#[path = "support/device.rs"]
+mod device;
+#[path = "support/tts_real_size.rs"]
+mod tts_real_size;
+
+use device::{Recording, bench_target};
 use fluent_voice_kyutai::internals::models::repo_folder_name;
 use fluent_voice_kyutai::internals::stt::SttConfig;
+use fluent_voice_kyutai::internals::tts::TtsConfig;
+use fluent_voice_kyutai::internals::tts::conditioners::Conditions;
 use fluent_voice_kyutai::internals::tts::generate::{GenerationSettings, Generator, step_many};
+use fluent_voice_kyutai::internals::tts::lm::TtsLm;
+use fluent_voice_kyutai::internals::tts::state_machine::Entry;
+use fluent_voice_kyutai::internals::weights::TensorSource;
 use fluent_voice_kyutai::models::{KyutaiModelConfig, ProgressMode, Weights};
 use fluent_voice_kyutai::{KyutaiModelManager, SttModel, TtsModel};
 
@@ -57,15 +72,15 @@ fn config() -> (SttConfig, &'static str) {
     )
 }
 
-/// An `asr::State` of `batch` items over a batched LM whose weights come from `varmap` (the same
+/// An `asr::State` of `batch` items over a batched LM whose weights come from `vb` (the same
 /// tensors for every batch size).
 fn state(
     config: &SttConfig,
-    varmap: &candle_nn::VarMap,
+    vb: &candle_nn::VarBuilder<'static>,
     mimi: &moshi::mimi::Mimi,
     batch: usize,
 ) -> moshi::asr::State {
-    let vb = candle_nn::VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu);
+    let vb = vb.clone();
     let lm = moshi::lm::LmModel::batched(
         batch,
         &config.lm_config(),
@@ -83,7 +98,10 @@ fn step(state: &mut moshi::asr::State, codes: &Tensor, mask: &moshi::StreamMask)
 
 fn batched_steps(c: &mut Criterion) {
     let (config, name) = config();
-    let varmap = candle_nn::VarMap::new();
+    let (device, dtype, target) = bench_target();
+    eprintln!("batch: on {target}");
+    let weights = Recording::default();
+    let vb = candle_nn::VarBuilder::from_backend(Box::new(weights), dtype, device.clone());
     let mimi_map = candle_nn::VarMap::new();
     let mut mimi_config = moshi::mimi::Config::v0_1(Some(config.n_q));
     if name == "tiny" {
@@ -93,7 +111,7 @@ fn batched_steps(c: &mut Criterion) {
     }
     let mimi = moshi::mimi::Mimi::new(
         mimi_config,
-        candle_nn::VarBuilder::from_varmap(&mimi_map, DType::F32, &Device::Cpu),
+        candle_nn::VarBuilder::from_varmap(&mimi_map, DType::F32, &device),
     )
     .unwrap();
     let sizes = sizes();
@@ -101,20 +119,20 @@ fn batched_steps(c: &mut Criterion) {
         let tokens: Vec<u32> = (0..batch * config.n_q)
             .map(|i| (i % config.card) as u32)
             .collect();
-        Tensor::from_vec(tokens, (batch, config.n_q, 1), &Device::Cpu).unwrap()
+        Tensor::from_vec(tokens, (batch, config.n_q, 1), &device).unwrap()
     };
     let mut group = c.benchmark_group(format!("stt_{name}"));
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(if name == "tiny" { 3 } else { 20 }));
-    let mut single = state(&config, &varmap, &mimi, 1);
+    let mut single = state(&config, &vb, &mimi, 1);
     let one = codes(1);
-    let one_mask = moshi::StreamMask::new(vec![true], &Device::Cpu).unwrap();
+    let one_mask = moshi::StreamMask::new(vec![true], &device).unwrap();
     let mut summary = Vec::new();
     for &n in &sizes {
-        let mut batched = state(&config, &varmap, &mimi, n);
+        let mut batched = state(&config, &vb, &mimi, n);
         let all = codes(n);
-        let mask = moshi::StreamMask::new(vec![true; n], &Device::Cpu).unwrap();
+        let mask = moshi::StreamMask::new(vec![true; n], &device).unwrap();
         group.bench_with_input(BenchmarkId::new("batched_step", n), &n, |b, _| {
             b.iter(|| step(&mut batched, &all, &mask))
         });
@@ -137,13 +155,45 @@ fn batched_steps(c: &mut Criterion) {
     report(&format!("stt_{name}"), &summary);
 }
 
+/// The TTS language model of the published dimensions, random weights built here, on the bench
+/// device (with `BATCH_BENCH_1B`).
+fn tts_random_steps(c: &mut Criterion) {
+    if std::env::var_os("BATCH_BENCH_1B").is_none() {
+        return;
+    }
+    let (device, dtype, target) = bench_target();
+    let cfg =
+        TtsConfig::from_json(tts_real_size::published_config().to_string().as_bytes()).unwrap();
+    let vb = candle_nn::VarBuilder::from_backend(Box::new(device::Random), dtype, device.clone());
+    let lm = TtsLm::new(cfg, &TensorSource::dense(vb)).unwrap();
+    let mut conditions = Conditions::default();
+    conditions
+        .values
+        .insert("control".into(), Some("ok".into()));
+    conditions.values.insert("cfg".into(), Some("2.0".into()));
+    conditions
+        .voices
+        .push(Tensor::randn(0f32, 1.0, (512, 125), &device).unwrap());
+    let delay_steps = lm.cfg.delay_steps(12.5);
+    let name = format!("tts_1_6b_{}", target.replace([' ', ':'], "_"));
+    tts_batched(
+        c,
+        &lm,
+        &|| tts_real_size::entries(10_000),
+        &conditions,
+        delay_steps,
+        &name,
+    );
+}
+
+/// N = 1, 2, 4, 8, 16 (and 32, 64 when `BATCH_BENCH_MAX` allows them, for a GPU);
 /// `BATCH_BENCH_MAX` caps N (memory: each 1B conversation keeps about 200 MB of cache).
 fn sizes() -> Vec<usize> {
     let max: usize = std::env::var("BATCH_BENCH_MAX")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(16);
-    [1usize, 2, 4, 8, 16]
+    [1usize, 2, 4, 8, 16, 32, 64]
         .into_iter()
         .filter(|&n| n <= max)
         .collect()
@@ -289,11 +339,30 @@ fn tts_hub(c: &mut Criterion, model: &TtsModel, voice: &std::path::Path, name: &
     let voice = model.load_voice(voice).unwrap();
     let conditions = model.conditions(Some(&voice), 2.0).unwrap();
     let text = "The quick brown fox jumps over the lazy dog. ".repeat(200);
+    tts_batched(
+        c,
+        &model.lm,
+        &|| model.entries(&text),
+        &conditions,
+        model.delay_steps,
+        name,
+    );
+}
+
+/// N generations of `script` in one [`step_many`] against N single steps, for each N.
+fn tts_batched(
+    c: &mut Criterion,
+    lm: &TtsLm,
+    script: &dyn Fn() -> Vec<Entry>,
+    conditions: &Conditions,
+    delay_steps: usize,
+    name: &str,
+) {
     let settings = GenerationSettings {
         temp: 0.6,
         text_temp: 0.6,
-        top_k: model.lm.cfg.top_k,
-        top_k_text: model.lm.cfg.top_k_text,
+        top_k: lm.cfg.top_k,
+        top_k_text: lm.cfg.top_k_text,
         seed: 1,
         final_padding: 4,
         max_steps: usize::MAX,
@@ -306,18 +375,11 @@ fn tts_hub(c: &mut Criterion, model: &TtsModel, voice: &std::path::Path, name: &
                     seed: i as u64,
                     ..settings
                 };
-                Generator::new(
-                    &model.lm,
-                    model.entries(&text),
-                    &conditions,
-                    model.delay_steps,
-                    settings,
-                )
-                .unwrap()
+                Generator::new(lm, script(), conditions, delay_steps, settings).unwrap()
             })
             .collect();
-        for _ in 0..model.delay_steps + 1 {
-            step_many(&model.lm, &mut generations.iter_mut().collect::<Vec<_>>()).unwrap();
+        for _ in 0..delay_steps + 1 {
+            step_many(lm, &mut generations.iter_mut().collect::<Vec<_>>()).unwrap();
         }
         generations
     };
@@ -328,11 +390,11 @@ fn tts_hub(c: &mut Criterion, model: &TtsModel, voice: &std::path::Path, name: &
         let mut singles = generations(n);
         let mut batched_step = || {
             let mut rows: Vec<&mut Generator> = batched.iter_mut().collect();
-            std::hint::black_box(step_many(&model.lm, &mut rows).unwrap());
+            std::hint::black_box(step_many(lm, &mut rows).unwrap());
         };
         let mut single_steps = || {
             for generation in &mut singles {
-                std::hint::black_box(generation.step(&model.lm).unwrap());
+                std::hint::black_box(generation.step(lm).unwrap());
             }
         };
         group.bench_with_input(BenchmarkId::new("batched_step", n), &n, |b, _| {
@@ -347,5 +409,5 @@ fn tts_hub(c: &mut Criterion, model: &TtsModel, voice: &std::path::Path, name: &
     report(name, &summary);
 }
 
-criterion_group!(benches, batched_steps, hub_steps);
+criterion_group!(benches, batched_steps, tts_random_steps, hub_steps);
 criterion_main!(benches);

@@ -60,7 +60,8 @@ impl SimpleBackend for Random {
 }
 
 /// [`Random`], keeping every tensor it hands out, so that a benchmark can write the model to a
-/// safetensors file and time loading it back (see [`time_load`]).
+/// safetensors file and time loading it back (see [`time_load`]), and so that models built
+/// twice from it share their weights (a tensor asked for again is the one handed out before).
 #[derive(Clone, Default)]
 pub struct Recording(pub Arc<Mutex<HashMap<String, Tensor>>>);
 
@@ -73,8 +74,15 @@ impl SimpleBackend for Recording {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
+        let mut recorded = self.0.lock().unwrap();
+        if let Some(t) = recorded
+            .get(name)
+            .filter(|t| t.shape() == &s && t.dtype() == dtype)
+        {
+            return Ok(t.clone());
+        }
         let t = Random.get(s, name, init, dtype, dev)?;
-        self.0.lock().unwrap().insert(name.to_string(), t.clone());
+        recorded.insert(name.to_string(), t.clone());
         Ok(t)
     }
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
