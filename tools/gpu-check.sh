@@ -13,9 +13,10 @@
 #      failure of the check);
 #   3. the real-size random-weight benchmarks, in f32 and bf16: STT 1B (`benches/stt.rs`, ms per
 #      80 ms frame), TTS 1.6B (`benches/tts_step.rs`: time to first audio, ms per frame), both
-#      with the time to load the LM from a bf16 safetensors file (`KYUTAI_BENCH_LOAD=1`), and a
-#      batched benchmark (a bench whose name has `batch`) once it reads KYUTAI_BENCH_DEVICE;
-#      `benches/batch.rs` does not yet, so it is reported as skipped.
+#      with the time to load the LM from a bf16 safetensors file (`KYUTAI_BENCH_LOAD=1`), and the
+#      batched benchmark (`benches/batch.rs` with BATCH_BENCH_1B=1: one batched step of N
+#      conversations against N single steps, the STT 1B and the TTS 1.6B language models,
+#      N = 1 to 64).
 # Everything goes to the results file, with a summary of the key lines at its end. The exit
 # status is non-zero if the build or step 1 failed.
 set -uo pipefail
@@ -83,7 +84,7 @@ for dtype in f32 bf16; do
             log "=== batched benchmark $bench: skipped, it runs on the CPU only (no bench_target)"
             continue
         fi
-        step "batched benchmark $bench, $dtype" env BATCH_BENCH_1B=1 \
+        step "batched benchmark $bench, $dtype" env BATCH_BENCH_1B=1 BATCH_BENCH_MAX=64 \
             cargo bench --locked --features cuda --bench "$bench" || true
     done
 done
@@ -92,7 +93,7 @@ unset KYUTAI_BENCH_DEVICE KYUTAI_BENCH_DTYPE KYUTAI_BENCH_LOAD
 {
     echo ""
     echo "=== summary"
-    grep -E '^(=== .*exit|test result|TTS |STT |stt_rtf_1b|tts LM|random 1\.6B|time to first audio|real-time factor)' "$RESULTS" |
+    grep -E '^(=== .*exit|test result|TTS |STT |stt_rtf_1b|stt_1b|tts_1_6b|tts LM|random 1\.6B|time to first audio|real-time factor)' "$RESULTS" |
         grep -v '=== summary'
 } >>"$RESULTS.summary"
 cat "$RESULTS.summary" >>"$RESULTS"
