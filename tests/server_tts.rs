@@ -5,6 +5,8 @@
 #[path = "support/server.rs"]
 mod server_support;
 mod support;
+#[path = "support/tts_reference.rs"]
+mod tts_reference;
 
 use std::time::Duration;
 
@@ -109,6 +111,51 @@ fn collect(got: &[Got]) -> (Vec<f32>, Vec<(String, f64, f64)>) {
         }
     }
     (samples, words)
+}
+
+/// Straight to the Python reference: the recorded greedy cases (`moshi` 0.2.13 `TTSModel`, the
+/// default voice, cfg 2.0; `tests/fixtures/tts_parity/`) sent to the server one word per message,
+/// 40 ms apart (so the model waits for words), give the reference's waveform sample for sample,
+/// and each word's `Text` starts where the reference's transcript puts it (its step, less the 2
+/// frames the output drops, at 80 ms a frame).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn words_sent_one_by_one_give_the_python_references_audio_and_timings() {
+    let server = server(2).await;
+    for name in ["hello", "two_sentences"] {
+        let record = tts_reference::fixture("tts_parity", name);
+        assert_eq!(record["voice"].as_str(), Some(VOICE));
+        assert_eq!(
+            (record["temp"].as_f64(), record["cfg"].as_f64()),
+            (Some(0.0), Some(2.0))
+        );
+        let text = record["text"].as_str().unwrap();
+        let mut ws = server
+            .connect(
+                &format!("{}&temperature=0", query(0, "PcmMessagePack")),
+                Some(KEY),
+            )
+            .await
+            .unwrap();
+        let (samples, words) = speak(&mut ws, text, Duration::from_millis(40)).await;
+        tts_reference::assert_same_pcm("tts_parity", name, &samples);
+        let transcript: Vec<(String, f64)> = record["transcript"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                let step = w[1].as_u64().unwrap() as f64;
+                (w[0].as_str().unwrap().to_string(), (step - 2.0) * 0.08)
+            })
+            .collect();
+        assert_eq!(words.len(), transcript.len(), "{name}: {words:?}");
+        for ((text, start, _), (want, want_start)) in words.iter().zip(&transcript) {
+            assert_eq!(text, want, "{name}");
+            assert!(
+                (start - want_start).abs() < 1e-9,
+                "{name}: {text} at {start} s"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

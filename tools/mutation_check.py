@@ -42,6 +42,13 @@ class Mutation:
 
 MUTATIONS = [
     Mutation(
+        "the TTS server ignores the temperature it is asked for",
+        "src/server/tts.rs",
+        "builder = builder.temperature(t);",
+        "let _ = t;",
+        ["server_tts"],
+    ),
+    Mutation(
         "batched TTS rows all at the first row's position (RoPE)",
         "src/tts/transformer.rs",
         "let steps: Vec<usize> = states.iter().map(|s| s.step).collect();",
