@@ -1,5 +1,5 @@
 //! Building the quantized GGUF of a published language model as a derived file of the cache
-//! (layout and records: [`crate::models::derived`]).
+//! (layout and records: `models::derived`).
 
 use std::fs;
 use std::io::BufWriter;

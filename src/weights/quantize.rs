@@ -42,7 +42,7 @@ const LINEAR_MODULES: [&str; 6] = [
 
 /// True for the weight of a large linear layer of a published Kyutai LM (STT or TTS): the
 /// stacked attention input projections (`*.in_proj_weight`, self- and cross-attention) and the
-/// `weight` of the modules of [`LINEAR_MODULES`]. Embedding tables (and their small low-rank
+/// `weight` of the modules of `LINEAR_MODULES`. Embedding tables (and their small low-rank
 /// and demultiplexing projections), norms, conditioners and the 6-wide STT extra heads are not.
 ///
 /// ```
