@@ -63,10 +63,10 @@ MUTATIONS = [
         ["tts_batch"],
     ),
     Mutation(
-        "quantized batched product: every row dotted with the first input row",
+        "quantized batched product (q8 tiles): every row of a tile dotted with its first row",
         "src/weights/rows_matmul.rs",
-        "for (value, row) in out.iter_mut().zip(lhs_b.chunks(k_blocks)) {",
-        "for (value, row) in out.iter_mut().zip(std::iter::repeat(&lhs_b[..k_blocks])) {",
+        "[rows[r], rows[r + 1], rows[r + 2], rows[r + 3]],",
+        "[rows[r], rows[r], rows[r], rows[r]],",
         ["tts_batch"],
     ),
     Mutation(
