@@ -295,9 +295,9 @@ pub struct KyutaiModelConfig {
     pub max_conversations: Option<usize>,
     /// Text-to-speech conversations per batched step (default 1). Each conversation is a row of
     /// the batched matrix products (two with direct CFG), at its own position with its own
-    /// caches, so conversations started at different moments share steps. On a CPU, f32
-    /// products of a few rows cost more than one row, and quantized ones one row per
-    /// conversation, so a batch pays on a GPU or for many f32 streams; a server sets it.
+    /// caches, so conversations started at different moments share steps. On a CPU a batch
+    /// gives throughput, not speed (at q8 a step of N costs about half of N single steps, so
+    /// each conversation runs slower than alone); a server of many streams sets it.
     pub tts_batch_size: usize,
     /// Text-to-speech conversations at once, in all batches (default: no limit).
     pub tts_max_conversations: Option<usize>,
