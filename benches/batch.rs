@@ -114,45 +114,72 @@ fn batched_steps(c: &mut Criterion) {
         candle_nn::VarBuilder::from_varmap(&mimi_map, DType::F32, &device),
     )
     .unwrap();
-    let sizes = sizes();
-    let codes = |batch: usize| {
-        let tokens: Vec<u32> = (0..batch * config.n_q)
-            .map(|i| (i % config.card) as u32)
-            .collect();
-        Tensor::from_vec(tokens, (batch, config.n_q, 1), &device).unwrap()
-    };
     let mut group = c.benchmark_group(format!("stt_{name}"));
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(if name == "tiny" { 3 } else { 20 }));
-    let mut single = state(&config, &vb, &mimi, 1);
+    stt_batched(
+        group,
+        &|n| state(&config, &vb, &mimi, n),
+        &config,
+        &device,
+        &format!("stt_{name}"),
+    );
+}
+
+/// A batched step of N conversations against N single steps of the STT language model, for
+/// each N: `state(n)` is an `asr::State` of `n` items.
+fn stt_batched(
+    mut group: criterion::BenchmarkGroup<'_, WallTime>,
+    state: &dyn Fn(usize) -> moshi::asr::State,
+    config: &SttConfig,
+    device: &Device,
+    name: &str,
+) {
+    let codes = |batch: usize| {
+        let tokens: Vec<u32> = (0..batch * config.n_q)
+            .map(|i| (i % config.card) as u32)
+            .collect();
+        Tensor::from_vec(tokens, (batch, config.n_q, 1), device).unwrap()
+    };
+    let mut single = state(1);
     let one = codes(1);
-    let one_mask = moshi::StreamMask::new(vec![true], &device).unwrap();
+    let one_mask = moshi::StreamMask::new(vec![true], device).unwrap();
     let mut summary = Vec::new();
-    for &n in &sizes {
-        let mut batched = state(&config, &vb, &mimi, n);
+    for n in sizes() {
+        let mut batched = state(n);
         let all = codes(n);
-        let mask = moshi::StreamMask::new(vec![true; n], &device).unwrap();
-        group.bench_with_input(BenchmarkId::new("batched_step", n), &n, |b, _| {
-            b.iter(|| step(&mut batched, &all, &mask))
-        });
-        group.bench_with_input(BenchmarkId::new("single_steps", n), &n, |b, &n| {
-            b.iter(|| {
+        let mask = moshi::StreamMask::new(vec![true; n], device).unwrap();
+        summary.push(compare(
+            &mut group,
+            n,
+            &mut || step(&mut batched, &all, &mask),
+            &mut || {
                 for _ in 0..n {
                     step(&mut single, &one, &one_mask);
                 }
-            })
-        });
-        let batched_s = time(&mut || step(&mut batched, &all, &mask));
-        let singles_s = time(&mut || {
-            for _ in 0..n {
-                step(&mut single, &one, &one_mask);
-            }
-        });
-        summary.push((n, batched_s, singles_s));
+            },
+        ));
     }
     group.finish();
-    report(&format!("stt_{name}"), &summary);
+    report(name, &summary);
+}
+
+/// Benchmarks one batched step of `n` conversations (`batched_step`) against `n` single steps
+/// (`single_steps`), and times each once more for the summary: `(n, batched s, singles s)`.
+fn compare(
+    group: &mut criterion::BenchmarkGroup<'_, WallTime>,
+    n: usize,
+    batched_step: &mut dyn FnMut(),
+    single_steps: &mut dyn FnMut(),
+) -> (usize, f64, f64) {
+    group.bench_with_input(BenchmarkId::new("batched_step", n), &n, |b, _| {
+        b.iter(&mut *batched_step)
+    });
+    group.bench_with_input(BenchmarkId::new("single_steps", n), &n, |b, _| {
+        b.iter(&mut *single_steps)
+    });
+    (n, time(batched_step), time(single_steps))
 }
 
 /// The TTS language model of the published dimensions, random weights built here, on the bench
@@ -166,14 +193,7 @@ fn tts_random_steps(c: &mut Criterion) {
         TtsConfig::from_json(tts_real_size::published_config().to_string().as_bytes()).unwrap();
     let vb = candle_nn::VarBuilder::from_backend(Box::new(device::Random), dtype, device.clone());
     let lm = TtsLm::new(cfg, &TensorSource::dense(vb)).unwrap();
-    let mut conditions = Conditions::default();
-    conditions
-        .values
-        .insert("control".into(), Some("ok".into()));
-    conditions.values.insert("cfg".into(), Some("2.0".into()));
-    conditions
-        .voices
-        .push(Tensor::randn(0f32, 1.0, (512, 125), &device).unwrap());
+    let conditions = tts_real_size::conditions(&device);
     let delay_steps = lm.cfg.delay_steps(12.5);
     let name = format!("tts_1_6b_{}", target.replace([' ', ':'], "_"));
     tts_batched(
@@ -298,41 +318,7 @@ fn stt_hub(c: &mut Criterion, model: &SttModel, name: &str) {
         let lm = model.lm_batched(n).unwrap();
         moshi::asr::State::new(n, config.delay_steps(), 0.0, model.mimi().clone(), lm).unwrap()
     };
-    let codes = |batch: usize| {
-        let tokens: Vec<u32> = (0..batch * config.n_q)
-            .map(|i| (i % config.card) as u32)
-            .collect();
-        Tensor::from_vec(tokens, (batch, config.n_q, 1), &Device::Cpu).unwrap()
-    };
-    let mut group = group(c, name);
-    let mut single = state(1);
-    let one = codes(1);
-    let one_mask = moshi::StreamMask::new(vec![true], &Device::Cpu).unwrap();
-    let mut summary = Vec::new();
-    for n in sizes() {
-        let mut batched = state(n);
-        let all = codes(n);
-        let mask = moshi::StreamMask::new(vec![true; n], &Device::Cpu).unwrap();
-        group.bench_with_input(BenchmarkId::new("batched_step", n), &n, |b, _| {
-            b.iter(|| step(&mut batched, &all, &mask))
-        });
-        group.bench_with_input(BenchmarkId::new("single_steps", n), &n, |b, &n| {
-            b.iter(|| {
-                for _ in 0..n {
-                    step(&mut single, &one, &one_mask);
-                }
-            })
-        });
-        let batched_s = time(&mut || step(&mut batched, &all, &mask));
-        let singles_s = time(&mut || {
-            for _ in 0..n {
-                step(&mut single, &one, &one_mask);
-            }
-        });
-        summary.push((n, batched_s, singles_s));
-    }
-    group.finish();
-    report(name, &summary);
+    stt_batched(group(c, name), &state, config, &Device::Cpu, name);
 }
 
 fn tts_hub(c: &mut Criterion, model: &TtsModel, voice: &std::path::Path, name: &str) {
@@ -388,22 +374,19 @@ fn tts_batched(
     for n in sizes() {
         let mut batched = generations(n);
         let mut singles = generations(n);
-        let mut batched_step = || {
-            let mut rows: Vec<&mut Generator> = batched.iter_mut().collect();
-            std::hint::black_box(step_many(lm, &mut rows).unwrap());
-        };
-        let mut single_steps = || {
-            for generation in &mut singles {
-                std::hint::black_box(generation.step(lm).unwrap());
-            }
-        };
-        group.bench_with_input(BenchmarkId::new("batched_step", n), &n, |b, _| {
-            b.iter(&mut batched_step)
-        });
-        group.bench_with_input(BenchmarkId::new("single_steps", n), &n, |b, _| {
-            b.iter(&mut single_steps)
-        });
-        summary.push((n, time(&mut batched_step), time(&mut single_steps)));
+        summary.push(compare(
+            &mut group,
+            n,
+            &mut || {
+                let mut rows: Vec<&mut Generator> = batched.iter_mut().collect();
+                std::hint::black_box(step_many(lm, &mut rows).unwrap());
+            },
+            &mut || {
+                for generation in &mut singles {
+                    std::hint::black_box(generation.step(lm).unwrap());
+                }
+            },
+        ));
     }
     group.finish();
     report(name, &summary);

@@ -19,7 +19,6 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use fluent_voice_kyutai::internals::tts::TtsConfig;
-use fluent_voice_kyutai::internals::tts::conditioners::Conditions;
 use fluent_voice_kyutai::internals::tts::generate::{GenerationSettings, Generator};
 use fluent_voice_kyutai::internals::tts::lm::TtsLm;
 use fluent_voice_kyutai::internals::tts::sampling::argmax;
@@ -60,14 +59,7 @@ fn bench(c: &mut Criterion) {
     // Mimi runs in f32 whatever the LM's dtype, as in the library.
     let mimi_vb = VarBuilder::from_backend(Box::new(Random), DType::F32, device.clone());
     let mut mimi = moshi::mimi::Mimi::new(moshi::mimi::Config::v0_1(Some(32)), mimi_vb).unwrap();
-    let mut conditions = Conditions::default();
-    conditions
-        .values
-        .insert("control".into(), Some("ok".into()));
-    conditions.values.insert("cfg".into(), Some("2.0".into()));
-    conditions
-        .voices
-        .push(Tensor::randn(0f32, 1.0, (512, 125), &device).unwrap());
+    let conditions = tts_real_size::conditions(&device);
     let settings = GenerationSettings {
         temp: 0.6,
         text_temp: 0.6,

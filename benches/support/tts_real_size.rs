@@ -2,6 +2,8 @@
 //! with random weights, and a long script for it.
 #![allow(dead_code)]
 
+use candle_core::{Device, Tensor};
+use fluent_voice_kyutai::internals::tts::conditioners::Conditions;
 use fluent_voice_kyutai::internals::tts::state_machine::Entry;
 
 /// The published `config.json` (`KYUTAI_BENCH_LAYERS` shrinks the main transformer for a
@@ -55,4 +57,18 @@ pub fn entries(words: usize) -> Vec<Entry> {
             padding: 2,
         })
         .collect()
+}
+
+/// The conditioning a conversation of this model gets: `control` "ok", `cfg` 2.0 (the
+/// reference's default) and a random voice embedding (`[512, 125]`).
+pub fn conditions(device: &Device) -> Conditions {
+    let mut conditions = Conditions::default();
+    conditions
+        .values
+        .insert("control".into(), Some("ok".into()));
+    conditions.values.insert("cfg".into(), Some("2.0".into()));
+    conditions
+        .voices
+        .push(Tensor::randn(0f32, 1.0, (512, 125), device).unwrap());
+    conditions
 }
