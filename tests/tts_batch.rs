@@ -18,7 +18,7 @@ use fluent_voice_kyutai::models::{Weights, WhenBusy};
 use fluent_voice_kyutai::voice::{
     AudioChunk, Speaker, TtsConversation, TtsConversationBuilder, VoiceError,
 };
-use fluent_voice_kyutai::{KyutaiEngine, text_channel};
+use fluent_voice_kyutai::{KyutaiEngine, TextSender, text_channel};
 use futures::StreamExt;
 use support::*;
 
@@ -93,6 +93,19 @@ async fn collect(
     Ok(chunks.into_iter().flat_map(|c| c.samples).collect())
 }
 
+/// A conversation of `request`'s settings whose text comes through the returned sender.
+async fn start_streamed(
+    engine: &KyutaiEngine,
+    request: &Request,
+) -> Result<(TextSender, fluent_voice_kyutai::KyutaiTtsConversation), VoiceError> {
+    let (tx, text) = text_channel();
+    let conversation = builder(engine, request)
+        .with_speaker(Speaker::speaker("A").with_voice(request.voice).build())
+        .synthesize_stream(text)
+        .await?;
+    Ok((tx, conversation))
+}
+
 /// The audio of one request: the whole text at once, or word by word with pauses.
 async fn speak(engine: &KyutaiEngine, request: &Request) -> Result<Vec<f32>, VoiceError> {
     if !request.streamed {
@@ -106,12 +119,7 @@ async fn speak(engine: &KyutaiEngine, request: &Request) -> Result<Vec<f32>, Voi
             .await?;
         return collect(conversation.into_stream()).await;
     }
-    let (tx, text) = text_channel();
-    let speaker = Speaker::speaker("A").with_voice(request.voice).build();
-    let conversation = builder(engine, request)
-        .with_speaker(speaker)
-        .synthesize_stream(text)
-        .await?;
+    let (tx, conversation) = start_streamed(engine, request).await?;
     let words: Vec<String> = request.text.split(' ').map(|w| format!("{w} ")).collect();
     tokio::spawn(async move {
         for word in words {
@@ -218,12 +226,7 @@ async fn a_full_batch_waits_or_fails_and_a_dropped_conversation_frees_its_slot()
 
     // A streamed conversation, its text still open, holds the only slot; it has spoken.
     let strict = single(&hub, &cache, WhenBusy::Fail).await;
-    let (tx, text) = text_channel();
-    let live = builder(&strict, &request)
-        .with_speaker(Speaker::speaker("A").with_voice(request.voice).build())
-        .synthesize_stream(text)
-        .await
-        .unwrap();
+    let (tx, live) = start_streamed(&strict, &request).await.unwrap();
     tx.send("Something rather long is being said here, ".to_string())
         .unwrap();
     let mut live = live.into_stream();
@@ -241,12 +244,7 @@ async fn a_full_batch_waits_or_fails_and_a_dropped_conversation_frees_its_slot()
 
     // Waiting (the default): the second conversation starts when the first ends.
     let patient = single(&hub, &cache, WhenBusy::Wait).await;
-    let (tx, text) = text_channel();
-    let first = builder(&patient, &request)
-        .with_speaker(Speaker::speaker("A").with_voice(request.voice).build())
-        .synthesize_stream(text)
-        .await
-        .unwrap();
+    let (tx, first) = start_streamed(&patient, &request).await.unwrap();
     let second = tokio::spawn({
         let (patient, whole) = (patient.clone(), whole.clone());
         async move { speak(&patient, &whole).await.unwrap() }
@@ -274,13 +272,7 @@ async fn step_many_gives_each_generation_its_solo_tokens() {
 
 async fn step_many_matches_solo(weights: Weights) {
     let hub = TestHub::start();
-    publish(&hub, TTS, "main", &tiny::tts_repo_direct_cfg());
-    publish(
-        &hub,
-        VOICES,
-        "main",
-        &tiny::voices_repo(tiny::TTS_SPEAKER_DIM),
-    );
+    publish_direct_cfg(&hub);
     let cache = tempfile::tempdir().unwrap();
     let engine = KyutaiEngine::with_config(config(&hub, cache.path()).tts_weights(weights))
         .await

@@ -31,13 +31,7 @@ struct Loaded {
 /// The direct-CFG tiny model, fetched through the hub as `kyutai/tts-1.6b-en_fr`.
 async fn load() -> Loaded {
     let hub = TestHub::start();
-    publish(&hub, TTS, "main", &tiny::tts_repo_direct_cfg());
-    publish(
-        &hub,
-        VOICES,
-        "main",
-        &tiny::voices_repo(tiny::TTS_SPEAKER_DIM),
-    );
+    publish_direct_cfg(&hub);
     let cache = tempfile::tempdir().unwrap();
     let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
         .await

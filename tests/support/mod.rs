@@ -45,6 +45,18 @@ pub fn publish_defaults(hub: &TestHub) -> Published {
     }
 }
 
+/// Publishes the direct-CFG tiny TTS ([`tiny::tts_repo_direct_cfg`]: no `cfg` conditioner) as
+/// the default TTS repo, and the voices for it.
+pub fn publish_direct_cfg(hub: &TestHub) {
+    publish(hub, TTS, "main", &tiny::tts_repo_direct_cfg());
+    publish(
+        hub,
+        VOICES,
+        "main",
+        &tiny::voices_repo(tiny::TTS_SPEAKER_DIM),
+    );
+}
+
 /// Publishes a repo from a list of owned files.
 pub fn publish(hub: &TestHub, repo: &str, branch: &str, files: &[(String, Vec<u8>)]) -> String {
     hub.publish(repo, branch, &as_refs(files))
