@@ -236,11 +236,7 @@ impl TtsLm {
             }
             inputs.push(input);
         }
-        let input = if inputs.len() == 1 {
-            inputs.pop().expect("one row")
-        } else {
-            Tensor::cat(&inputs, 0)?
-        };
+        let input = stack_rows(inputs)?;
         let mut mains: Vec<&mut TransformerState> =
             states.iter_mut().map(|s| &mut s.main).collect();
         let out = self.transformer.step_rows(&mut mains, &input)?;
@@ -310,15 +306,12 @@ impl TtsLm {
         } else {
             &self.depformer_emb[cb - 1]
         };
-        let mut tokens_in = prev_tokens
-            .iter()
-            .map(|&t| emb.embed(t))
-            .collect::<Result<Vec<_>>>()?;
-        let token_in = if tokens_in.len() == 1 {
-            tokens_in.pop().expect("one row")
-        } else {
-            Tensor::cat(&tokens_in, 0)?
-        };
+        let token_in = stack_rows(
+            prev_tokens
+                .iter()
+                .map(|&t| emb.embed(t))
+                .collect::<Result<Vec<_>>>()?,
+        )?;
         let x = (x + token_in)?;
         let mut deps: Vec<&mut TransformerState> =
             states.iter_mut().map(|s| &mut s.depformer).collect();
@@ -331,4 +324,13 @@ impl TtsLm {
             .to_dtype(DType::F32)?
             .to_vec2::<f32>()
     }
+}
+
+/// One tensor of the rows `[1, ...]` of a batch, along the first dimension; a single row as it
+/// is (no copy: the batch of one is the common case).
+fn stack_rows(mut rows: Vec<Tensor>) -> Result<Tensor> {
+    if rows.len() == 1 {
+        return Ok(rows.pop().expect("one row"));
+    }
+    Tensor::cat(&rows, 0)
 }

@@ -109,13 +109,19 @@ fn product<T: GgmlType>(
                 *value = T::vec_dot(k, weight_row, row);
             }
         });
+    Some(rows_from_columns(&by_column, m, n))
+}
+
+/// `[n][m]` values (each column's values together, as the cores write them) as `[m][n]`, the
+/// rows' layout.
+fn rows_from_columns(by_column: &[f32], m: usize, n: usize) -> Vec<f32> {
     let mut out = vec![0f32; m * n];
     for (col, values) in by_column.chunks(m).enumerate() {
         for (row, value) in values.iter().enumerate() {
             out[row * n + col] = *value;
         }
     }
-    Some(out)
+    out
 }
 
 /// candle's `q8_0` dot product (AVX2: the same instructions, in the same order, for each pair of
@@ -244,13 +250,7 @@ mod q8_tiles {
                     }
                 }
             });
-        let mut out = vec![0f32; m * n];
-        for (col, values) in by_column.chunks(m).enumerate() {
-            for (row, value) in values.iter().enumerate() {
-                out[row * n + col] = *value;
-            }
-        }
-        out
+        super::rows_from_columns(&by_column, m, n)
     }
 }
 
