@@ -383,14 +383,14 @@ pub fn step_many(lm: &TtsLm, generations: &mut [&mut Generator]) -> Result<Vec<O
             .flat_map(|&g| std::iter::once(rows[g].0).chain(rows[g].1))
             .map(|r| r as u32)
             .collect();
-        let dep_hidden = if dep_rows.len() == tokens.len() {
+        let mut dep_input = lm.depformer_input(if dep_rows.len() == tokens.len() {
             hidden
         } else {
             hidden.index_select(
                 &candle_core::Tensor::new(dep_rows.as_slice(), hidden.device())?,
                 0,
             )?
-        };
+        });
         let mut prev: Vec<i64> = audible.iter().map(|&g| fed[g]).collect();
         // The audible generations' rows, borrowed anew for each codebook (the tokens sampled in
         // between need the generations themselves).
@@ -419,7 +419,7 @@ pub fn step_many(lm: &TtsLm, generations: &mut [&mut Generator]) -> Result<Vec<O
                 &mut audible_states(generations, &audible),
                 cb,
                 &prev_rows,
-                &dep_hidden,
+                &mut dep_input,
             )?;
             let mut logits = logits.into_iter();
             for (i, &g) in audible.iter().enumerate() {

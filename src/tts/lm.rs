@@ -281,26 +281,42 @@ impl TtsLm {
         prev_token: i64,
         transformer_out: &Tensor,
     ) -> Result<Vec<f32>> {
-        let mut rows = self.depformer_rows(&mut [state], cb, &[prev_token], transformer_out)?;
+        let mut input = self.depformer_input(transformer_out.clone());
+        let mut rows = self.depformer_rows(&mut [state], cb, &[prev_token], &mut input)?;
         Ok(rows.pop().expect("one row"))
     }
 
+    /// A frame's main transformer output (`[rows, 1, dim]`), for the depformer's codebooks.
+    pub fn depformer_input(&self, transformer_out: Tensor) -> DepformerInput {
+        DepformerInput {
+            transformer_out,
+            projected: vec![None; self.depformer_in.len()],
+        }
+    }
+
     /// [`depformer_logits`](Self::depformer_logits) for several sequences at once, all at
-    /// codebook `cb`: row `r` has `states[r]`, `prev_tokens[r]` and main output
-    /// `transformer_out[r]` (`[rows, 1, dim]`).
+    /// codebook `cb`: row `r` has `states[r]`, `prev_tokens[r]` and main output row `r` of
+    /// `input`.
     pub fn depformer_rows(
         &self,
         states: &mut [&mut LmState],
         cb: usize,
         prev_tokens: &[i64],
-        transformer_out: &Tensor,
+        input: &mut DepformerInput,
     ) -> Result<Vec<Vec<f32>>> {
         let in_index = if self.depformer_in.len() == 1 {
             0
         } else {
             self.cfg.depformer_schedule[cb]
         };
-        let x = self.depformer_in[in_index].forward(transformer_out)?;
+        let x = match &input.projected[in_index] {
+            Some(x) => x.clone(),
+            None => {
+                let x = self.depformer_in[in_index].forward(&input.transformer_out)?;
+                input.projected[in_index] = Some(x.clone());
+                x
+            }
+        };
         let emb = if cb == 0 {
             &self.depformer_text_emb
         } else {
@@ -324,6 +340,14 @@ impl TtsLm {
             .to_dtype(DType::F32)?
             .to_vec2::<f32>()
     }
+}
+
+/// A frame's main transformer output, projected into the depformer once per `depformer_in`
+/// weight set: the codebooks that share a set (24 of the 32 in the published model) share its
+/// projection, instead of computing the same product again.
+pub struct DepformerInput {
+    transformer_out: Tensor,
+    projected: Vec<Option<Tensor>>,
 }
 
 /// One tensor of the rows `[1, ...]` of a batch, along the first dimension; a single row as it
