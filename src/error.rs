@@ -343,6 +343,14 @@ impl MoshiError {
     }
 }
 
+/// A candle failure while running a model, with what was being done.
+pub(crate) fn inference(context: &str, e: candle_core::Error) -> MoshiError {
+    MoshiError::Inference {
+        message: format!("{context}: {e}"),
+        source: Some(std::sync::Arc::new(e)),
+    }
+}
+
 impl From<MoshiError> for VoiceError {
     /// Keeps the category; failures while running a model become [`VoiceError::Other`] here
     /// (the conversations themselves report them as synthesis or transcription failures).

@@ -44,8 +44,10 @@ mod batch;
 mod codec;
 mod engine;
 mod error;
+mod layers;
 mod lm_config;
 mod pipeline;
+mod pocket;
 mod provider;
 mod runtime;
 mod shared_init;
@@ -126,6 +128,9 @@ pub mod internals {
         pub use crate::stt::{
             FRAME_SAMPLES, SttConfig, transcribe_blocking, transcribe_events_blocking,
         };
+    }
+    pub mod pocket {
+        pub use crate::pocket::*;
     }
     pub mod tts {
         pub use crate::tts::{

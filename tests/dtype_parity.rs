@@ -3,7 +3,7 @@
 //!
 //! On a GPU the models run in bf16 by default; these tests run that path where it can run: on
 //! the CPU (bf16 TTS with f32-accumulated matrix products, bf16-rounded STT weights, see
-//! `tts::layers::matmul` and `stt::model`), and on whatever device `KYUTAI_TEST_DEVICE` names
+//! `layers::matmul` and `stt::model`), and on whatever device `KYUTAI_TEST_DEVICE` names
 //! (`tools/gpu-check.sh` sets `cuda`). The CPU f32 run is the reference: it is the one the
 //! token-exact Python parity tests hold to the reference implementation.
 //!

@@ -6,8 +6,8 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 
 use super::conditioners::{ConditionProvider, Conditions};
 use super::config::TtsConfig;
-use super::layers::{Embedding, Norm};
-use super::transformer::{Transformer, TransformerConfig, TransformerState};
+use crate::layers::{Embedding, Norm};
+use crate::layers::{FeedForwardKind, Transformer, TransformerConfig, TransformerState};
 use crate::weights::{Linear, TensorSource};
 
 /// The loaded weights, shared by every conversation.
@@ -58,7 +58,10 @@ impl TtsLm {
             num_layers: cfg.num_layers,
             dim_feedforward: (cfg.hidden_scale * dim as f64) as usize,
             norm: cfg.norm,
-            gating: cfg.gating,
+            feed_forward: FeedForwardKind::Gated(cfg.gating),
+            kv_heads: cfg.num_heads,
+            attn_dim: dim,
+            in_proj_name: "in_proj_weight",
             layer_scale: cfg.layer_scale.is_some(),
             rope_max_period: Some(cfg.max_period),
             context: Some(cfg.context),
@@ -71,7 +74,10 @@ impl TtsLm {
             num_layers: cfg.depformer_num_layers,
             dim_feedforward: cfg.depformer_dim_feedforward,
             norm: cfg.norm,
-            gating: cfg.gating,
+            feed_forward: FeedForwardKind::Gated(cfg.gating),
+            kv_heads: cfg.depformer_num_heads,
+            attn_dim: cfg.depformer_dim,
+            in_proj_name: "in_proj_weight",
             layer_scale: cfg.layer_scale.is_some(),
             rope_max_period: None,
             context: None,

@@ -14,13 +14,11 @@ mod builder;
 pub mod conditioners;
 pub mod config;
 pub mod generate;
-pub mod layers;
 pub mod lm;
 pub mod sampling;
 pub mod state_machine;
 pub mod synth;
 pub mod text_stream;
-pub mod transformer;
 
 pub use builder::{KyutaiTtsBuilder, KyutaiTtsConversation, TextSender, TextStream, text_channel};
 pub use config::TtsConfig;

@@ -27,13 +27,7 @@ use crate::weights::Weights;
 /// Steps of padding after the last word (`final_padding` of the reference).
 pub const FINAL_PADDING: usize = 4;
 
-/// A candle failure while running the model, with what was being done.
-pub(crate) fn inference(context: &str, e: candle_core::Error) -> MoshiError {
-    MoshiError::Inference {
-        message: format!("{context}: {e}"),
-        source: Some(std::sync::Arc::new(e)),
-    }
-}
+pub(crate) use crate::error::inference;
 
 /// Everything the TTS loads once per engine and shares between conversations.
 ///

@@ -23,6 +23,7 @@ pub mod source;
 use candle_core::quantized::GgmlDType;
 
 pub use crate::models::Weights;
+pub(crate) use source::widen_bf16_on_cpu;
 pub use source::{Linear, TensorSource};
 
 impl Weights {

@@ -11,6 +11,14 @@ use candle_nn::VarBuilder;
 use candle_nn::var_builder::SimpleBackend;
 use candle_transformers::quantized_var_builder::VarBuilder as QVarBuilder;
 
+/// True where candle 0.9 computes bf16 worse than a GPU does, or not at all: on the CPU (its
+/// `gemm` has no bf16; its softmax sums bf16 in bf16). There [`Linear`] (and the layers'
+/// `matmul` and `softmax_last_dim`) compute in f32 and round the result to bf16, as a GPU's
+/// kernels do.
+pub(crate) fn widen_bf16_on_cpu(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::BF16
+}
+
 /// A bias-free linear layer (`y = x W^T`, weight `[out, in]` as PyTorch stores it).
 #[derive(Debug, Clone)]
 pub enum Linear {
@@ -38,7 +46,7 @@ const MAX_QUANTIZED_ROWS: usize = 64;
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
-            Linear::Dense(l) if crate::tts::layers::widen_bf16_on_cpu(xs) => {
+            Linear::Dense(l) if widen_bf16_on_cpu(xs) => {
                 let weight = l.weight().to_dtype(DType::F32)?;
                 candle_nn::Linear::new(weight, None)
                     .forward(&xs.to_dtype(DType::F32)?)?

@@ -8,15 +8,8 @@
 use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::config::{Gating, NormKind};
-use crate::weights::{Linear, TensorSource};
-
-/// True where candle 0.9 computes bf16 worse than a GPU does, or not at all: on the CPU (its
-/// `gemm` has no bf16; its softmax sums bf16 in bf16). There [`matmul`], [`Linear`] and
-/// [`softmax_last_dim`] compute in f32 and round the result to bf16, as a GPU's kernels do.
-pub(crate) fn widen_bf16_on_cpu(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::BF16
-}
+use crate::lm_config::{Gating, NormKind};
+use crate::weights::{Linear, TensorSource, widen_bf16_on_cpu};
 
 /// `a.matmul(b)`, also for bf16 on the CPU: there both operands are widened to f32 and the
 /// product rounded back to bf16, as a GPU's bf16 GEMM does (f32 accumulation, bf16 result).

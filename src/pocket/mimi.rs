@@ -1,0 +1,604 @@
+//! Pocket TTS's continuous Mimi (`pocket_tts/models/mimi.py`, `modules/seanet.py`,
+//! `modules/conv.py`, `modules/resample.py`): the decoder that turns 32-dim latents into 24 kHz
+//! audio, frame by frame, and the encoder that turns a voice prompt into latents.
+//!
+//! This is not the `moshi` crate's Mimi: there are no codebooks (the "quantizer" is a 1x1
+//! convolution), the upsampling convolution is grouped (one filter per channel), and the
+//! layers' state is the reference's (`previous` context of each convolution, `partial` overlap
+//! of each transposed one). The transformer is the crate's one [`Transformer`].
+//!
+//! The grouped transposed convolution is ours: candle runs a grouped `conv_transpose1d` as one
+//! call per group (512 calls per frame for the published model), where a direct loop over the
+//! `[channels, kernel]` filter is a few microseconds.
+
+use candle_core::{D, Device, Module, Result, Tensor};
+
+use super::config::{MimiConfig, MimiTransformerConfig, SeanetConfig};
+use crate::layers::{FeedForwardKind, Transformer, TransformerConfig, TransformerState};
+use crate::lm_config::NormKind;
+use crate::weights::{Linear, TensorSource};
+
+/// `StreamingConv1d`: a convolution without padding, fed the last `kernel - stride` input
+/// steps of the previous call first (zeros, or the first step repeated for `replicate`, at the
+/// first call).
+struct Conv {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    dilation: usize,
+    replicate: bool,
+}
+
+impl Conv {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        vb: &TensorSource,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        dilation: usize,
+        bias: bool,
+        replicate: bool,
+    ) -> Result<Conv> {
+        Ok(Conv {
+            weight: vb.get((c_out, c_in, kernel), "weight")?,
+            bias: if bias {
+                Some(vb.get(c_out, "bias")?.reshape((1, c_out, 1))?)
+            } else {
+                None
+            },
+            stride,
+            dilation,
+            replicate,
+        })
+    }
+
+    /// Input steps carried from one call to the next.
+    fn context(&self) -> Result<usize> {
+        let kernel = self.weight.dim(D::Minus1)?;
+        Ok(((kernel - 1) * self.dilation + 1).saturating_sub(self.stride))
+    }
+
+    fn forward(&self, x: &Tensor, previous: &mut Option<Tensor>) -> Result<Tensor> {
+        let tp = self.context()?;
+        let x = if tp > 0 {
+            let prev = match previous.take() {
+                Some(p) => p,
+                None if self.replicate => x.narrow(D::Minus1, 0, 1)?.repeat((1, 1, tp))?,
+                None => {
+                    let (b, c, _) = x.dims3()?;
+                    Tensor::zeros((b, c, tp), x.dtype(), x.device())?
+                }
+            };
+            Tensor::cat(&[&prev, x], D::Minus1)?
+        } else {
+            x.clone()
+        };
+        let mut y = x.conv1d(&self.weight, 0, self.stride, self.dilation, 1)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        if tp > 0 {
+            let len = x.dim(D::Minus1)?;
+            *previous = Some(x.narrow(D::Minus1, len - tp, tp)?.contiguous()?);
+        }
+        Ok(y)
+    }
+}
+
+/// `StreamingConvTranspose1d`: a transposed convolution whose last `kernel - stride` output
+/// steps (less the bias) are kept and added to the start of the next call's output.
+struct ConvTr {
+    /// `[c_in, c_out / groups, kernel]`, as PyTorch stores it.
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    groups: usize,
+}
+
+impl ConvTr {
+    fn new(
+        vb: &TensorSource,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        groups: usize,
+        bias: bool,
+    ) -> Result<ConvTr> {
+        Ok(ConvTr {
+            weight: vb.get((c_in, c_out / groups, kernel), "weight")?,
+            bias: if bias {
+                Some(vb.get(c_out, "bias")?.reshape((1, c_out, 1))?)
+            } else {
+                None
+            },
+            stride,
+            groups,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, partial: &mut Option<Tensor>) -> Result<Tensor> {
+        let (_, _, kernel) = self.weight.dims3()?;
+        let mut y = if self.groups == 1 {
+            x.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?
+        } else {
+            grouped_conv_transpose(x, &self.weight, self.stride, self.groups)?
+        };
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        let pt = kernel.saturating_sub(self.stride);
+        if pt == 0 {
+            return Ok(y);
+        }
+        let len = y.dim(D::Minus1)?;
+        let head = y.narrow(D::Minus1, 0, pt)?;
+        let head = match partial.take() {
+            Some(p) => (head + p)?,
+            None => head,
+        };
+        let mut tail = y.narrow(D::Minus1, len - pt, pt)?;
+        if let Some(b) = &self.bias {
+            tail = tail.broadcast_sub(b)?;
+        }
+        *partial = Some(tail.contiguous()?);
+        Tensor::cat(&[&head, &y.narrow(D::Minus1, pt, len - 2 * pt)?], D::Minus1)
+    }
+}
+
+/// A grouped transposed convolution without padding: `x` `[1, c_in, T]`, `weight` `[c_in,
+/// c_out / groups, K]`, output `[1, c_out, (T - 1) * stride + K]`.
+fn grouped_conv_transpose(
+    x: &Tensor,
+    weight: &Tensor,
+    stride: usize,
+    groups: usize,
+) -> Result<Tensor> {
+    let (b, c_in, t) = x.dims3()?;
+    let (_, out_per_group, k) = weight.dims3()?;
+    if b != 1 || c_in % groups != 0 {
+        candle_core::bail!("grouped transposed convolution of {:?}", x.shape())
+    }
+    let in_per_group = c_in / groups;
+    let c_out = out_per_group * groups;
+    let len = (t - 1) * stride + k;
+    let xs = x
+        .squeeze(0)?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec2::<f32>()?;
+    let w = weight
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let mut y = vec![0f32; c_out * len];
+    for (ci, row) in xs.iter().enumerate() {
+        let g = ci / in_per_group;
+        for o in 0..out_per_group {
+            let co = g * out_per_group + o;
+            let filter = &w[(ci * out_per_group + o) * k..][..k];
+            let out = &mut y[co * len..][..len];
+            for (ti, &v) in row.iter().enumerate() {
+                for (j, &f) in filter.iter().enumerate() {
+                    out[ti * stride + j] += v * f;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(y, (1, c_out, len), x.device())?.to_dtype(x.dtype())
+}
+
+/// `SEANetResnetBlock`: `x + conv(elu(conv(elu(x))))`.
+struct ResBlock {
+    convs: Vec<Conv>,
+}
+
+/// One element of a SEANet's `model` list.
+enum SeanetLayer {
+    Elu,
+    Conv(Conv),
+    ConvTr(ConvTr),
+    Res(ResBlock),
+}
+
+/// The streaming state of one SEANet: one slot per convolution, in order.
+#[derive(Default)]
+struct SeanetState(Vec<Option<Tensor>>);
+
+struct Seanet {
+    layers: Vec<SeanetLayer>,
+}
+
+fn res_block(
+    vb: &TensorSource,
+    cfg: &SeanetConfig,
+    dim: usize,
+    dilation: usize,
+    replicate: bool,
+) -> Result<ResBlock> {
+    let hidden = dim / cfg.compress;
+    let k = cfg.residual_kernel_size;
+    Ok(ResBlock {
+        convs: vec![
+            Conv::new(
+                &vb.pp("block.1.conv"),
+                dim,
+                hidden,
+                k,
+                1,
+                dilation,
+                true,
+                replicate,
+            )?,
+            Conv::new(
+                &vb.pp("block.3.conv"),
+                hidden,
+                dim,
+                1,
+                1,
+                1,
+                true,
+                replicate,
+            )?,
+        ],
+    })
+}
+
+impl Seanet {
+    /// `SEANetDecoder`, under `decoder.`.
+    fn decoder(vb: &TensorSource, cfg: &SeanetConfig) -> Result<Seanet> {
+        let rep = cfg.pad_mode == "replicate";
+        let m = vb.pp("model");
+        let mut mult = 1 << cfg.ratios.len();
+        let nf = cfg.n_filters;
+        let mut layers = vec![SeanetLayer::Conv(Conv::new(
+            &m.pp("0.conv"),
+            cfg.dimension,
+            mult * nf,
+            cfg.kernel_size,
+            1,
+            1,
+            true,
+            rep,
+        )?)];
+        for &ratio in &cfg.ratios {
+            layers.push(SeanetLayer::Elu);
+            let i = layers.len();
+            layers.push(SeanetLayer::ConvTr(ConvTr::new(
+                &m.pp(format!("{i}.convtr")),
+                mult * nf,
+                mult * nf / 2,
+                2 * ratio,
+                ratio,
+                1,
+                true,
+            )?));
+            for j in 0..cfg.n_residual_layers {
+                let i = layers.len();
+                let d = cfg.dilation_base.pow(j as u32);
+                layers.push(SeanetLayer::Res(res_block(
+                    &m.pp(i),
+                    cfg,
+                    mult * nf / 2,
+                    d,
+                    rep,
+                )?));
+            }
+            mult /= 2;
+        }
+        layers.push(SeanetLayer::Elu);
+        let i = layers.len();
+        layers.push(SeanetLayer::Conv(Conv::new(
+            &m.pp(format!("{i}.conv")),
+            nf,
+            cfg.channels,
+            cfg.last_kernel_size,
+            1,
+            1,
+            true,
+            rep,
+        )?));
+        Ok(Seanet { layers })
+    }
+
+    /// `SEANetEncoder`, under `encoder.`.
+    fn encoder(vb: &TensorSource, cfg: &SeanetConfig) -> Result<Seanet> {
+        let rep = cfg.pad_mode == "replicate";
+        let m = vb.pp("model");
+        let nf = cfg.n_filters;
+        let mut mult = 1;
+        let mut layers = vec![SeanetLayer::Conv(Conv::new(
+            &m.pp("0.conv"),
+            cfg.channels,
+            nf,
+            cfg.kernel_size,
+            1,
+            1,
+            true,
+            rep,
+        )?)];
+        for &ratio in cfg.ratios.iter().rev() {
+            for j in 0..cfg.n_residual_layers {
+                let i = layers.len();
+                let d = cfg.dilation_base.pow(j as u32);
+                layers.push(SeanetLayer::Res(res_block(
+                    &m.pp(i),
+                    cfg,
+                    mult * nf,
+                    d,
+                    rep,
+                )?));
+            }
+            layers.push(SeanetLayer::Elu);
+            let i = layers.len();
+            layers.push(SeanetLayer::Conv(Conv::new(
+                &m.pp(format!("{i}.conv")),
+                mult * nf,
+                mult * nf * 2,
+                2 * ratio,
+                ratio,
+                1,
+                true,
+                rep,
+            )?));
+            mult *= 2;
+        }
+        layers.push(SeanetLayer::Elu);
+        let i = layers.len();
+        layers.push(SeanetLayer::Conv(Conv::new(
+            &m.pp(format!("{i}.conv")),
+            mult * nf,
+            cfg.dimension,
+            cfg.last_kernel_size,
+            1,
+            1,
+            true,
+            rep,
+        )?));
+        Ok(Seanet { layers })
+    }
+
+    fn forward(&self, x: &Tensor, state: &mut SeanetState) -> Result<Tensor> {
+        let slots = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                SeanetLayer::Elu => 0,
+                SeanetLayer::Conv(_) | SeanetLayer::ConvTr(_) => 1,
+                SeanetLayer::Res(r) => r.convs.len(),
+            })
+            .sum();
+        state.0.resize_with(slots, || None);
+        let mut slot = state.0.iter_mut();
+        let mut x = x.clone();
+        for layer in &self.layers {
+            x = match layer {
+                SeanetLayer::Elu => x.elu(1.0)?,
+                SeanetLayer::Conv(c) => c.forward(&x, slot.next().expect("sized"))?,
+                SeanetLayer::ConvTr(c) => c.forward(&x, slot.next().expect("sized"))?,
+                SeanetLayer::Res(r) => {
+                    let mut v = x.clone();
+                    for conv in &r.convs {
+                        v = conv.forward(&v.elu(1.0)?, slot.next().expect("sized"))?;
+                    }
+                    (x + v)?
+                }
+            };
+        }
+        Ok(x)
+    }
+}
+
+/// `ProjectedTransformer` with one output.
+struct Projected {
+    input_proj: Option<Linear>,
+    transformer: Transformer,
+    output_proj: Option<Linear>,
+}
+
+impl Projected {
+    fn new(vb: &TensorSource, cfg: &MimiTransformerConfig) -> Result<Projected> {
+        let d = cfg.d_model;
+        let tcfg = TransformerConfig {
+            dim: d,
+            num_heads: cfg.num_heads,
+            num_layers: cfg.num_layers,
+            dim_feedforward: cfg.dim_feedforward,
+            norm: NormKind::Layer { eps: 1e-5 },
+            feed_forward: FeedForwardKind::GeluTanh,
+            kv_heads: cfg.num_heads,
+            attn_dim: d,
+            in_proj_name: "in_proj.weight",
+            layer_scale: true,
+            rope_max_period: Some(cfg.max_period),
+            context: Some(cfg.context),
+            schedule: Vec::new(),
+            cross_attention: false,
+        };
+        let out = cfg.output_dimensions.first().copied().unwrap_or(d);
+        Ok(Projected {
+            input_proj: if cfg.input_dimension != d {
+                Some(
+                    vb.pp("input_proj")
+                        .linear(cfg.input_dimension, d, "weight")?,
+                )
+            } else {
+                None
+            },
+            transformer: Transformer::new(tcfg, &vb.pp("transformer"))?,
+            output_proj: if out != d {
+                Some(vb.pp("output_projs.0").linear(d, out, "weight")?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// `[1, C, T]` in and out.
+    fn forward(&self, x: &Tensor, state: &mut TransformerState) -> Result<Tensor> {
+        let mut x = x.transpose(1, 2)?.contiguous()?;
+        if let Some(p) = &self.input_proj {
+            x = p.forward(&x)?;
+        }
+        let mut z = self.transformer.forward(state, &x)?;
+        if let Some(p) = &self.output_proj {
+            z = p.forward(&z)?;
+        }
+        z.transpose(1, 2)?.contiguous()
+    }
+}
+
+/// The decoding side of Mimi, shared by all conversations.
+pub struct MimiDecoder {
+    quantizer: Conv,
+    upsample: Option<ConvTr>,
+    transformer: Projected,
+    seanet: Seanet,
+}
+
+/// Per-chunk streaming state of a [`MimiDecoder`].
+pub struct DecoderState {
+    upsample: Option<Tensor>,
+    transformer: TransformerState,
+    seanet: SeanetState,
+}
+
+/// The latent rate's stride over the SEANet's rate (16 for the published models), or `None`
+/// when they are equal.
+fn latent_stride(cfg: &MimiConfig, seanet: &SeanetConfig) -> Result<Option<usize>> {
+    let hop: usize = seanet.ratios.iter().product();
+    let encoder_rate = cfg.sample_rate as f64 / hop as f64;
+    let stride = encoder_rate / cfg.frame_rate;
+    if stride < 1.0 || stride.fract() != 0.0 {
+        candle_core::bail!(
+            "Mimi's frame rate {} is not an integer fraction of {encoder_rate}",
+            cfg.frame_rate
+        )
+    }
+    Ok((stride > 1.0).then_some(stride as usize))
+}
+
+impl MimiDecoder {
+    /// The decoder under `mimi.`.
+    pub fn new(cfg: &MimiConfig, vb: &TensorSource) -> Result<MimiDecoder> {
+        let seanet_cfg = cfg.decoder_seanet();
+        let outer = cfg.outer_dim.unwrap_or(seanet_cfg.dimension);
+        let q = &cfg.quantizer;
+        let upsample = match latent_stride(cfg, seanet_cfg)? {
+            Some(stride) => Some(ConvTr::new(
+                &vb.pp("upsample.convtr.convtr"),
+                outer,
+                seanet_cfg.dimension,
+                2 * stride,
+                stride,
+                seanet_cfg.dimension,
+                false,
+            )?),
+            None => None,
+        };
+        Ok(MimiDecoder {
+            quantizer: Conv::new(
+                &vb.pp("quantizer.output_proj"),
+                q.dimension,
+                q.output_dimension,
+                1,
+                1,
+                1,
+                false,
+                false,
+            )?,
+            upsample,
+            transformer: Projected::new(&vb.pp("decoder_transformer"), cfg.decoder_transformer())?,
+            seanet: Seanet::decoder(&vb.pp("decoder"), seanet_cfg)?,
+        })
+    }
+
+    /// A fresh state (each text chunk starts from one).
+    pub fn new_state(&self) -> DecoderState {
+        DecoderState {
+            upsample: None,
+            transformer: self.transformer.transformer.new_sequence_state(),
+            seanet: SeanetState::default(),
+        }
+    }
+
+    /// Decodes latents in Mimi's scale (`[1, T, 32]`) into `[1, 1, T * 1920]` audio.
+    pub fn decode(&self, state: &mut DecoderState, latents: &Tensor) -> Result<Tensor> {
+        let x = latents.transpose(1, 2)?.contiguous()?;
+        let mut none = None;
+        let mut x = self.quantizer.forward(&x, &mut none)?;
+        if let Some(up) = &self.upsample {
+            x = up.forward(&x, &mut state.upsample)?;
+        }
+        let x = self.transformer.forward(&x, &mut state.transformer)?;
+        self.seanet.forward(&x, &mut state.seanet)
+    }
+}
+
+/// The encoding side of Mimi (voice cloning): only in the gated weights.
+pub struct MimiEncoder {
+    seanet: Seanet,
+    transformer: Projected,
+    downsample: Option<Conv>,
+    frame_samples: usize,
+}
+
+impl MimiEncoder {
+    /// The encoder under `mimi.`.
+    pub fn new(cfg: &MimiConfig, vb: &TensorSource) -> Result<MimiEncoder> {
+        let s = &cfg.seanet;
+        let downsample = match latent_stride(cfg, s)? {
+            Some(stride) => Some(Conv::new(
+                &vb.pp("downsample.conv.conv"),
+                s.dimension,
+                cfg.inner_dim.unwrap_or(s.dimension),
+                2 * stride,
+                stride,
+                1,
+                false,
+                true,
+            )?),
+            None => None,
+        };
+        Ok(MimiEncoder {
+            seanet: Seanet::encoder(&vb.pp("encoder"), s)?,
+            transformer: Projected::new(&vb.pp("encoder_transformer"), &cfg.transformer)?,
+            downsample,
+            frame_samples: cfg.frame_samples(),
+        })
+    }
+
+    /// Encodes 24 kHz mono audio into latents `[1, T, inner_dim]` (`encode_to_latent`): the
+    /// audio is padded with zeros to a whole number of frames first.
+    pub fn encode(&self, samples: &[f32], device: &Device) -> Result<Tensor> {
+        let frames = samples.len().div_ceil(self.frame_samples).max(1);
+        let mut padded = samples.to_vec();
+        padded.resize(frames * self.frame_samples, 0.0);
+        let x = Tensor::from_vec(padded, (1, 1, frames * self.frame_samples), device)?;
+        let x = self.seanet.forward(&x, &mut SeanetState::default())?;
+        let mut state = self.transformer.transformer.new_sequence_state();
+        let mut x = self.transformer.forward(&x, &mut state)?;
+        if let Some(down) = &self.downsample {
+            x = down.forward(&x, &mut None)?;
+        }
+        x.transpose(1, 2)?.contiguous()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouped_transposed_convolution_is_candles_per_group() {
+        let dev = Device::Cpu;
+        let (c, k, s, t) = (4, 6, 3, 5);
+        let x = Tensor::randn(0f32, 1., (1, c, t), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1., (c, 1, k), &dev).unwrap();
+        let ours = grouped_conv_transpose(&x, &w, s, c).unwrap();
+        let theirs = x.conv_transpose1d(&w, 0, 0, s, 1, c).unwrap();
+        let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+    }
+}
