@@ -15,8 +15,10 @@ use parking_lot::Mutex;
 
 use crate::error::{MoshiError, Result};
 use crate::models::{
-    KyutaiModelConfig, KyutaiModelManager, KyutaiModelPaths, SttModelPaths, TtsModelPaths, Weights,
+    KyutaiModelConfig, KyutaiModelManager, KyutaiModelPaths, SttModelPaths, TtsFamily,
+    TtsModelPaths, Weights,
 };
+use crate::pocket::{GenerateSettings, LoadedPocket, PocketFiles, PocketModel, VoiceState};
 use crate::runtime::{blocking, on_tokio};
 use crate::shared_init::SharedInit;
 use crate::stt::SttModel;
@@ -54,6 +56,9 @@ struct EngineInner {
     voices: Mutex<HashMap<String, Arc<SharedInit<PathBuf, MoshiError>>>>,
     /// The voices repository's list of voices, asked for once.
     voice_list: SharedInit<Vec<String>, MoshiError>,
+    /// Pocket TTS: its files and model, loaded once, and each voice state computed once.
+    pocket: SharedInit<Arc<LoadedPocket>, MoshiError>,
+    pocket_voices: Mutex<HashMap<String, Arc<SharedInit<VoiceState, MoshiError>>>>,
 }
 
 impl KyutaiEngine {
@@ -85,6 +90,8 @@ impl KyutaiEngine {
                 stt_model: SharedInit::new(),
                 voices: Mutex::new(HashMap::new()),
                 voice_list: SharedInit::new(),
+                pocket: SharedInit::new(),
+                pocket_voices: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -291,16 +298,133 @@ impl KyutaiEngine {
         Ok(voices.clone())
     }
 
-    /// The voice used when a speaker names none.
+    /// The voice used when a speaker names none: the configured one, or for Pocket TTS its
+    /// config's language default (`alba`, `estelle` for French, ...).
     pub fn default_voice(&self) -> &str {
-        &self.inner.manager.config().default_voice
+        let config = self.inner.manager.config();
+        match &config.tts_model {
+            TtsFamily::Pocket(name)
+                if config.default_voice == crate::models::config::DEFAULT_VOICE =>
+            {
+                crate::pocket::config::default_voice(name)
+            }
+            _ => &config.default_voice,
+        }
+    }
+
+    /// The Pocket TTS model of [`TtsFamily::Pocket`], fetched and loaded once: its config, the
+    /// weights (the gated ones with Mimi's encoder when they can be had, else the open ones:
+    /// no cloning) and the tokenizer. The flow transformer's linears follow the TTS weights
+    /// setting (q8/q4 derived once and cached, as for the 1.6B); Mimi stays in float.
+    pub async fn pocket_tts(&self) -> Result<Arc<LoadedPocket>> {
+        let TtsFamily::Pocket(source) = self.inner.manager.config().tts_model.clone() else {
+            return Err(MoshiError::InvalidConfig(
+                "this engine's text-to-speech model is the DSM family, not Pocket TTS; \
+                 configure it with KyutaiModelConfig::tts_model(\"pocket\".parse()?)"
+                    .into(),
+            ));
+        };
+        let inner = self.inner.clone();
+        let device = inner.manager.config().device;
+        let weights = inner
+            .manager
+            .config()
+            .tts_weights
+            .unwrap_or_else(|| Weights::default_for(device));
+        let loaded = self
+            .inner
+            .pocket
+            .get_or_try_init(move || {
+                async move {
+                    let files =
+                        on_tokio(async move { PocketFiles::fetch(&inner.manager, &source).await })
+                            .await?;
+                    let derived_dir = files
+                        .weights
+                        .parent()
+                        .map(std::path::Path::to_path_buf)
+                        .unwrap_or_default();
+                    blocking("loading the Pocket TTS model", move || {
+                        let device = crate::codec::candle_device(device)?;
+                        let (source, _) = crate::weights::lm_source(
+                            &files.weights,
+                            weights,
+                            &device,
+                            &derived_dir,
+                        )?;
+                        let model =
+                            PocketModel::new(files.config.clone(), &source, &files.tokenizer)?;
+                        Ok(Arc::new(LoadedPocket { files, model }))
+                    })
+                    .await
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(loaded.clone())
+    }
+
+    /// A Pocket TTS voice state, computed once per engine: a predefined voice by name (its
+    /// state fetched from the model's repository), a `.safetensors` voice state file, or an
+    /// audio file to clone (any format the crate decodes; needs the gated weights).
+    pub async fn pocket_voice(&self, voice: &str) -> Result<VoiceState> {
+        let pocket = self.pocket_tts().await?;
+        let cell = self
+            .inner
+            .pocket_voices
+            .lock()
+            .entry(voice.to_string())
+            .or_insert_with(|| Arc::new(SharedInit::new()))
+            .clone();
+        let inner = self.inner.clone();
+        let name = voice.to_string();
+        let state = cell
+            .get_or_try_init(move || {
+                async move {
+                    let path = std::path::PathBuf::from(&name);
+                    let file = if crate::pocket::files::is_voice_file(&name) {
+                        path
+                    } else {
+                        let p = pocket.clone();
+                        on_tokio(async move { p.files.fetch_voice(&inner.manager, &name).await })
+                            .await?
+                    };
+                    blocking("loading the voice", move || pocket.voice_from_file(&file)).await
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(state.clone())
+    }
+
+    /// The default generation settings of the configured Pocket TTS model.
+    pub async fn pocket_settings(&self) -> Result<GenerateSettings> {
+        Ok(GenerateSettings::defaults(
+            self.pocket_tts().await?.model.config(),
+        ))
     }
 
     /// The languages the configured text-to-speech model speaks, read from its repository name
     /// (`kyutai/tts-1.6b-en_fr`: English and French); English and French when the name does not
     /// say.
     pub fn tts_languages(&self) -> Vec<Language> {
-        model_languages(&self.inner.manager.config().tts_repo)
+        let config = self.inner.manager.config();
+        match &config.tts_model {
+            // Each Pocket config speaks one language, named by the config.
+            TtsFamily::Pocket(name) => {
+                let code = match crate::pocket::config::config_language(name) {
+                    "french" => "fr",
+                    "german" => "de",
+                    "portuguese" => "pt",
+                    "italian" => "it",
+                    "spanish" => "es",
+                    "dutch" => "nl",
+                    _ => "en",
+                };
+                code.parse().map(|l| vec![l]).unwrap_or_default()
+            }
+            _ => model_languages(&config.tts_repo),
+        }
     }
 
     /// The languages the configured speech-to-text model understands, read from its repository

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use fluent_voice_kyutai::models::{KyutaiModelConfig, ProgressEvent, ProgressMode, Weights};
+use fluent_voice_kyutai::models::{
+    KyutaiModelConfig, ProgressEvent, ProgressMode, TtsFamily, Weights,
+};
 use fluent_voice_kyutai::{KyutaiEngine, MoshiError};
 
 #[derive(Parser)]
@@ -22,9 +24,14 @@ struct Cli {
 /// Options every command takes.
 #[derive(Args)]
 struct Common {
-    /// TTS model repository.
-    #[arg(long, global = true, value_name = "REPO")]
+    /// TTS model repository (a model of the 1.6B DSM family; selects that family).
+    #[arg(long, global = true, value_name = "REPO", conflicts_with = "tts_model")]
     tts_repo: Option<String>,
+    /// The TTS model: `dsm` (the 1.6B, default), `pocket` (Pocket TTS English, made for CPUs),
+    /// `pocket:LANGUAGE` (french, german_24l, english_2m_2026-10, ...), a Pocket config
+    /// FILE.yaml, or hf://REPO/PATH.yaml@REVISION.
+    #[arg(long, global = true, value_name = "MODEL", env = "KYUTAI_TTS_MODEL")]
+    tts_model: Option<TtsFamily>,
     /// STT model repository.
     #[arg(long, global = true, value_name = "REPO")]
     stt_repo: Option<String>,
@@ -119,6 +126,15 @@ enum Command {
     /// and Unmute.
     #[cfg(feature = "server")]
     Serve(serve::Options),
+    /// Write a Pocket TTS voice state (`--tts-model pocket...`): the voice of an audio file
+    /// (cloned; needs the gated weights) or a predefined voice, as a `.safetensors` file the
+    /// `pocket-tts` Python package loads, and `--voice` here takes.
+    ExportVoice {
+        /// An audio file to clone (WAV, FLAC, MP3, OGG) or a predefined voice name (alba, ...).
+        voice: String,
+        /// The voice state file to write.
+        output: std::path::PathBuf,
+    },
     /// List what the cache holds; with --verify, re-hash every file.
     Cache {
         /// Re-hash every cached file against the hash the hub announced.
@@ -132,6 +148,9 @@ impl Common {
         let mut config = KyutaiModelConfig::default();
         if let Some(repo) = &self.tts_repo {
             config = config.tts_repo(repo);
+        }
+        if let Some(family) = &self.tts_model {
+            config = config.tts_model(family.clone());
         }
         if let Some(repo) = &self.stt_repo {
             config = config.stt_repo(repo);
@@ -198,6 +217,7 @@ async fn run(cli: Cli) -> Result<ExitCode, MoshiError> {
             .await
         }
         Command::Cache { verify } => cache(config, verify),
+        Command::ExportVoice { voice, output } => export_voice(config, &voice, &output).await,
         Command::Say {
             text,
             file,
@@ -274,7 +294,27 @@ async fn download(
             println!("     {}", path.display());
         }
     }
-    if want_tts {
+    if want_tts && let TtsFamily::Pocket(_) = &engine.manager().config().tts_model {
+        let pocket = engine.pocket_tts().await?;
+        let files = [&pocket.files.weights, &pocket.files.tokenizer];
+        print_model(
+            "tts ",
+            &format!("pocket:{}", pocket.files.name),
+            "",
+            &files,
+            None,
+        );
+        if let Some(note) = &pocket.files.cloning_off {
+            eprintln!("note: voice cloning is off: {note}");
+        }
+        if voices == [config_default_voice()] {
+            voices = vec![engine.default_voice().to_string()];
+        }
+        for voice in &voices {
+            engine.pocket_voice(voice).await?;
+            println!("voice {voice}");
+        }
+    } else if want_tts {
         let tts = engine.ensure_tts().await?;
         let files = [
             &tts.config,
@@ -297,6 +337,31 @@ async fn download(
             println!("voice {voice}\n     {}", path.display());
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The default of `KyutaiModelConfig::default_voice` (a DSM voice).
+fn config_default_voice() -> String {
+    KyutaiModelConfig::default().default_voice
+}
+
+/// `kyutai export-voice`: a Pocket TTS voice state, written in the reference's format.
+async fn export_voice(
+    config: KyutaiModelConfig,
+    voice: &str,
+    output: &std::path::Path,
+) -> Result<ExitCode, MoshiError> {
+    if !matches!(config.tts_model, TtsFamily::Pocket(_)) {
+        return Err(MoshiError::InvalidConfig(
+            "export-voice writes Pocket TTS voice states: add --tts-model pocket (or \
+             pocket:LANGUAGE)"
+                .into(),
+        ));
+    }
+    let engine = KyutaiEngine::with_config(config.on_progress(say_when_waiting)).await?;
+    let state = engine.pocket_voice(voice).await?;
+    state.save(output)?;
+    println!("{}", output.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -222,6 +222,53 @@ impl ModelFile {
     }
 }
 
+/// A text-to-speech model family, and which model of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TtsFamily {
+    /// Kyutai's 1.6B delayed-streams TTS (`kyutai/tts-1.6b-en_fr`, or the repository
+    /// `tts_repo` names). Needs a GPU or a fast CPU for real time.
+    Dsm,
+    /// Pocket TTS (100M parameters, made for CPUs) with a config: the name of one of the
+    /// configs the `pocket-tts` package ships (`english`, `french_24l`, `english_2m_2026-10`,
+    /// ...), a local YAML file, or `hf://REPO/PATH.yaml@REVISION`.
+    Pocket(String),
+}
+
+impl std::str::FromStr for TtsFamily {
+    type Err = crate::MoshiError;
+
+    /// `dsm`; `pocket` (English); `pocket:NAME`; a `.yaml` path or `hf://` URL (a Pocket
+    /// config, as the package's `--config` reads it).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let yaml = |p: &str| {
+            let p = p.split('@').next().unwrap_or(p);
+            p.ends_with(".yaml") || p.ends_with(".yml")
+        };
+        match s {
+            "dsm" => Ok(TtsFamily::Dsm),
+            "pocket" => Ok(TtsFamily::Pocket(
+                crate::pocket::config::DEFAULT_CONFIG.into(),
+            )),
+            _ if s.starts_with("pocket:") => {
+                let name = &s["pocket:".len()..];
+                crate::pocket::config::builtin(name)?;
+                Ok(TtsFamily::Pocket(name.into()))
+            }
+            _ if s.starts_with("hf://") && yaml(s) => Ok(TtsFamily::Pocket(s.into())),
+            _ if yaml(s) => Ok(TtsFamily::Pocket(s.into())),
+            _ => Err(crate::MoshiError::InvalidConfig(format!(
+                "unknown TTS model {s:?}: use `dsm`, `pocket`, `pocket:LANGUAGE` (one of {}), \
+                 a Pocket config FILE.yaml, or hf://REPO/PATH.yaml@REVISION",
+                crate::pocket::config::builtin_names()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+}
+
 /// Which Kyutai models to use, where to cache them and how to reach the hub.
 ///
 /// ```
@@ -236,7 +283,10 @@ impl ModelFile {
 /// ```
 #[derive(Clone)]
 pub struct KyutaiModelConfig {
-    /// TTS model repository (`org/name`).
+    /// Which text-to-speech model runs: the 1.6B DSM TTS of `tts_repo` (the default), or
+    /// Pocket TTS with one of its configs.
+    pub tts_model: TtsFamily,
+    /// TTS model repository (`org/name`) of the DSM family.
     pub tts_repo: String,
     /// Branch, tag or commit of the TTS repository.
     pub tts_revision: String,
@@ -313,6 +363,7 @@ pub struct KyutaiModelConfig {
 impl Default for KyutaiModelConfig {
     fn default() -> Self {
         KyutaiModelConfig {
+            tts_model: TtsFamily::Dsm,
             tts_repo: DEFAULT_TTS_REPO.into(),
             tts_revision: "main".into(),
             stt_repo: DEFAULT_STT_REPO.into(),
@@ -352,9 +403,24 @@ impl Default for KyutaiModelConfig {
 
 /// Builder-style setters: each takes and returns `self`.
 impl KyutaiModelConfig {
-    /// The TTS model repository, `org/name` (default `kyutai/tts-1.6b-en_fr`).
+    /// The TTS model repository, `org/name` (default `kyutai/tts-1.6b-en_fr`); it names a
+    /// model of the DSM family, so it selects that family.
     pub fn tts_repo(mut self, repo: impl Into<String>) -> Self {
         self.tts_repo = repo.into();
+        self.tts_model = TtsFamily::Dsm;
+        self
+    }
+    /// Which text-to-speech model runs (see [`TtsFamily`]).
+    ///
+    /// ```
+    /// use fluent_voice_kyutai::models::{KyutaiModelConfig, TtsFamily};
+    ///
+    /// let config = KyutaiModelConfig::default().tts_model("pocket:french".parse()?);
+    /// assert_eq!(config.tts_model, TtsFamily::Pocket("french".into()));
+    /// # Ok::<(), fluent_voice_kyutai::MoshiError>(())
+    /// ```
+    pub fn tts_model(mut self, family: TtsFamily) -> Self {
+        self.tts_model = family;
         self
     }
     /// The branch, tag or 40-character commit of the TTS repository (default `main`).
@@ -528,6 +594,7 @@ impl KyutaiModelConfig {
 impl fmt::Debug for KyutaiModelConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KyutaiModelConfig")
+            .field("tts_model", &self.tts_model)
             .field("tts_repo", &self.tts_repo)
             .field("tts_revision", &self.tts_revision)
             .field("stt_repo", &self.stt_repo)

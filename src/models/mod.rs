@@ -1,7 +1,7 @@
 //! Model management: configuration, the hub client, the shared cache, verification, progress.
 
 pub(crate) mod cache;
-mod config;
+pub(crate) mod config;
 pub(crate) mod derived;
 mod hub;
 mod inventory;
@@ -13,7 +13,8 @@ pub(crate) mod repo_config;
 pub(crate) mod verify;
 
 pub use config::{
-    Device, KyutaiModelConfig, ModelFile, ProgressMode, ResolvedSettings, Weights, WhenBusy,
+    Device, KyutaiModelConfig, ModelFile, ProgressMode, ResolvedSettings, TtsFamily, Weights,
+    WhenBusy,
 };
 pub use inventory::{CachedFile, FileState};
 pub use manager::{FetchedFile, KyutaiModelManager};

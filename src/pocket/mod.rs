@@ -8,16 +8,59 @@
 //! crate's shared one ([`crate::layers`]).
 
 pub mod config;
+pub mod files;
 pub mod flow_lm;
 pub mod head;
 pub mod mimi;
 pub mod model;
 pub mod noise;
 pub mod prompt_audio;
+pub(crate) mod speech;
 pub mod text;
 pub mod tokenizer;
 pub mod voice;
 
+use std::path::Path;
+
 pub use config::PocketConfig;
+pub use files::PocketFiles;
 pub use model::{ChunkTrace, GenerateSettings, PocketModel};
 pub use voice::VoiceState;
+
+/// A Pocket TTS model an engine loaded, with the files it came from.
+pub struct LoadedPocket {
+    pub files: PocketFiles,
+    pub model: PocketModel,
+}
+
+impl LoadedPocket {
+    /// The voice state in `path`: a `.safetensors` voice state, or audio to clone (cut at 30 s).
+    pub fn voice_from_file(&self, path: &Path) -> crate::Result<VoiceState> {
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            return VoiceState::load(path, self.model.device());
+        }
+        if !self.model.can_clone() {
+            return Err(self.cloning_off());
+        }
+        let (samples, rate) = prompt_audio::read_audio(path)?;
+        let target = self.model.sample_rate() as u32;
+        let prompt = prompt_audio::prepare_prompt(&samples, rate, target, true)?;
+        let sampling = GenerateSettings::defaults(self.model.config()).sampling;
+        // The prompt pass samples a latent the reference throws away: its noise is not used.
+        self.model
+            .voice_from_prompt(&prompt, &mut noise::Seeded::new(0), &sampling)
+    }
+
+    /// The error of a cloning request when the weights have no encoder.
+    pub fn cloning_off(&self) -> crate::MoshiError {
+        let why = self
+            .files
+            .cloning_off
+            .clone()
+            .unwrap_or_else(|| "these weights have no Mimi encoder".into());
+        crate::MoshiError::Unsupported(format!(
+            "voice cloning is off for this Pocket TTS model: {why}. A predefined voice (alba, \
+             marius, estelle, ...) or a .safetensors voice state works without it"
+        ))
+    }
+}

@@ -136,6 +136,12 @@ impl PocketModel {
         Self::new(config, &TensorSource::dense(vb), tokenizer)
     }
 
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        self.flow_lm.device()
+    }
+
+    /// The model's config.
     pub fn config(&self) -> &PocketConfig {
         &self.config
     }

@@ -10,11 +10,15 @@ use crate::runtime::{blocking, on_tokio};
 
 use super::batch::TtsSlot;
 use super::conditioners::Conditions;
-use super::synth::{SegmentEvent, SynthesisSettings, TtsModel, WordTiming};
+use super::synth::{SegmentEvent, SynthesisSettings, TtsModel};
 use super::text_stream::LineWords;
+use crate::models::TtsFamily;
+use crate::pocket::GenerateSettings;
+use crate::pocket::speech::{PocketLine, PocketText};
+use crate::speech_out::{CHANNEL_CHUNKS, ChunkSender};
 use crate::voice::{
-    AudioChunk, BoxAudioStream, Language, Speaker, TranscriptionSegment, TtsConversation,
-    TtsConversationBuilder, TtsEngine, VoiceError,
+    AudioChunk, BoxAudioStream, Language, Speaker, TtsConversation, TtsConversationBuilder,
+    TtsEngine, VoiceError,
 };
 use futures::StreamExt;
 
@@ -204,6 +208,9 @@ impl KyutaiTtsBuilder {
     ) -> Result<KyutaiTtsConversation, VoiceError> {
         let engine = self.engine.engine().await?;
         self.check_languages(&engine)?;
+        if let TtsFamily::Pocket(_) = &engine.manager().config().tts_model {
+            return self.start_pocket(&engine, streamed).await;
+        }
         let model = engine.tts_model().await?;
         // The reference's `simple_generate` default, 2.0, for both kinds of models: the LUT
         // value with CFG distillation, else direct (two-pass) CFG.
@@ -251,6 +258,58 @@ impl KyutaiTtsBuilder {
         .await?;
         Ok(KyutaiTtsConversation {
             stream: stream_speech(model, slot, lines, settings),
+        })
+    }
+}
+
+impl KyutaiTtsBuilder {
+    /// The Pocket TTS side of [`start`](Self::start): the same speakers and settings, a voice
+    /// state per speaker (the default voice of the model's language when it names none), and
+    /// the same stream of chunks. The CFG coefficient has no meaning there and is ignored.
+    async fn start_pocket(
+        self,
+        engine: &KyutaiEngine,
+        streamed: Option<BoxTextStream>,
+    ) -> Result<KyutaiTtsConversation, VoiceError> {
+        let loaded = engine.pocket_tts().await?;
+        let mut settings = GenerateSettings::defaults(loaded.model.config());
+        if let Some(t) = self.temperature {
+            settings.sampling.temperature = f64::from(t);
+        }
+        let default_speaker;
+        let speakers: &[Speaker] = match (self.speakers.is_empty(), streamed.is_some()) {
+            (true, true) => {
+                default_speaker = [Speaker::speaker("kyutai").build()];
+                &default_speaker
+            }
+            _ => &self.speakers,
+        };
+        let mut lines = Vec::with_capacity(speakers.len() + 1);
+        for speaker in speakers {
+            let name = speaker
+                .voice
+                .as_ref()
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_else(|| engine.default_voice().to_string());
+            lines.push(PocketLine {
+                speaker: speaker.name.clone(),
+                text: PocketText::Whole(speaker.text.clone()),
+                voice: engine.pocket_voice(&name).await?,
+            });
+        }
+        if let Some(stream) = streamed {
+            let last = lines.last().expect("at least one speaker");
+            let line = PocketLine {
+                speaker: last.speaker.clone(),
+                text: PocketText::Stream(stream),
+                voice: last.voice.clone(),
+            };
+            lines.retain(|l| matches!(&l.text, PocketText::Whole(t) if !t.trim().is_empty()));
+            lines.push(line);
+        }
+        let seed = self.seed.unwrap_or_else(rand::random);
+        Ok(KyutaiTtsConversation {
+            stream: crate::pocket::speech::stream_speech(loaded, lines, settings, seed),
         })
     }
 }
@@ -370,10 +429,6 @@ struct Line {
     conditions: Conditions,
 }
 
-/// Chunks in flight between the synthesis thread and the listener: a small bound, so that a slow
-/// listener pauses synthesis instead of letting audio pile up in memory.
-const CHANNEL_CHUNKS: usize = 8;
-
 /// Runs synthesis on a dedicated thread (it is CPU-bound and blocking) and streams its chunks.
 /// Lines play in order; long lines are said in segments ([`LineWords`]), each a generation
 /// seeded `seed + its index`, each step in `slot`'s batch. Dropping the stream stops the thread
@@ -386,13 +441,7 @@ fn stream_speech(
 ) -> BoxAudioStream {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<AudioChunk, VoiceError>>(CHANNEL_CHUNKS);
     std::thread::spawn(move || {
-        let mut out = ChunkSender {
-            tx,
-            sample_rate: model.sample_rate,
-            samples_sent: 0,
-            held: None,
-            words: Vec::new(),
-        };
+        let mut out = ChunkSender::new(tx, model.sample_rate);
         let mut segment_index: u64 = 0;
         for line in lines {
             let listener = out.tx.clone();
@@ -428,7 +477,7 @@ fn stream_speech(
                     &mut |event| match event {
                         SegmentEvent::Audio(samples) => out.audio(samples, &line.speaker),
                         SegmentEvent::Word(word) => {
-                            out.word(word, segment_start);
+                            out.word(word.text, word.start_frame, word.end_frame, segment_start);
                             true
                         }
                     },
@@ -449,62 +498,6 @@ fn stream_speech(
     Box::pin(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }))
-}
-
-/// Sends audio chunks to the listener, one chunk behind (so that the last can be marked final),
-/// with the word timings known so far.
-struct ChunkSender {
-    tx: tokio::sync::mpsc::Sender<Result<AudioChunk, VoiceError>>,
-    sample_rate: u32,
-    samples_sent: u64,
-    held: Option<AudioChunk>,
-    /// Timed words not yet attached to a chunk.
-    words: Vec<TranscriptionSegment>,
-}
-
-impl ChunkSender {
-    /// Sends the previous chunk and holds this one; false once the listener is gone.
-    fn audio(&mut self, samples: Vec<f32>, speaker: &str) -> bool {
-        let n = samples.len() as u64;
-        let mut chunk = AudioChunk::new(samples, self.sample_rate)
-            .with_start_sample(self.samples_sent)
-            .with_speaker(speaker);
-        self.samples_sent += n;
-        if !self.words.is_empty() {
-            chunk.words = std::mem::take(&mut self.words);
-            let texts: Vec<&str> = chunk.words.iter().map(|w| w.text.as_str()).collect();
-            chunk.text = Some(texts.join(" "));
-        }
-        match self.held.replace(chunk) {
-            Some(previous) => self.tx.blocking_send(Ok(previous)).is_ok(),
-            None => !self.tx.is_closed(),
-        }
-    }
-
-    /// A word's timing, in the conversation's audio (its segment started at `segment_start`).
-    fn word(&mut self, word: WordTiming, segment_start: u64) {
-        let frame = u64::from(self.sample_rate) * 2 / 25; // 80 ms
-        let ms = |frames: usize| {
-            AudioChunk::samples_to_ms(segment_start + frames as u64 * frame, self.sample_rate)
-        };
-        self.words.push(TranscriptionSegment::new(
-            word.text,
-            ms(word.start_frame),
-            ms(word.end_frame),
-        ));
-    }
-
-    /// Sends the last chunk, marked final, with the words still to attach.
-    fn finish(mut self) {
-        if let Some(mut last) = self.held.take() {
-            if !self.words.is_empty() {
-                last.words.append(&mut self.words);
-                let texts: Vec<&str> = last.words.iter().map(|w| w.text.as_str()).collect();
-                last.text = Some(texts.join(" "));
-            }
-            let _ = self.tx.blocking_send(Ok(last.with_final(true)));
-        }
-    }
 }
 
 /// A TTS conversation: a stream of 24 kHz mono audio chunks.

@@ -54,9 +54,29 @@ const LINEAR_MODULES: [&str; 6] = [
 /// assert!(!is_large_linear("depformer_text_emb.out1.weight", &[1024, 128]));
 /// assert!(!is_large_linear("extra_heads.0.weight", &[6, 2048]));
 /// assert!(!is_large_linear("transformer.layers.0.norm1.alpha", &[1, 1, 2048]));
+/// // Pocket TTS: the flow transformer's linears only.
+/// assert!(is_large_linear("flow_lm.transformer.layers.2.linear1.weight", &[4096, 1024]));
+/// assert!(is_large_linear("flow_lm.transformer.layers.0.self_attn.in_proj.weight", &[3072, 1024]));
+/// assert!(!is_large_linear("mimi.decoder_transformer.transformer.layers.0.self_attn.out_proj.weight", &[512, 512]));
+/// assert!(!is_large_linear("flow_lm.flow_net.res_blocks.0.mlp.0.weight", &[512, 512]));
 /// ```
 pub fn is_large_linear(name: &str, shape: &[usize]) -> bool {
     if shape.len() != 2 {
+        return false;
+    }
+    // Pocket TTS: the flow transformer's linears; its head, Mimi and the tables stay as
+    // published (Mimi's decoder is as costly as the LM per frame, and float in every port).
+    if let Some(rest) = name.strip_prefix("flow_lm.transformer.") {
+        return [
+            ".in_proj.weight",
+            ".out_proj.weight",
+            ".linear1.weight",
+            ".linear2.weight",
+        ]
+        .iter()
+        .any(|suffix| rest.ends_with(suffix));
+    }
+    if name.starts_with("mimi.") || name.starts_with("flow_lm.") {
         return false;
     }
     if name.ends_with("in_proj_weight") {
