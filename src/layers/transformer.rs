@@ -1,7 +1,7 @@
 //! The streaming transformer of every language model here: the 1.6B TTS's main (temporal)
 //! transformer, with RoPE, a sliding context and cross-attention to the voice; its depformer,
-//! which runs over the codebooks of one frame with a weight set per codebook (`weights_per_step`
-//! + schedule); and Pocket TTS's flow LM and Mimi transformer (plain GELU feed-forward,
+//! which runs over the codebooks of one frame with a weight set per codebook
+//! (`weights_per_step` and a schedule); and Pocket TTS's flow LM and Mimi transformer (plain GELU feed-forward,
 //! grouped-query attention, prompts of many positions in one pass).
 //!
 //! It reads the published layouts: attention projections stacked as one in-projection

@@ -6,6 +6,10 @@
 //! are compiled into the crate as data ([`builtin`]), so `--tts-model pocket:french` needs no
 //! file of the user's; a user's own YAML goes through the same parser.
 
+// The structs' fields are the YAML's keys, one to one with the reference's pydantic classes
+// (documented there); only those whose meaning is not plain from the key carry a comment.
+#![allow(missing_docs)]
+
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -266,19 +270,19 @@ impl PocketConfig {
         let t = &self.flow_lm.transformer;
         let attn_dim = t.attn_dim.unwrap_or(t.d_model);
         let kv_heads = t.num_kv_heads.unwrap_or(t.num_heads);
-        if t.num_heads == 0 || attn_dim % t.num_heads != 0 {
+        if t.num_heads == 0 || !attn_dim.is_multiple_of(t.num_heads) {
             return bad(format!(
                 "flow_lm.transformer: attention width {attn_dim} is not a multiple of num_heads {}",
                 t.num_heads
             ));
         }
-        if kv_heads == 0 || t.num_heads % kv_heads != 0 {
+        if kv_heads == 0 || !t.num_heads.is_multiple_of(kv_heads) {
             return bad(format!(
                 "flow_lm.transformer: num_heads {} is not a multiple of num_kv_heads {kv_heads}",
                 t.num_heads
             ));
         }
-        if (attn_dim / t.num_heads) % 2 != 0 {
+        if !(attn_dim / t.num_heads).is_multiple_of(2) {
             return bad("flow_lm.transformer: the head width must be even (RoPE)".into());
         }
         for (name, dtype) in [("flow_lm", &self.flow_lm.dtype), ("mimi", &self.mimi.dtype)] {
@@ -297,7 +301,7 @@ impl PocketConfig {
             }
         }
         let m = self.mimi.decoder_transformer();
-        if m.num_heads == 0 || m.d_model % m.num_heads != 0 {
+        if m.num_heads == 0 || !m.d_model.is_multiple_of(m.num_heads) {
             return bad("mimi.transformer: d_model is not a multiple of num_heads".into());
         }
         Ok(())

@@ -17,8 +17,11 @@ use crate::models::KyutaiModelManager;
 /// A file on the hub: `hf://REPO/PATH@REVISION` (revision `main` when absent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubPath {
+    /// `org/name`.
     pub repo: String,
+    /// The file's path in the repository.
     pub path: String,
+    /// Branch, tag or commit.
     pub revision: String,
 }
 
@@ -94,8 +97,11 @@ async fn fetch_path(manager: &KyutaiModelManager, location: &str) -> Result<Path
 pub struct PocketFiles {
     /// The config's name (a built-in name, or the path or URL it came from).
     pub name: String,
+    /// The parsed config.
     pub config: PocketConfig,
+    /// The weights file (`flow_lm.*`, `mimi.*`).
     pub weights: PathBuf,
+    /// The tokenizer file.
     pub tokenizer: PathBuf,
     /// The open weights, beside which the predefined voices' states are (`embeddings/`).
     pub voices: Option<HubPath>,

@@ -18,7 +18,9 @@ use crate::weights::{Linear, TensorSource};
 /// One generated frame: the latent (normalised, `[1, ldim]`) and the EOS logit.
 #[derive(Debug, Clone)]
 pub struct FlowStep {
+    /// The next latent, normalised.
     pub latent: Tensor,
+    /// The EOS head's logit at this step.
     pub eos_logit: f32,
 }
 

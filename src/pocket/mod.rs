@@ -29,7 +29,9 @@ pub use voice::VoiceState;
 
 /// A Pocket TTS model an engine loaded, with the files it came from.
 pub struct LoadedPocket {
+    /// Where its files are, and whether cloning is on.
     pub files: PocketFiles,
+    /// The model.
     pub model: PocketModel,
 }
 
@@ -39,7 +41,9 @@ impl LoadedPocket {
         if path.extension().is_some_and(|e| e == "safetensors") {
             return VoiceState::load(path, self.model.device());
         }
-        if !self.model.can_clone() {
+        // As the reference: without the gated weights cloning is off, whatever the open
+        // weights hold.
+        if !self.model.can_clone() || self.files.cloning_off.is_some() {
             return Err(self.cloning_off());
         }
         let (samples, rate) = prompt_audio::read_audio(path)?;

@@ -28,6 +28,7 @@ const GEN_SECONDS_PADDING: f64 = 2.0;
 /// How one generation runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GenerateSettings {
+    /// Temperature, noise clamp and decoding steps.
     pub sampling: Sampling,
     /// EOS counts when the EOS logit is above this.
     pub eos_threshold: f64,
@@ -59,6 +60,7 @@ impl GenerateSettings {
 pub struct ChunkTrace {
     /// The chunk's text as the model read it.
     pub text: String,
+    /// Its token ids.
     pub tokens: Vec<u32>,
     /// The latents, normalised (`[1, ldim]` each), one per frame emitted.
     pub latents: Vec<Tensor>,
@@ -146,6 +148,7 @@ impl PocketModel {
         &self.config
     }
 
+    /// The model's tokenizer.
     pub fn tokenizer(&self) -> &PocketTokenizer {
         &self.tokenizer
     }

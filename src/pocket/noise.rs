@@ -22,6 +22,7 @@ pub trait Noise: Send {
 pub struct Seeded(StdRng);
 
 impl Seeded {
+    /// Noise seeded with `seed`.
     pub fn new(seed: u64) -> Self {
         Seeded(StdRng::seed_from_u64(seed))
     }
@@ -53,6 +54,7 @@ impl Noise for Seeded {
 pub struct Replayed(VecDeque<Vec<f32>>);
 
 impl Replayed {
+    /// Replays `draws`, one row per draw.
     pub fn new(draws: impl IntoIterator<Item = Vec<f32>>) -> Self {
         Replayed(draws.into_iter().collect())
     }

@@ -16,7 +16,8 @@ const TERMINAL: &[char] = &['.', '!', '?', '\u{2026}'];
 const WEAK: &[char] = &[',', ';', ':', '-', '\u{2013}', '\u{2014}'];
 const CLOSERS: &[char] = &['"', '\'', '\u{201d}', '\u{2019}', ')', ']', '\u{bb}'];
 
-/// The config's text options.
+/// The config's text options (its keys of the same names).
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Default)]
 pub struct TextOptions {
     pub pad_with_spaces_for_short_inputs: bool,
@@ -101,10 +102,7 @@ pub fn prepare_text_prompt(text: &str, opts: &TextOptions) -> Result<(String, us
             "the text to speak is empty; give at least one word".into(),
         ));
     }
-    text = text
-        .replace('\n', " ")
-        .replace('\r', " ")
-        .replace("  ", " ");
+    text = text.replace(['\n', '\r'], " ").replace("  ", " ");
     if opts.remove_semicolons {
         text = text.replace(';', ",");
     }

@@ -12,7 +12,7 @@ pub enum PocketTokenizer {
     /// `tokenizers` package the reference calls.
     Json(Box<tokenizers::Tokenizer>),
     /// A SentencePiece model, read by the crate's own SentencePiece tokenizer.
-    SentencePiece(crate::text::Tokenizer),
+    SentencePiece(Box<crate::text::Tokenizer>),
 }
 
 impl PocketTokenizer {
@@ -30,7 +30,7 @@ impl PocketTokenizer {
         } else {
             let t = crate::text::Tokenizer::from_file(path)?;
             let size = t.vocab_size();
-            (PocketTokenizer::SentencePiece(t), size)
+            (PocketTokenizer::SentencePiece(Box::new(t)), size)
         };
         if size != n_bins {
             return Err(invalid(format!(

@@ -121,9 +121,13 @@ impl KyutaiTtsBuilder {
             .chain(self.speakers.iter().filter_map(|s| s.language.as_ref()));
         for language in asked {
             if !spoken.contains(language) {
+                let config = engine.manager().config();
+                let model = match &config.tts_model {
+                    TtsFamily::Pocket(name) => format!("pocket:{name}"),
+                    _ => config.tts_repo.clone(),
+                };
                 return Err(MoshiError::Unsupported(format!(
-                    "the text-to-speech model `{}` does not speak `{language}`; it speaks {}",
-                    engine.manager().config().tts_repo,
+                    "the text-to-speech model `{model}` does not speak `{language}`; it speaks {}",
                     crate::engine::language_list(&spoken)
                 )));
             }
