@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use fluent_voice_kyutai::internals::pocket::flow_lm::Sampling;
 use fluent_voice_kyutai::internals::pocket::noise::{Noise, Replayed, Seeded};
-use fluent_voice_kyutai::internals::pocket::prompt_audio::{end_on_pause, read_audio};
+use fluent_voice_kyutai::internals::pocket::prompt_audio::{
+    end_on_pause, prepare_prompt, read_audio,
+};
 use fluent_voice_kyutai::internals::pocket::{
     ChunkTrace, GenerateSettings, PocketConfig, PocketModel, VoiceState,
 };

@@ -6,6 +6,7 @@
 
 pub(crate) mod decode;
 pub(crate) mod resample;
+pub(crate) mod resample_poly;
 mod wav;
 
 pub(crate) use decode::AudioDecoder;

@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use crate::audio::decode::AudioDecoder;
-use crate::audio::resample::{StreamResampler, downmix};
+use crate::audio::resample::downmix;
+use crate::audio::resample_poly::resample_poly;
 use crate::error::{MoshiError, Result};
 
 /// The longest prompt kept when truncation is asked for.
@@ -63,14 +64,8 @@ pub fn prepare_prompt(samples: &[f32], rate: u32, target: u32, truncate: bool) -
     if truncate && samples.len() > limit {
         samples = &samples[..limit];
     }
-    let resampled = if rate == target {
-        samples.to_vec()
-    } else {
-        let mut r = StreamResampler::new(rate, target)?;
-        let mut out = r.push(samples)?;
-        out.extend(r.finish()?);
-        out
-    };
+    // SciPy's filter, as the reference resamples (`convert_audio`).
+    let resampled = resample_poly(samples, rate, target);
     let min = target as usize * 2 / 25;
     if resampled.len() < min {
         return Err(MoshiError::InvalidInput(format!(
