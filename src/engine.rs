@@ -384,6 +384,9 @@ impl KyutaiEngine {
                     let path = std::path::PathBuf::from(&name);
                     let file = if crate::pocket::files::is_voice_file(&name) {
                         path
+                    } else if name.starts_with("hf://") {
+                        let hub = crate::pocket::files::HubPath::parse(&name)?;
+                        on_tokio(async move { hub.fetch(&inner.manager).await }).await?
                     } else {
                         let p = pocket.clone();
                         on_tokio(async move { p.files.fetch_voice(&inner.manager, &name).await })
@@ -395,6 +398,68 @@ impl KyutaiEngine {
             })
             .await?;
         Ok(state.clone())
+    }
+
+    /// Clones a Pocket TTS voice from audio bytes (an upload; `extension` names the format for
+    /// the decoder) and keeps its state in this engine's voice cache under a name derived from
+    /// the bytes' sha256, which it returns: a speaker `with_voice(name)` speaks with it, and the
+    /// same audio uploaded again is not encoded again.
+    pub async fn pocket_voice_from_audio(&self, bytes: Vec<u8>, extension: &str) -> Result<String> {
+        use sha2::Digest;
+        let pocket = self.pocket_tts().await?;
+        let name = format!("upload:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+        let cell = self
+            .inner
+            .pocket_voices
+            .lock()
+            .entry(name.clone())
+            .or_insert_with(|| Arc::new(SharedInit::new()))
+            .clone();
+        let extension = extension.to_string();
+        cell.get_or_try_init(move || {
+            blocking("cloning the voice", move || {
+                let file = tempfile::Builder::new()
+                    .suffix(&format!(".{extension}"))
+                    .tempfile()
+                    .map_err(|e| {
+                        MoshiError::io(
+                            "could not create",
+                            std::path::Path::new("a temporary file"),
+                            e,
+                        )
+                    })?;
+                std::fs::write(file.path(), &bytes)
+                    .map_err(|e| MoshiError::io("could not write", file.path(), e))?;
+                pocket.voice_from_file(file.path())
+            })
+            .boxed()
+        })
+        .await?;
+        Ok(name)
+    }
+
+    /// Fetches and loads the text-to-speech model of the configured family, and its default
+    /// voice (what a server does before it listens).
+    pub async fn load_tts(&self) -> Result<()> {
+        match &self.inner.manager.config().tts_model {
+            TtsFamily::Pocket(_) => {
+                self.pocket_voice(self.default_voice()).await?;
+            }
+            _ => {
+                self.tts_model().await?;
+                self.ensure_voice(self.default_voice()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured text-to-speech model, in words: `pocket:NAME` or the DSM repository.
+    pub fn tts_model_name(&self) -> String {
+        let config = self.inner.manager.config();
+        match &config.tts_model {
+            TtsFamily::Pocket(name) => format!("pocket:{name}"),
+            _ => config.tts_repo.clone(),
+        }
     }
 
     /// The default generation settings of the configured Pocket TTS model.

@@ -13,75 +13,8 @@ use fluent_voice_kyutai::voice::{
     AudioChunk, Speaker, TtsConversation, TtsConversationBuilder, VoiceError,
 };
 use futures::StreamExt;
-use serde_json::Value;
+use support::pocket::*;
 use support::*;
-
-const REPO: &str = "kyutai-test/pocket-tts";
-const GATED: &str = "kyutai-test/pocket-tts-gated";
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pocket")
-}
-
-/// Every file of the fixture repo, as the hub serves it.
-fn repo_files() -> Vec<(String, Vec<u8>)> {
-    fn walk(dir: &Path, root: &Path, out: &mut Vec<(String, Vec<u8>)>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, root, out);
-            } else {
-                let name = path
-                    .strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .to_string();
-                out.push((name, std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    let root = fixtures().join("repo");
-    let mut files = Vec::new();
-    walk(&root, &root, &mut files);
-    files
-}
-
-/// A reference case of `cases.json`.
-fn case(name: &str) -> Value {
-    let all: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("cases.json")).unwrap())
-            .unwrap();
-    all["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap()
-        .clone()
-}
-
-fn reference_pcm(name: &str) -> Vec<f32> {
-    let file = fixtures().join(format!("cases/{name}.safetensors"));
-    let t = candle_core::safetensors::load(file, &candle_core::Device::Cpu).unwrap();
-    t["pcm"].to_vec1::<f32>().unwrap()
-}
-
-/// The tiny config with the EOS threshold of a reference case, and optionally the gated
-/// repository as `weights_path`, written to `dir`.
-fn config_file(dir: &Path, eos_threshold: f64, gated: bool) -> PathBuf {
-    let mut yaml = std::fs::read_to_string(fixtures().join("tiny.yaml")).unwrap();
-    if gated {
-        yaml = yaml.replacen(
-            &format!("weights_path: hf://{REPO}/"),
-            &format!("weights_path: hf://{GATED}/"),
-            1,
-        );
-    }
-    yaml.push_str(&format!("default_eos_threshold: {eos_threshold}\n"));
-    let path = dir.join("pocket-tiny.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    path
-}
 
 struct Setup {
     engine: KyutaiEngine,
@@ -91,9 +24,7 @@ struct Setup {
 
 async fn setup(gated: bool) -> Setup {
     let hub = TestHub::start();
-    publish(&hub, REPO, "main", &repo_files());
-    publish(&hub, GATED, "main", &repo_files());
-    hub.require_token(GATED, "hf_secret");
+    publish_pocket(&hub);
     let dir = tempfile::tempdir().unwrap();
     let threshold = case("short")["eos_threshold"].as_f64().unwrap();
     let yaml = config_file(dir.path(), threshold, gated);
@@ -123,14 +54,6 @@ async fn speak(
         chunks.push(chunk?);
     }
     Ok(chunks)
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[tokio::test]

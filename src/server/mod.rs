@@ -30,6 +30,7 @@ mod messages;
 mod metrics;
 #[cfg(feature = "opus")]
 mod ogg_opus;
+mod pocket_api;
 mod slots;
 mod socket;
 mod tts;
@@ -46,7 +47,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Query, Stat
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::sync::watch;
 
 pub use config::{Limits, LimitsFile, ServerConfig, ServerFile};
@@ -109,8 +110,7 @@ impl Server {
                 engine.stt_model().await?;
             }
             if config.tts {
-                engine.tts_model().await?;
-                engine.ensure_voice(engine.default_voice()).await?;
+                engine.load_tts().await?;
             }
         }
         let address = SocketAddr::new(config.addr, config.port);
@@ -233,6 +233,11 @@ fn router(state: Arc<AppState>) -> Router {
     }
     if state.tts.is_some() {
         app = app.route(TTS_PATH, get(tts_socket).post(tts::post));
+        if let crate::models::TtsFamily::Pocket(_) = &state.engine.manager().config().tts_model {
+            app = app
+                .route(pocket_api::TTS, post(pocket_api::tts))
+                .route(pocket_api::HEALTH, get(pocket_api::health));
+        }
     }
     app.layer(DefaultBodyLimit::max(limits.max_post_bytes))
         .with_state(state)
@@ -345,7 +350,7 @@ async fn modules_info(State(state): State<Arc<AppState>>) -> Response {
         entry("batched_asr", ASR_PATH, &config.stt_repo, slots);
     }
     if let Some(slots) = &state.tts {
-        entry("tts", TTS_PATH, &config.tts_repo, slots);
+        entry("tts", TTS_PATH, &state.engine.tts_model_name(), slots);
     }
     axum::Json(modules).into_response()
 }

@@ -68,6 +68,16 @@ pub(crate) struct Request {
 }
 
 impl Request {
+    /// A request for a 16-bit WAV in `voice` (the default voice when `None`).
+    pub(crate) fn wav(voice: Option<String>) -> Request {
+        Request {
+            format: Format::Pcm,
+            voice,
+            seed: None,
+            temperature: None,
+        }
+    }
+
     pub(crate) fn parse(query: &HashMap<String, String>) -> Result<Request, String> {
         let number = |key: &str| -> Result<Option<f64>, String> {
             query
@@ -434,7 +444,26 @@ pub(crate) async fn post(
     client: Client,
     Json(body): Json<PostBody>,
 ) -> Response {
-    let started = Instant::now();
+    let request = Request {
+        format: Format::Pcm,
+        voice: body.voice,
+        seed: body.seed,
+        temperature: None,
+    };
+    wav_response(state, client, Instant::now(), request, &body.text).await
+}
+
+/// Speaks `text` as `request` says into a streamed 16-bit 24 kHz WAV (the header says "length
+/// unknown"): a slot of the TTS endpoint held while the body streams, the client's log line,
+/// 413 over the text limit, 503 without a free channel, 400 for a request the model refuses.
+/// The POST routes of both protocols (moshi-server's and pocket-tts's) answer with it.
+pub(crate) async fn wav_response(
+    state: Arc<AppState>,
+    client: Client,
+    started: Instant,
+    request: Request,
+    text: &str,
+) -> Response {
     state
         .metrics
         .connections
@@ -445,7 +474,7 @@ pub(crate) async fn post(
         (status, message).into_response()
     };
     let limit = state.config.limits.max_text_bytes;
-    if body.text.len() > limit {
+    if text.len() > limit {
         let m = format!("the text is over this server's limit of {limit} bytes");
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, m.clone(), End::bad(m));
     }
@@ -465,13 +494,7 @@ pub(crate) async fn post(
             end,
         );
     };
-    let request = Request {
-        format: Format::Pcm,
-        voice: body.voice,
-        seed: body.seed,
-        temperature: None,
-    };
-    let conversation = request.builder(&state, Some(&body.text)).synthesize().await;
+    let conversation = request.builder(&state, Some(text)).synthesize().await;
     let audio = match conversation {
         Ok(c) => c.into_stream(),
         Err(e) => {
@@ -496,6 +519,10 @@ pub(crate) async fn post(
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "audio/wav")
+        .header(
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=generated_speech.wav",
+        )
         .body(Body::from_stream(body))
         .expect("a valid response")
 }

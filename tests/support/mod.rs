@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod hub;
+pub mod pocket;
 pub mod stt_reference;
 pub mod tiny;
 

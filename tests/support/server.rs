@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fluent_voice_kyutai::KyutaiEngine;
 use fluent_voice_kyutai::server::{Limits, Server, ServerConfig};
+use fluent_voice_kyutai::{KyutaiEngine, KyutaiModelConfig};
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -53,11 +53,22 @@ pub fn relaxed_limits() -> Limits {
 impl TestServer {
     /// Starts a hub with `publish`'s repos and a server with `config` on a free port.
     pub async fn start(config_: ServerConfig, publish: impl FnOnce(&TestHub)) -> TestServer {
+        Self::start_models(config_, publish, |models| models).await
+    }
+
+    /// [`TestServer::start`] with the engine's settings changed by `models` (another TTS
+    /// family, say).
+    pub async fn start_models(
+        config_: ServerConfig,
+        publish: impl FnOnce(&TestHub),
+        models: impl FnOnce(KyutaiModelConfig) -> KyutaiModelConfig,
+    ) -> TestServer {
         let hub = TestHub::start();
         publish(&hub);
         let cache = tempfile::tempdir().unwrap();
         // The engine settings `kyutai serve` gives: batched steps of the server's batch size.
-        let engine = KyutaiEngine::with_config(config_.engine_config(config(&hub, cache.path())))
+        let models = models(config(&hub, cache.path()));
+        let engine = KyutaiEngine::with_config(config_.engine_config(models))
             .await
             .unwrap();
         let server = Server::bind(config_.port(0), engine.clone()).await.unwrap();
