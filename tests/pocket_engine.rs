@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-
 use fluent_voice_kyutai::KyutaiEngine;
 use fluent_voice_kyutai::models::TtsFamily;
 use fluent_voice_kyutai::voice::{

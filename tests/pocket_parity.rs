@@ -401,3 +401,17 @@ fn text_preparation_and_chunking_are_the_references() {
         }
     }
 }
+
+#[test]
+fn seeded_noise_has_std_sqrt_temperature_and_the_absolute_clamp() {
+    // `torch.nn.init.normal_(std=sqrt(temp))`; `trunc_normal_` bounds are absolute.
+    let x = Seeded::new(3).draw(40000, 0.49, None).unwrap();
+    let std = (x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / x.len() as f64).sqrt();
+    assert!((std - 0.7).abs() < 0.01, "std {std}, expected 0.7");
+    let y = Seeded::new(3).draw(40000, 0.49, Some(0.5)).unwrap();
+    assert!(y.iter().all(|v| v.abs() <= 0.5));
+    assert!(
+        y.iter().any(|v| v.abs() > 0.45),
+        "the clamp is absolute, not in units of std"
+    );
+}

@@ -12,7 +12,6 @@ use fluent_voice_kyutai::models::TtsFamily;
 use fluent_voice_kyutai::server::ServerConfig;
 use server_support::*;
 use support::pocket::*;
-use support::*;
 
 const KEY: &str = "public_token";
 const LONG: Duration = Duration::from_secs(60);

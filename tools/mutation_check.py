@@ -42,6 +42,41 @@ class Mutation:
 
 MUTATIONS = [
     Mutation(
+        "Pocket TTS: the voice state ignored (each chunk starts from an empty state)",
+        "src/pocket/model.rs",
+        "let mut state = self.flow_lm.state_from_kv(voice.kv.clone()).map_err(fail)?;",
+        "let _ = voice;\n        let mut state = self.flow_lm.new_state();",
+        ["pocket_parity"],
+    ),
+    Mutation(
+        "Pocket TTS: RoPE pairs not interleaved (half-split rotation)",
+        "src/layers/transformer.rs",
+        "q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;\n            k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;",
+        "q = candle_nn::rotary_emb::rope(&q, cos, sin)?;\n            k = candle_nn::rotary_emb::rope(&k, cos, sin)?;",
+        ["pocket_parity"],
+    ),
+    Mutation(
+        "Pocket TTS: the chunk ends one frame early after EOS",
+        "src/pocket/model.rs",
+        "&& step >= eos + frames_after_eos",
+        "&& step + 1 >= eos + frames_after_eos",
+        ["pocket_parity"],
+    ),
+    Mutation(
+        "Pocket TTS: no fade-in at the start of a chunk",
+        "src/pocket/model.rs",
+        "fade_in(&mut audio, self.sample_rate());",
+        "let _ = fade_in;",
+        ["pocket_parity"],
+    ),
+    Mutation(
+        "Pocket TTS: the noise scaled by temp instead of sqrt(temp)",
+        "src/pocket/noise.rs",
+        "let std = temperature.max(0.0).sqrt();",
+        "let std = temperature.max(0.0);",
+        ["pocket_parity"],
+    ),
+    Mutation(
         "the TTS server ignores the temperature it is asked for",
         "src/server/tts.rs",
         "builder = builder.temperature(t);",
@@ -50,7 +85,7 @@ MUTATIONS = [
     ),
     Mutation(
         "batched TTS rows all at the first row's position (RoPE)",
-        "src/tts/transformer.rs",
+        "src/layers/transformer.rs",
         "let steps: Vec<usize> = states.iter().map(|s| s.step).collect();",
         "let steps: Vec<usize> = states.iter().map(|_| states[0].step).collect();",
         ["tts_batch"],

@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn streamed_text_is_cut_after_sentence_marks() {
-        assert_eq!(sentence_cut("Hello there. How"), Some(13));
+        assert_eq!(sentence_cut("Hello there. How"), Some(12));
         assert_eq!(sentence_cut("Pi is 3.14 exactly"), None);
         assert_eq!(sentence_cut("Wait! Now? Yes"), Some(10));
         assert_eq!(sentence_cut("no end."), None);

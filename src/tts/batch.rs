@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use super::generate::{Generator, step_many};
 use super::lm::TtsLm;
-use super::synth::inference;
 use crate::batch::Stepper;
 use crate::error::MoshiError;
+use crate::error::inference;
 
 /// A batch's language model (shared weights; the states are the generations').
 pub(crate) struct TtsStepper {
