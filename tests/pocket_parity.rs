@@ -227,13 +227,17 @@ fn a_voice_cloned_from_audio() {
     let d = max_diff(&cut, &prompt);
     assert!(d < TOLERANCE, "end_on_pause differs by {d}");
     check("cloned");
-    // The fixture WAV (16 kHz) reads as the reference read it.
+    // The fixture WAV (16 kHz) reads, resamples and ends on a pause as the reference's does,
+    // so cloning from the file starts from the reference's prompt.
     let (wav, rate) = read_audio(&fixtures().join("voice.wav")).unwrap();
     assert_eq!(rate, 16000);
     assert_eq!(
         wav.len(),
         case["voice"]["wav_samples"].as_u64().unwrap() as usize
     );
+    let from_file = prepare_prompt(&wav, rate, 24000, false).unwrap();
+    let d = max_diff(&from_file, &prompt);
+    assert!(d < TOLERANCE, "the prompt from the WAV differs by {d}");
 }
 
 #[test]

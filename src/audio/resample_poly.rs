@@ -96,10 +96,10 @@ pub fn resample_poly(x: &[f32], from: u32, to: u32) -> Vec<f32> {
             // k = t - i * up for input samples i with 0 <= k < len(h).
             let i_max = (t / up).min(n_in - 1);
             let i_min = (t + 1).saturating_sub(h.len()).div_ceil(up);
-            for i in i_min..=i_max {
+            for (i, &xi) in x.iter().enumerate().take(i_max + 1).skip(i_min) {
                 let k = t - i * up;
                 if k < h.len() {
-                    acc += h[k] * x[i] as f64;
+                    acc += h[k] * xi as f64;
                 }
             }
             acc as f32
