@@ -30,6 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let weights: Weights = args.next().as_deref().unwrap_or("q8").parse()?;
     let wps: f64 = args.next().as_deref().unwrap_or("10").parse()?;
     let config = KyutaiModelConfig::default()
+        .tts_model(fluent_voice_kyutai::models::TtsFamily::Dsm)
         .cache_dir(&cache)
         .offline(true)
         .tts_weights(weights);

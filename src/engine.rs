@@ -302,7 +302,7 @@ impl KyutaiEngine {
     /// config's language default (`alba`, `estelle` for French, ...).
     pub fn default_voice(&self) -> &str {
         let config = self.inner.manager.config();
-        match &config.tts_model {
+        match &config.tts_family() {
             TtsFamily::Pocket(name)
                 if config.default_voice == crate::models::config::DEFAULT_VOICE =>
             {
@@ -317,7 +317,7 @@ impl KyutaiEngine {
     /// no cloning) and the tokenizer. The flow transformer's linears follow the TTS weights
     /// setting (q8/q4 derived once and cached, as for the 1.6B); Mimi stays in float.
     pub async fn pocket_tts(&self) -> Result<Arc<LoadedPocket>> {
-        let TtsFamily::Pocket(source) = self.inner.manager.config().tts_model.clone() else {
+        let TtsFamily::Pocket(source) = self.inner.manager.config().tts_family() else {
             return Err(MoshiError::InvalidConfig(
                 "this engine's text-to-speech model is the DSM family, not Pocket TTS; \
                  configure it with KyutaiModelConfig::tts_model(\"pocket\".parse()?)"
@@ -441,7 +441,7 @@ impl KyutaiEngine {
     /// Fetches and loads the text-to-speech model of the configured family, and its default
     /// voice (what a server does before it listens).
     pub async fn load_tts(&self) -> Result<()> {
-        match &self.inner.manager.config().tts_model {
+        match &self.inner.manager.config().tts_family() {
             TtsFamily::Pocket(_) => {
                 self.pocket_voice(self.default_voice()).await?;
             }
@@ -456,7 +456,7 @@ impl KyutaiEngine {
     /// The configured text-to-speech model, in words: `pocket:NAME` or the DSM repository.
     pub fn tts_model_name(&self) -> String {
         let config = self.inner.manager.config();
-        match &config.tts_model {
+        match &config.tts_family() {
             TtsFamily::Pocket(name) => format!("pocket:{name}"),
             _ => config.tts_repo.clone(),
         }
@@ -474,7 +474,7 @@ impl KyutaiEngine {
     /// say.
     pub fn tts_languages(&self) -> Vec<Language> {
         let config = self.inner.manager.config();
-        match &config.tts_model {
+        match &config.tts_family() {
             // Each Pocket config speaks one language, named by the config.
             TtsFamily::Pocket(name) => {
                 let code = match crate::pocket::config::config_language(name) {

@@ -74,6 +74,7 @@ fn run_on_a_terminal(hub: &TestHub, cache: &std::path::Path, extra_env: &[(&str,
     let mut cmd = std::process::Command::new("script");
     cmd.args(["-qfec", &command, "/dev/null"])
         .env("HF_ENDPOINT", hub.endpoint())
+        .env("KYUTAI_TTS_MODEL", "dsm")
         .env_remove("HF_HUB_DISABLE_PROGRESS_BARS")
         .env("TERM", "xterm");
     for (k, v) in extra_env {

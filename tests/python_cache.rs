@@ -135,6 +135,7 @@ async fn our_permission_bits_match_python() {
         .arg(env!("CARGO_BIN_EXE_kyutai"))
         .arg(cache.path())
         .env("HF_ENDPOINT", hub.endpoint())
+        .env("KYUTAI_TTS_MODEL", "dsm")
         .env("HF_HOME", home.path())
         .env_remove("HF_TOKEN")
         .env_remove("HF_HUB_OFFLINE")

@@ -37,6 +37,7 @@ fn kyutai_command(hub: &TestHub, cache: &Path, args: &[&str]) -> Command {
         .arg("--cache-dir")
         .arg(cache)
         .env("HF_ENDPOINT", hub.endpoint())
+        .env("KYUTAI_TTS_MODEL", "dsm")
         .env_remove("HF_TOKEN")
         .env_remove("HF_HUB_OFFLINE")
         .env("HF_HOME", cache.join("hf-home"))

@@ -25,11 +25,12 @@ struct Cli {
 #[derive(Args)]
 struct Common {
     /// TTS model repository (a model of the 1.6B DSM family; selects that family).
-    #[arg(long, global = true, value_name = "REPO", conflicts_with = "tts_model")]
+    #[arg(long, global = true, value_name = "REPO")]
     tts_repo: Option<String>,
-    /// The TTS model: `dsm` (the 1.6B, default), `pocket` (Pocket TTS English, made for CPUs),
-    /// `pocket:LANGUAGE` (french, german_24l, english_2m_2026-10, ...), a Pocket config
-    /// FILE.yaml, or hf://REPO/PATH.yaml@REVISION.
+    /// The TTS model: `dsm` (the 1.6B, the default on GPUs), `pocket` (Pocket TTS English, made
+    /// for CPUs: the default there), `pocket:LANGUAGE` (french, german_24l, english_2m_2026-10,
+    /// ...), a Pocket config FILE.yaml, or hf://REPO/PATH.yaml@REVISION. `--tts-repo` wins: it
+    /// names a DSM model.
     #[arg(long, global = true, value_name = "MODEL", env = "KYUTAI_TTS_MODEL")]
     tts_model: Option<TtsFamily>,
     /// STT model repository.
@@ -146,11 +147,11 @@ enum Command {
 impl Common {
     fn config(&self) -> KyutaiModelConfig {
         let mut config = KyutaiModelConfig::default();
-        if let Some(repo) = &self.tts_repo {
-            config = config.tts_repo(repo);
-        }
         if let Some(family) = &self.tts_model {
             config = config.tts_model(family.clone());
+        }
+        if let Some(repo) = &self.tts_repo {
+            config = config.tts_repo(repo);
         }
         if let Some(repo) = &self.stt_repo {
             config = config.stt_repo(repo);
@@ -294,7 +295,7 @@ async fn download(
             println!("     {}", path.display());
         }
     }
-    if want_tts && let TtsFamily::Pocket(_) = &engine.manager().config().tts_model {
+    if want_tts && let TtsFamily::Pocket(_) = &engine.manager().config().tts_family() {
         let pocket = engine.pocket_tts().await?;
         let files = [&pocket.files.weights, &pocket.files.tokenizer];
         print_model(
@@ -351,7 +352,7 @@ async fn export_voice(
     voice: &str,
     output: &std::path::Path,
 ) -> Result<ExitCode, MoshiError> {
-    if !matches!(config.tts_model, TtsFamily::Pocket(_)) {
+    if !matches!(config.tts_family(), TtsFamily::Pocket(_)) {
         return Err(MoshiError::InvalidConfig(
             "export-voice writes Pocket TTS voice states: add --tts-model pocket (or \
              pocket:LANGUAGE)"

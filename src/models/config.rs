@@ -283,9 +283,9 @@ impl std::str::FromStr for TtsFamily {
 /// ```
 #[derive(Clone)]
 pub struct KyutaiModelConfig {
-    /// Which text-to-speech model runs: the 1.6B DSM TTS of `tts_repo` (the default), or
-    /// Pocket TTS with one of its configs.
-    pub tts_model: TtsFamily,
+    /// Which text-to-speech model runs: the 1.6B DSM TTS of `tts_repo`, or Pocket TTS with one
+    /// of its configs. Unset: the device's default ([`KyutaiModelConfig::tts_family`]).
+    pub tts_model: Option<TtsFamily>,
     /// TTS model repository (`org/name`) of the DSM family.
     pub tts_repo: String,
     /// Branch, tag or commit of the TTS repository.
@@ -363,7 +363,7 @@ pub struct KyutaiModelConfig {
 impl Default for KyutaiModelConfig {
     fn default() -> Self {
         KyutaiModelConfig {
-            tts_model: TtsFamily::Dsm,
+            tts_model: None,
             tts_repo: DEFAULT_TTS_REPO.into(),
             tts_revision: "main".into(),
             stt_repo: DEFAULT_STT_REPO.into(),
@@ -407,7 +407,7 @@ impl KyutaiModelConfig {
     /// model of the DSM family, so it selects that family.
     pub fn tts_repo(mut self, repo: impl Into<String>) -> Self {
         self.tts_repo = repo.into();
-        self.tts_model = TtsFamily::Dsm;
+        self.tts_model = Some(TtsFamily::Dsm);
         self
     }
     /// Which text-to-speech model runs (see [`TtsFamily`]).
@@ -416,12 +416,25 @@ impl KyutaiModelConfig {
     /// use fluent_voice_kyutai::models::{KyutaiModelConfig, TtsFamily};
     ///
     /// let config = KyutaiModelConfig::default().tts_model("pocket:french".parse()?);
-    /// assert_eq!(config.tts_model, TtsFamily::Pocket("french".into()));
+    /// assert_eq!(config.tts_family(), TtsFamily::Pocket("french".into()));
+    /// // Unset, the device decides: Pocket TTS on the CPU (it keeps real time there), the
+    /// // 1.6B on a GPU.
+    /// assert_eq!(KyutaiModelConfig::default().tts_family(), TtsFamily::Pocket("english".into()));
     /// # Ok::<(), fluent_voice_kyutai::MoshiError>(())
     /// ```
     pub fn tts_model(mut self, family: TtsFamily) -> Self {
-        self.tts_model = family;
+        self.tts_model = Some(family);
         self
+    }
+
+    /// The text-to-speech family that runs: the one set, else the device's default: Pocket TTS
+    /// English on the CPU, where the 1.6B misses real time on a laptop's cores and Pocket
+    /// keeps it (README, "Pocket TTS"), and the 1.6B on a GPU.
+    pub fn tts_family(&self) -> TtsFamily {
+        self.tts_model.clone().unwrap_or_else(|| match self.device {
+            Device::Cpu => TtsFamily::Pocket(crate::pocket::config::DEFAULT_CONFIG.into()),
+            _ => TtsFamily::Dsm,
+        })
     }
     /// The branch, tag or 40-character commit of the TTS repository (default `main`).
     pub fn tts_revision(mut self, revision: impl Into<String>) -> Self {

@@ -233,7 +233,7 @@ fn router(state: Arc<AppState>) -> Router {
     }
     if state.tts.is_some() {
         app = app.route(TTS_PATH, get(tts_socket).post(tts::post));
-        if let crate::models::TtsFamily::Pocket(_) = &state.engine.manager().config().tts_model {
+        if let crate::models::TtsFamily::Pocket(_) = &state.engine.manager().config().tts_family() {
             app = app
                 .route(pocket_api::TTS, post(pocket_api::tts))
                 .route(pocket_api::HEALTH, get(pocket_api::health));

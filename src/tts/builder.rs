@@ -122,7 +122,7 @@ impl KyutaiTtsBuilder {
         for language in asked {
             if !spoken.contains(language) {
                 let config = engine.manager().config();
-                let model = match &config.tts_model {
+                let model = match &config.tts_family() {
                     TtsFamily::Pocket(name) => format!("pocket:{name}"),
                     _ => config.tts_repo.clone(),
                 };
@@ -212,7 +212,7 @@ impl KyutaiTtsBuilder {
     ) -> Result<KyutaiTtsConversation, VoiceError> {
         let engine = self.engine.engine().await?;
         self.check_languages(&engine)?;
-        if let TtsFamily::Pocket(_) = &engine.manager().config().tts_model {
+        if let TtsFamily::Pocket(_) = &engine.manager().config().tts_family() {
             return self.start_pocket(&engine, streamed).await;
         }
         let model = engine.tts_model().await?;

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use fluent_voice_kyutai::KyutaiModelConfig;
-use fluent_voice_kyutai::models::{ProgressMode, Weights};
+use fluent_voice_kyutai::models::{ProgressMode, TtsFamily, Weights};
 
 #[allow(unused_imports)]
 pub use hub::{Fault, FaultKind, LoggedRequest, TestHub};
@@ -87,7 +87,9 @@ pub fn kyutai_command(hub: &TestHub, cache: &Path, args: &[&str]) -> std::proces
         .env("HF_HOME", cache.join("hf-home"))
         .env("NO_PROXY", "127.0.0.1,localhost")
         // The tiny models' references are f32 runs; tests of other weights pass `--weights`.
-        .env("KYUTAI_WEIGHTS", "f32");
+        .env("KYUTAI_WEIGHTS", "f32")
+        // The tiny DSM TTS under the default names; Pocket's tests pass `--tts-model`.
+        .env("KYUTAI_TTS_MODEL", "dsm");
     command
 }
 
@@ -123,6 +125,9 @@ pub fn config(hub: &TestHub, cache: &Path) -> KyutaiModelConfig {
         .connect_timeout(Duration::from_secs(2))
         // The tiny models' references are f32 runs; tests of other weights set their own.
         .weights(Weights::F32)
+        // The tiny DSM TTS is published under the default names (on the CPU the default
+        // family would be Pocket TTS); Pocket's tests set their own.
+        .tts_model(TtsFamily::Dsm)
 }
 
 /// The number of GETs for paths ending in `suffix` that transferred body bytes.
