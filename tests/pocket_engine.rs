@@ -309,7 +309,55 @@ fn kyutai_say_with_a_pocket_model_writes_the_references_audio() {
     .output()
     .unwrap();
     assert!(output.status.success(), "{}", output_text(&output).1);
-    assert!(state.exists());
+    // The reference's state for the same WAV (export_model_state after
+    // get_state_for_audio_prompt): the same tensors, the same prompt, from the f32 weights
+    // (export-voice never uses a quantized copy).
+    let ours = candle_core::safetensors::load(&state, &candle_core::Device::Cpu).unwrap();
+    let reference = candle_core::safetensors::load(
+        fixtures().join("cases/cloned.voice_state.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let mut names: Vec<_> = ours.keys().collect();
+    names.sort();
+    let mut reference_names: Vec<_> = reference.keys().collect();
+    reference_names.sort();
+    assert_eq!(names, reference_names);
+    for (name, r) in &reference {
+        let o = &ours[name];
+        if name.ends_with("/cache") {
+            let len = r.dim(2).unwrap().min(o.dim(2).unwrap());
+            let r = r.narrow(2, 0, len).unwrap();
+            let o = o.narrow(2, 0, len).unwrap();
+            let d = (o - r)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d < 1e-4, "{name} differs from the reference's by {d}");
+        } else {
+            assert_eq!(
+                o.to_dtype(candle_core::DType::I64)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<i64>()
+                    .unwrap(),
+                r.to_dtype(candle_core::DType::I64)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<i64>()
+                    .unwrap(),
+                "{name}"
+            );
+        }
+    }
     let output = kyutai_command(
         &hub,
         &dir.path().join("cache"),

@@ -359,6 +359,10 @@ async fn export_voice(
                 .into(),
         ));
     }
+    // A voice state holds the flow transformer's keys and values of the voice prompt: written
+    // for other programs (the `pocket-tts` package loads it), it comes from the published
+    // weights, not from a quantized copy.
+    let config = config.tts_weights(Weights::F32);
     let engine = KyutaiEngine::with_config(config.on_progress(say_when_waiting)).await?;
     let state = engine.pocket_voice(voice).await?;
     state.save(output)?;
