@@ -354,7 +354,11 @@ impl KyutaiEngine {
                         )?;
                         let model =
                             PocketModel::new(files.config.clone(), &source, &files.tokenizer)?;
-                        Ok(Arc::new(LoadedPocket { files, model }))
+                        Ok(Arc::new(LoadedPocket {
+                            files,
+                            model,
+                            weights,
+                        }))
                     })
                     .await
                 }

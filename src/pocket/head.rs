@@ -4,17 +4,17 @@
 //! `models/flow_lm.py` (`lsd_decode`, `ot_decode`, `drifting_decode`, `pointwise_decode`).
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear};
+use candle_nn::LayerNorm;
 
 use super::config::HeadKind;
-use crate::weights::TensorSource;
+use crate::weights::{Linear, TensorSource};
 
 /// A linear layer with bias, dense (the head is small: quantizing it would save little).
 fn linear(vb: &TensorSource, in_dim: usize, out_dim: usize) -> Result<Linear> {
-    Ok(Linear::new(
+    Ok(Linear::Dense(candle_nn::Linear::new(
         vb.get((out_dim, in_dim), "weight")?,
         Some(vb.get(out_dim, "bias")?),
-    ))
+    )))
 }
 
 /// `x * (1 + scale) + shift`.

@@ -7,187 +7,15 @@
 //! layers' state is the reference's (`previous` context of each convolution, `partial` overlap
 //! of each transposed one). The transformer is the crate's one [`Transformer`].
 //!
-//! The grouped transposed convolution is ours: candle runs a grouped `conv_transpose1d` as one
-//! call per group (512 calls per frame for the published model), where a direct loop over the
-//! `[channels, kernel]` filter is a few microseconds.
+//! The streaming convolutions, and why their products are ours, are in [`super::conv`].
 
-use candle_core::{D, Device, Module, Result, Tensor};
+use candle_core::{Device, Module, Result, Tensor};
 
 use super::config::{MimiConfig, MimiTransformerConfig, SeanetConfig};
+use super::conv::{Conv, ConvTr};
 use crate::layers::{FeedForwardKind, Transformer, TransformerConfig, TransformerState};
 use crate::lm_config::NormKind;
 use crate::weights::{Linear, TensorSource};
-
-/// `StreamingConv1d`: a convolution without padding, fed the last `kernel - stride` input
-/// steps of the previous call first (zeros, or the first step repeated for `replicate`, at the
-/// first call).
-struct Conv {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    stride: usize,
-    dilation: usize,
-    replicate: bool,
-}
-
-impl Conv {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        vb: &TensorSource,
-        c_in: usize,
-        c_out: usize,
-        kernel: usize,
-        stride: usize,
-        dilation: usize,
-        bias: bool,
-        replicate: bool,
-    ) -> Result<Conv> {
-        Ok(Conv {
-            weight: vb.get((c_out, c_in, kernel), "weight")?,
-            bias: if bias {
-                Some(vb.get(c_out, "bias")?.reshape((1, c_out, 1))?)
-            } else {
-                None
-            },
-            stride,
-            dilation,
-            replicate,
-        })
-    }
-
-    /// Input steps carried from one call to the next.
-    fn context(&self) -> Result<usize> {
-        let kernel = self.weight.dim(D::Minus1)?;
-        Ok(((kernel - 1) * self.dilation + 1).saturating_sub(self.stride))
-    }
-
-    fn forward(&self, x: &Tensor, previous: &mut Option<Tensor>) -> Result<Tensor> {
-        let tp = self.context()?;
-        let x = if tp > 0 {
-            let prev = match previous.take() {
-                Some(p) => p,
-                None if self.replicate => x.narrow(D::Minus1, 0, 1)?.repeat((1, 1, tp))?,
-                None => {
-                    let (b, c, _) = x.dims3()?;
-                    Tensor::zeros((b, c, tp), x.dtype(), x.device())?
-                }
-            };
-            Tensor::cat(&[&prev, x], D::Minus1)?
-        } else {
-            x.clone()
-        };
-        let mut y = x.conv1d(&self.weight, 0, self.stride, self.dilation, 1)?;
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
-        }
-        if tp > 0 {
-            let len = x.dim(D::Minus1)?;
-            *previous = Some(x.narrow(D::Minus1, len - tp, tp)?.contiguous()?);
-        }
-        Ok(y)
-    }
-}
-
-/// `StreamingConvTranspose1d`: a transposed convolution whose last `kernel - stride` output
-/// steps (less the bias) are kept and added to the start of the next call's output.
-struct ConvTr {
-    /// `[c_in, c_out / groups, kernel]`, as PyTorch stores it.
-    weight: Tensor,
-    bias: Option<Tensor>,
-    stride: usize,
-    groups: usize,
-}
-
-impl ConvTr {
-    fn new(
-        vb: &TensorSource,
-        c_in: usize,
-        c_out: usize,
-        kernel: usize,
-        stride: usize,
-        groups: usize,
-        bias: bool,
-    ) -> Result<ConvTr> {
-        Ok(ConvTr {
-            weight: vb.get((c_in, c_out / groups, kernel), "weight")?,
-            bias: if bias {
-                Some(vb.get(c_out, "bias")?.reshape((1, c_out, 1))?)
-            } else {
-                None
-            },
-            stride,
-            groups,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, partial: &mut Option<Tensor>) -> Result<Tensor> {
-        let (_, _, kernel) = self.weight.dims3()?;
-        let mut y = if self.groups == 1 {
-            x.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?
-        } else {
-            grouped_conv_transpose(x, &self.weight, self.stride, self.groups)?
-        };
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
-        }
-        let pt = kernel.saturating_sub(self.stride);
-        if pt == 0 {
-            return Ok(y);
-        }
-        let len = y.dim(D::Minus1)?;
-        let head = y.narrow(D::Minus1, 0, pt)?;
-        let head = match partial.take() {
-            Some(p) => (head + p)?,
-            None => head,
-        };
-        let mut tail = y.narrow(D::Minus1, len - pt, pt)?;
-        if let Some(b) = &self.bias {
-            tail = tail.broadcast_sub(b)?;
-        }
-        *partial = Some(tail.contiguous()?);
-        Tensor::cat(&[&head, &y.narrow(D::Minus1, pt, len - 2 * pt)?], D::Minus1)
-    }
-}
-
-/// A grouped transposed convolution without padding: `x` `[1, c_in, T]`, `weight` `[c_in,
-/// c_out / groups, K]`, output `[1, c_out, (T - 1) * stride + K]`.
-fn grouped_conv_transpose(
-    x: &Tensor,
-    weight: &Tensor,
-    stride: usize,
-    groups: usize,
-) -> Result<Tensor> {
-    let (b, c_in, t) = x.dims3()?;
-    let (_, out_per_group, k) = weight.dims3()?;
-    if b != 1 || c_in % groups != 0 {
-        candle_core::bail!("grouped transposed convolution of {:?}", x.shape())
-    }
-    let in_per_group = c_in / groups;
-    let c_out = out_per_group * groups;
-    let len = (t - 1) * stride + k;
-    let xs = x
-        .squeeze(0)?
-        .to_dtype(candle_core::DType::F32)?
-        .to_vec2::<f32>()?;
-    let w = weight
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let mut y = vec![0f32; c_out * len];
-    for (ci, row) in xs.iter().enumerate() {
-        let g = ci / in_per_group;
-        for o in 0..out_per_group {
-            let co = g * out_per_group + o;
-            let filter = &w[(ci * out_per_group + o) * k..][..k];
-            let out = &mut y[co * len..][..len];
-            for (ti, &v) in row.iter().enumerate() {
-                for (j, &f) in filter.iter().enumerate() {
-                    out[ti * stride + j] += v * f;
-                }
-            }
-        }
-    }
-    Tensor::from_vec(y, (1, c_out, len), x.device())?.to_dtype(x.dtype())
-}
 
 /// `SEANetResnetBlock`: `x + conv(elu(conv(elu(x))))`.
 struct ResBlock {
@@ -583,22 +411,5 @@ impl MimiEncoder {
             x = down.forward(&x, &mut None)?;
         }
         x.transpose(1, 2)?.contiguous()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grouped_transposed_convolution_is_candles_per_group() {
-        let dev = Device::Cpu;
-        let (c, k, s, t) = (4, 6, 3, 5);
-        let x = Tensor::randn(0f32, 1., (1, c, t), &dev).unwrap();
-        let w = Tensor::randn(0f32, 1., (c, 1, k), &dev).unwrap();
-        let ours = grouped_conv_transpose(&x, &w, s, c).unwrap();
-        let theirs = x.conv_transpose1d(&w, 0, 0, s, 1, c).unwrap();
-        let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
     }
 }

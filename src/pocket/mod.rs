@@ -8,6 +8,7 @@
 //! crate's shared one ([`crate::layers`]).
 
 pub mod config;
+mod conv;
 pub mod files;
 pub mod flow_lm;
 pub mod head;
@@ -33,6 +34,8 @@ pub struct LoadedPocket {
     pub files: PocketFiles,
     /// The model.
     pub model: PocketModel,
+    /// How the flow transformer's weights are held.
+    pub weights: crate::models::Weights,
 }
 
 impl LoadedPocket {

@@ -11,10 +11,13 @@
 //!   (q8_0, q4k) and whose other tensors (embeddings, norms, conditioners) are kept as published.
 //! - [`derived`] keeps that GGUF in the Hugging Face cache beside the file it comes from, keyed
 //!   by that file's sha256 and the scheme, written atomically and verified like a download.
+//! - [`dense_rows`] and [`rows_matmul`] are the products of a step's few rows, dense and
+//!   quantized, that read each weight once.
 //! - [`source`] is what the model code sees: tensors, and linear layers that are either dense
 //!   or quantized.
 
 pub mod dense;
+pub mod dense_rows;
 pub mod derived;
 pub mod quantize;
 pub mod rows_matmul;

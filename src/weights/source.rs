@@ -52,7 +52,11 @@ impl Module for Linear {
                     .forward(&xs.to_dtype(DType::F32)?)?
                     .to_dtype(DType::BF16)
             }
-            Linear::Dense(l) => l.forward(xs),
+            // A step's few rows: each weight read once, in place (see [`super::dense_rows`]).
+            Linear::Dense(l) => match super::dense_rows::forward(l.weight(), l.bias(), xs)? {
+                Some(out) => Ok(out),
+                None => l.forward(xs),
+            },
             Linear::Quantized(QMatMul::QTensor(q))
                 if xs.elem_count() / xs.dim(D::Minus1)? > MAX_QUANTIZED_ROWS =>
             {
