@@ -2,9 +2,9 @@
 //! the text tokens, the voice prompt and the latents generated so far, whose last output gives
 //! the EOS logit and conditions the flow head that turns noise into the next 32-dim latent.
 //!
-//! The transformer is the crate's one [`Transformer`] (interleaved RoPE, grouped-query
+//! The transformer is the crate's one `layers::Transformer` (interleaved RoPE, grouped-query
 //! attention where a config has it, a plain GELU feed-forward, LayerNorms); its linears are
-//! [`crate::weights::Linear`], so the `Weights` setting quantizes them as it does the 1.6B's.
+//! `weights::Linear`, so the `Weights` setting quantizes them as it does the 1.6B's.
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 

@@ -5,9 +5,9 @@
 //! This is not the `moshi` crate's Mimi: there are no codebooks (the "quantizer" is a 1x1
 //! convolution), the upsampling convolution is grouped (one filter per channel), and the
 //! layers' state is the reference's (`previous` context of each convolution, `partial` overlap
-//! of each transposed one). The transformer is the crate's one [`Transformer`].
+//! of each transposed one). The transformer is the crate's one `layers::Transformer`.
 //!
-//! The streaming convolutions, and why their products are ours, are in [`super::conv`].
+//! The streaming convolutions, and why their products are ours, are in `pocket/conv.rs`.
 
 use candle_core::{Device, Module, Result, Tensor};
 

@@ -5,7 +5,7 @@
 //! The layout follows the reference's: [`config`] (the YAML), [`text`] (preparation and
 //! chunking), [`tokenizer`], [`flow_lm`] and its [`head`], [`mimi`], [`voice`] (voice states)
 //! and [`model`] (the generation rules). The transformer inside the flow LM and Mimi is the
-//! crate's shared one ([`crate::layers`]).
+//! crate's shared one (`src/layers/`).
 
 pub mod config;
 mod conv;
