@@ -1,8 +1,9 @@
-//! API keys, checked as moshi-server checks them: the `kyutai-api-key` header, else the
-//! `auth_id` query parameter (browsers cannot set websocket headers), against the configured
-//! keys. With no keys configured, every client is accepted.
+//! API keys, checked as moshi-server checks them: the `kyutai-api-key` header, else
+//! `Authorization: Bearer KEY` (what OpenAI's SDKs send), else the `auth_id` query parameter
+//! (browsers cannot set websocket headers), against the configured keys. With no keys
+//! configured, every client is accepted.
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
 
 /// The header moshi-server and its clients use.
 pub(crate) const KEY_HEADER: &str = "kyutai-api-key";
@@ -50,9 +51,11 @@ impl Auth {
         if self.is_open() {
             return Some(Identity::Open);
         }
-        let given = match headers.get(KEY_HEADER) {
-            Some(value) => value.to_str().ok(),
-            None => auth_id,
+        let bearer = |value: &str| value.strip_prefix("Bearer ").map(str::trim);
+        let given = match (headers.get(KEY_HEADER), headers.get(header::AUTHORIZATION)) {
+            (Some(value), _) => value.to_str().ok(),
+            (None, Some(value)) => value.to_str().ok().and_then(bearer),
+            (None, None) => auth_id,
         }?;
         self.keys
             .iter()
@@ -83,5 +86,13 @@ mod tests {
         headers.insert(KEY_HEADER, "bad".parse().unwrap());
         assert_eq!(auth.check(&headers, Some("k1")), None);
         assert_eq!(Auth::new(&[]).check(&headers, None), Some(Identity::Open));
+        // OpenAI's SDKs: `Authorization: Bearer KEY`.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, "Bearer k2".parse().unwrap());
+        assert_eq!(auth.check(&headers, None), Some(Identity::Key(2)));
+        headers.insert(header::AUTHORIZATION, "Bearer k3".parse().unwrap());
+        assert_eq!(auth.check(&headers, Some("k1")), None);
+        headers.insert(header::AUTHORIZATION, "Basic k1".parse().unwrap());
+        assert_eq!(auth.check(&headers, None), None);
     }
 }

@@ -31,8 +31,8 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// Counts how a stream of `endpoint` ended, when it ended in an error: a refusal by its
     /// kind, a failure as `failed`.
-    pub(crate) fn count_end(&self, endpoint: &str, end: &super::socket::End) {
-        use super::socket::End;
+    pub(crate) fn count_end(&self, endpoint: &str, end: &super::visit::End) {
+        use super::visit::End;
         let kind = match end {
             End::Refused(_, _, kind) => *kind,
             End::Failed(_) => "failed",

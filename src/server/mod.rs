@@ -1,15 +1,15 @@
-//! `kyutai serve`: Kyutai's streaming server protocol (moshi-server's) in pure Rust, so that
-//! Kyutai's own client scripts and Unmute work unchanged against one binary with no Python.
+//! `kyutai serve`: one HTTP server with three faces over the same engine, slots, keys, limits,
+//! metrics and logs:
 //!
-//! - `GET /api/asr-streaming` (websocket): audio in, words out; `POST` the same path with an
-//!   audio file for its words as JSON.
-//! - `GET /api/tts_streaming?voice=..&format=..` (websocket): text in, audio and timed words
-//!   out; `POST` `{text, voice}` for a WAV.
-//! - `GET /api/modules_info` (slots used and total, per endpoint, for load balancers),
-//!   `/api/build_info`, `/api/health`, `/metrics` (Prometheus).
+//! - [`kyutai`]: Kyutai's streaming protocol (moshi-server's), in pure Rust, so that Kyutai's own
+//!   client scripts and Unmute work unchanged against one binary with no Python;
+//! - [`openai`]: OpenAI's audio API (`/v1/audio/speech`, `/v1/audio/transcriptions`,
+//!   `/v1/models`), so that apps written for OpenAI's SDKs work by changing the base URL;
+//! - [`page`]: a page at `/` to try both in a browser, over the Kyutai websockets.
 //!
 //! The server is a thin protocol layer over the library: each stream is one conversation of a
-//! shared [`KyutaiEngine`], and it holds one of its endpoint's slots while it lasts.
+//! shared [`KyutaiEngine`], and it holds one of its endpoint's slots while it lasts (a
+//! [`visit::Visit`], whose tail is written once for every route).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), fluent_voice_kyutai::MoshiError> {
@@ -23,31 +23,26 @@
 //! # }
 //! ```
 
-mod asr;
 mod auth;
 mod config;
-mod messages;
+pub mod kyutai;
 mod metrics;
 #[cfg(feature = "opus")]
 mod ogg_opus;
 mod pocket_api;
 mod slots;
-mod socket;
-mod tts;
+mod visit;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Query};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use tokio::sync::watch;
 
 pub use config::{Limits, LimitsFile, ServerConfig, ServerFile};
@@ -57,11 +52,6 @@ use crate::error::MoshiError;
 use auth::{Auth, Identity};
 use metrics::Metrics;
 use slots::Slots;
-use socket::End;
-
-/// The paths, as moshi-server's configs name them.
-const ASR_PATH: &str = "/api/asr-streaming";
-const TTS_PATH: &str = "/api/tts_streaming";
 
 /// What every request handler shares.
 pub(crate) struct AppState {
@@ -73,6 +63,13 @@ pub(crate) struct AppState {
     metrics: Metrics,
     /// Turns true when the server shuts down; streams end cleanly on it.
     shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// True once the server has begun to shut down.
+    fn is_stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
 }
 
 /// A server bound to its address, its models loaded (unless lazy).
@@ -221,56 +218,13 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
+/// The three faces, with the limit on request bodies.
 fn router(state: Arc<AppState>) -> Router {
     let limits = &state.config.limits;
-    let mut app = Router::new()
-        .route("/api/modules_info", get(modules_info))
-        .route("/api/build_info", get(build_info))
-        .route("/api/health", get(health))
-        .route("/metrics", get(metrics));
-    if state.asr.is_some() {
-        app = app.route(ASR_PATH, get(asr_socket).post(asr::post));
-    }
-    if state.tts.is_some() {
-        app = app.route(TTS_PATH, get(tts_socket).post(tts::post));
-        if let crate::models::TtsFamily::Pocket(_) = &state.engine.manager().config().tts_family() {
-            app = app
-                .route(pocket_api::TTS, post(pocket_api::tts))
-                .route(pocket_api::HEALTH, get(pocket_api::health));
-        }
-    }
-    app.layer(DefaultBodyLimit::max(limits.max_post_bytes))
+    kyutai::routes(&state)
+        .merge(pocket_api::routes(&state))
+        .layer(DefaultBodyLimit::max(limits.max_post_bytes))
         .with_state(state)
-}
-
-/// The websocket limits: tungstenite's own cap sits above ours, so that a message a little
-/// over the limit reaches us and gets a proper `Error` answer.
-fn upgrade(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgrade {
-    let cap = state.config.limits.max_message_bytes * 2 + (64 << 10);
-    ws.max_message_size(cap).max_frame_size(cap)
-}
-
-async fn asr_socket(
-    State(state): State<Arc<AppState>>,
-    client: Client,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let s = state.clone();
-    upgrade(ws, &state).on_upgrade(move |socket| asr::serve_socket(s, socket, client))
-}
-
-async fn tts_socket(
-    State(state): State<Arc<AppState>>,
-    client: Client,
-    Query(query): Query<HashMap<String, String>>,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let request = match tts::Request::parse(&query) {
-        Ok(request) => request,
-        Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
-    };
-    let s = state.clone();
-    upgrade(ws, &state).on_upgrade(move |socket| tts::serve_socket(s, socket, client, request))
 }
 
 /// The client of a request, once authorized: who it is, for the connection log. Extracting it
@@ -279,20 +233,6 @@ async fn tts_socket(
 pub(crate) struct Client {
     address: String,
     identity: Identity,
-}
-
-impl Client {
-    /// The connection's one log line: who, which endpoint, how long, how it ended.
-    fn log(&self, endpoint: &str, started: Instant, end: &End) {
-        log::info!(
-            target: "kyutai::server",
-            "{} ({}) {endpoint} {:.1}s {}",
-            self.address,
-            self.identity,
-            started.elapsed().as_secs_f64(),
-            end.outcome()
-        );
-    }
 }
 
 impl FromRequestParts<Arc<AppState>> for Client {
@@ -323,60 +263,17 @@ impl FromRequestParts<Arc<AppState>> for Client {
             Some(identity) => Ok(Client { address, identity }),
             None => {
                 log::info!(target: "kyutai::server", "{address} refused: no valid API key");
-                Err((
-                    StatusCode::UNAUTHORIZED,
-                    "a valid kyutai-api-key is required",
-                )
-                    .into_response())
+                // OpenAI's SDKs read their error shape (and raise `AuthenticationError`).
+                Err(if parts.uri.path().starts_with(openai::PREFIX) {
+                    openai::Error::unauthorized().into_response()
+                } else {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        "a valid kyutai-api-key is required",
+                    )
+                        .into_response()
+                })
             }
         }
     }
-}
-
-/// moshi-server's `/api/modules_info`: one entry per endpoint, every value a string.
-async fn modules_info(State(state): State<Arc<AppState>>) -> Response {
-    let config = state.engine.manager().config();
-    let mut modules = Vec::new();
-    let mut entry = |kind: &str, path: &str, lm: &str, slots: &Slots| {
-        modules.push(HashMap::from([
-            ("type", kind.to_string()),
-            ("path", path.to_string()),
-            ("lm", lm.to_string()),
-            ("used_slots", slots.used().to_string()),
-            ("total_slots", slots.total().to_string()),
-        ]));
-    };
-    if let Some(slots) = &state.asr {
-        entry("batched_asr", ASR_PATH, &config.stt_repo, slots);
-    }
-    if let Some(slots) = &state.tts {
-        entry("tts", TTS_PATH, &state.engine.tts_model_name(), slots);
-    }
-    axum::Json(modules).into_response()
-}
-
-async fn build_info() -> Response {
-    axum::Json(HashMap::from([
-        ("name", env!("CARGO_PKG_NAME")),
-        ("version", env!("CARGO_PKG_VERSION")),
-        ("protocol", "moshi-server"),
-    ]))
-    .into_response()
-}
-
-/// 200 while serving, 503 once shutting down (so that a load balancer stops sending).
-async fn health(State(state): State<Arc<AppState>>) -> Response {
-    if *state.shutdown.borrow() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
-    } else {
-        (StatusCode::OK, "ok").into_response()
-    }
-}
-
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
 }

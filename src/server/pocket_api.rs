@@ -12,18 +12,36 @@
 //! downloads from anywhere, is refused: this server fetches model files from the hub only.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::tts::{Request, wav_response};
+use axum::Router;
+use axum::routing::{get, post};
+
+use super::kyutai::tts::{Request, start_speech, wav_response};
+use super::visit::{Endpoint, Visit};
 use super::{AppState, Client};
 
 /// The reference's routes.
 pub(crate) const TTS: &str = "/tts";
 pub(crate) const HEALTH: &str = "/health";
+
+/// The reference's routes, when the TTS served is Pocket TTS.
+pub(crate) fn routes(state: &AppState) -> Router<Arc<AppState>> {
+    let pocket = matches!(
+        state.engine.manager().config().tts_family(),
+        crate::models::TtsFamily::Pocket(_)
+    );
+    if state.tts.is_some() && pocket {
+        Router::new()
+            .route(TTS, post(tts))
+            .route(HEALTH, get(health))
+    } else {
+        Router::new()
+    }
+}
 
 /// `GET /health`.
 pub(crate) async fn health() -> Response {
@@ -45,7 +63,6 @@ pub(crate) async fn tts(
     client: Client,
     mut form: Multipart,
 ) -> Response {
-    let started = Instant::now();
     let (mut text, mut voice_url, mut voice_wav) = (None, None, None);
     loop {
         let field = match form.next_field().await {
@@ -114,5 +131,13 @@ pub(crate) async fn tts(
         }
         (None, None) => None,
     };
-    wav_response(state, client, started, Request::wav(voice), &text).await
+    let mut visit = Visit::new(&state, client, Endpoint::Tts, "tts");
+    match start_speech(&mut visit, Request::wav(voice), &text).await {
+        Ok(audio) => wav_response(visit, audio),
+        Err(end) => {
+            let answer = detail(end.http_status(), end.message());
+            visit.end(end);
+            answer
+        }
+    }
 }

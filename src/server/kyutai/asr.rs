@@ -18,9 +18,10 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::messages::{AsrIn, AsrOut, decode};
-use super::socket::{Conn, End, Framing, Incoming, code, ping_clock};
-use super::{AppState, Client};
-use crate::voice::{SpeechSource, SttConversationBuilder, TranscriptEvent};
+use super::socket::{self, Conn, Framing, Incoming, ping_clock};
+use crate::server::visit::{End, Endpoint, Visit, code};
+use crate::server::{AppState, Client};
+use crate::voice::{SpeechSource, SttConversationBuilder, TranscriptEvent, VoiceError};
 
 const ENDPOINT: &str = "asr";
 const SAMPLE_RATE: u64 = 24_000;
@@ -29,38 +30,16 @@ const FRAME: u64 = 1920;
 
 /// Serves one websocket client, from the slot to the log line.
 pub(crate) async fn serve_socket(state: Arc<AppState>, ws: WebSocket, client: Client) {
-    let started = Instant::now();
-    let mut conn = Conn::new(ws, &state.config.limits, Framing::MessagePack);
-    state
-        .metrics
-        .connections
-        .with_label_values(&[ENDPOINT])
-        .inc();
-    let slots = state
-        .asr
-        .as_ref()
-        .expect("the route exists only when served");
-    // Held until the log line is written: a shutdown waits for every slot to be free.
-    let slot = slots.try_acquire();
-    let end = match &slot {
-        None => End::Refused(
-            code::TRY_AGAIN,
-            "no free channels".into(),
-            "no_free_channels",
-        ),
-        Some(_) => {
-            let open = state.metrics.open.with_label_values(&[ENDPOINT]);
-            open.inc();
-            let end = Stream::new(&state).run(&mut conn).await;
-            open.dec();
-            end
-        }
-    };
-    state.metrics.count_end(ENDPOINT, &end);
-    conn.finish(&end, |message| AsrOut::Error { message }).await;
-    client.log(ENDPOINT, started, &end);
-    drop(slot);
-    conn.await_close().await;
+    let conn = Conn::new(ws, &state.config.limits, Framing::MessagePack);
+    let visit = Visit::new(&state, client, Endpoint::Asr, ENDPOINT);
+    socket::serve(
+        visit,
+        conn,
+        None,
+        |message| AsrOut::Error { message },
+        async |conn: &mut Conn| Stream::new(&state).run(conn).await,
+    )
+    .await;
 }
 
 /// One stream's state between the socket and its conversation.
@@ -79,7 +58,7 @@ struct Stream<'a> {
     behind: bool,
     /// The decoder of `OggOpus` input, from the first such message on.
     #[cfg(feature = "opus")]
-    opus: Option<super::ogg_opus::OggOpusDecoder>,
+    opus: Option<crate::server::ogg_opus::OggOpusDecoder>,
 }
 
 impl<'a> Stream<'a> {
@@ -126,7 +105,7 @@ impl<'a> Stream<'a> {
             // Backpressure: while the model is far behind, stop reading the socket.
             let reading = self.backlog_ms() < max_backlog;
             tokio::select! {
-                _ = super::stopping(&mut shutdown) => break End::Shutdown,
+                _ = crate::server::stopping(&mut shutdown) => break End::Shutdown,
                 event = events.next() => match event {
                     Some(Ok(event)) => {
                         if let Err(end) = self.on_event(event, conn).await {
@@ -212,7 +191,7 @@ impl<'a> Stream<'a> {
                 let decoder = match &mut self.opus {
                     Some(decoder) => decoder,
                     None => self.opus.insert(
-                        super::ogg_opus::OggOpusDecoder::new()
+                        crate::server::ogg_opus::OggOpusDecoder::new()
                             .map_err(|e| End::Failed(e.to_string()))?,
                     ),
                 };
@@ -325,31 +304,41 @@ pub(crate) async fn post(
     client: Client,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    state
-        .metrics
-        .connections
-        .with_label_values(&[ENDPOINT])
-        .inc();
-    let slots = state
-        .asr
-        .as_ref()
-        .expect("the route exists only when served");
-    let Some(_slot) = slots.acquire_within(state.config.limits.post_wait).await else {
-        let end = End::Refused(
-            code::TRY_AGAIN,
-            "no free channels".into(),
-            "no_free_channels",
-        );
-        client.log(ENDPOINT, started, &end);
-        return (StatusCode::SERVICE_UNAVAILABLE, "no free channels").into_response();
-    };
-    if body.is_empty() {
-        let end = End::bad("empty body: POST an audio file");
-        client.log(ENDPOINT, started, &end);
-        return (StatusCode::BAD_REQUEST, "empty body: POST an audio file").into_response();
+    let mut visit = Visit::new(&state, client, Endpoint::Asr, ENDPOINT);
+    match transcribe(&mut visit, body).await {
+        Ok(words) => {
+            visit.end(End::Done);
+            Json(words).into_response()
+        }
+        Err(end) => {
+            // moshi-server answers full slots with 503, and every error as bare text.
+            let status = match end {
+                End::Refused(code::TRY_AGAIN, ..) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => end.http_status(),
+            };
+            let answer = (status, message_of(&end)).into_response();
+            visit.end(end);
+            answer
+        }
     }
-    let conversation = state
+}
+
+/// The text of a refusal or failure, for the client.
+fn message_of(end: &End) -> String {
+    match end {
+        End::Refused(_, message, _) | End::Failed(message) => message.clone(),
+        other => other.outcome(),
+    }
+}
+
+/// The words of an uploaded file, moshi-server's way.
+async fn transcribe(visit: &mut Visit, body: Bytes) -> Result<Vec<AsrOut>, End> {
+    visit.wait_slot().await?;
+    if body.is_empty() {
+        return Err(End::bad("empty body: POST an audio file"));
+    }
+    let conversation = visit
+        .state()
         .engine
         .stt()
         .with_source(SpeechSource::from_bytes(body))
@@ -359,29 +348,19 @@ pub(crate) async fn post(
         Ok(c) => c.transcript().await,
         Err(e) => Err(e),
     };
-    match result {
-        Ok(transcript) => {
-            let mut out = Vec::with_capacity(transcript.words.len() * 2);
-            for word in transcript.words {
-                out.push(AsrOut::Word {
-                    text: word.text,
-                    start_time: word.start_ms as f64 / 1000.0,
-                });
-                out.push(AsrOut::EndWord {
-                    stop_time: word.end_ms as f64 / 1000.0,
-                });
-            }
-            client.log(ENDPOINT, started, &End::Done);
-            Json(out).into_response()
-        }
-        Err(e) => {
-            let status = match e {
-                crate::voice::VoiceError::InvalidInput(_) => StatusCode::BAD_REQUEST,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            let end = End::Failed(e.to_string());
-            client.log(ENDPOINT, started, &end);
-            (status, e.to_string()).into_response()
-        }
+    let transcript = result.map_err(|e| match e {
+        VoiceError::InvalidInput(_) => End::bad(e.to_string()),
+        other => End::Failed(other.to_string()),
+    })?;
+    let mut out = Vec::with_capacity(transcript.words.len() * 2);
+    for word in transcript.words {
+        out.push(AsrOut::Word {
+            text: word.text,
+            start_time: word.start_ms as f64 / 1000.0,
+        });
+        out.push(AsrOut::EndWord {
+            stop_time: word.end_ms as f64 / 1000.0,
+        });
     }
+    Ok(out)
 }

@@ -18,10 +18,10 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
 use super::messages::{TtsIn, TtsOut, decode};
-use super::slots::Slot;
-use super::socket::{Conn, End, Framing, Incoming, code, ping_clock};
-use super::{AppState, Client};
-use crate::voice::{AudioChunk, Speaker, TtsConversation, TtsConversationBuilder, VoiceError};
+use super::socket::{self, Conn, Framing, Incoming, ping_clock};
+use crate::server::visit::{End, Endpoint, Visit, code};
+use crate::server::{AppState, Client};
+use crate::voice::{AudioChunk, BoxAudioStream, Speaker, TtsConversation, TtsConversationBuilder, VoiceError};
 use crate::{KyutaiTtsBuilder, TextSender, text_channel};
 
 const ENDPOINT: &str = "tts";
@@ -140,30 +140,14 @@ pub(crate) async fn serve_socket(
     client: Client,
     request: Request,
 ) {
-    let started = Instant::now();
     let framing = match request.format {
         Format::Pcm | Format::OggOpus => Framing::RawPcm,
         _ => Framing::MessagePack,
     };
-    let mut conn = Conn::new(ws, &state.config.limits, framing);
-    state
-        .metrics
-        .connections
-        .with_label_values(&[ENDPOINT])
-        .inc();
-    let slots = state
-        .tts
-        .as_ref()
-        .expect("the route exists only when served");
+    let conn = Conn::new(ws, &state.config.limits, framing);
+    let visit = Visit::new(&state, client, Endpoint::Tts, ENDPOINT);
     let opus = matches!(request.format, Format::OggOpus | Format::OggOpusMessagePack);
-    let unavailable = opus && !cfg!(feature = "opus");
-    // Held until the log line is written: a shutdown waits for every slot to be free.
-    let slot = if unavailable {
-        None
-    } else {
-        slots.try_acquire()
-    };
-    let end = if unavailable {
+    let refusal = (opus && !cfg!(feature = "opus")).then(|| {
         End::Refused(
             code::UNSUPPORTED,
             "the OggOpus formats are not available in this server (built without the `opus` \
@@ -171,27 +155,15 @@ pub(crate) async fn serve_socket(
                 .into(),
             "unsupported",
         )
-    } else {
-        match &slot {
-            None => End::Refused(
-                code::TRY_AGAIN,
-                "no free channels".into(),
-                "no_free_channels",
-            ),
-            Some(_) => {
-                let open = state.metrics.open.with_label_values(&[ENDPOINT]);
-                open.inc();
-                let end = Stream::new(&state, request).run(&mut conn).await;
-                open.dec();
-                end
-            }
-        }
-    };
-    state.metrics.count_end(ENDPOINT, &end);
-    conn.finish(&end, |message| TtsOut::Error { message }).await;
-    client.log(ENDPOINT, started, &end);
-    drop(slot);
-    conn.await_close().await;
+    });
+    socket::serve(
+        visit,
+        conn,
+        refusal,
+        |message| TtsOut::Error { message },
+        async |conn: &mut Conn| Stream::new(&state, request).run(conn).await,
+    )
+    .await;
 }
 
 /// One stream's state between the socket and its conversation.
@@ -209,7 +181,7 @@ struct Stream<'a> {
     behind: bool,
     /// The Ogg/Opus stream, for the `OggOpus` formats.
     #[cfg(feature = "opus")]
-    opus: Option<super::ogg_opus::OggOpusEncoder>,
+    opus: Option<crate::server::ogg_opus::OggOpusEncoder>,
 }
 
 impl<'a> Stream<'a> {
@@ -253,7 +225,7 @@ impl<'a> Stream<'a> {
         let mut ping = ping_clock(&self.state.config.limits);
         let end = loop {
             tokio::select! {
-                _ = super::stopping(&mut shutdown) => break End::Shutdown,
+                _ = crate::server::stopping(&mut shutdown) => break End::Shutdown,
                 chunk = audio.next() => match chunk {
                     Some(Ok(chunk)) => {
                         if let Err(end) = self.on_chunk(chunk, conn).await {
@@ -386,7 +358,7 @@ impl<'a> Stream<'a> {
         ) {
             return Ok(());
         }
-        let encoder = super::ogg_opus::OggOpusEncoder::new().map_err(End::Failed)?;
+        let encoder = crate::server::ogg_opus::OggOpusEncoder::new().map_err(End::Failed)?;
         let header = encoder.header().to_vec();
         self.opus = Some(encoder);
         self.send_opus(header, conn).await
@@ -450,67 +422,25 @@ pub(crate) async fn post(
         seed: body.seed,
         temperature: None,
     };
-    wav_response(state, client, Instant::now(), request, &body.text).await
+    let mut visit = Visit::new(&state, client, Endpoint::Tts, ENDPOINT);
+    match start_speech(&mut visit, request, &body.text).await {
+        Ok(audio) => wav_response(visit, audio),
+        Err(end) => {
+            // moshi-server answers every error as bare text.
+            let answer = (end.http_status(), end.message()).into_response();
+            visit.end(end);
+            answer
+        }
+    }
 }
 
-/// Speaks `text` as `request` says into a streamed 16-bit 24 kHz WAV (the header says "length
-/// unknown"): a slot of the TTS endpoint held while the body streams, the client's log line,
-/// 413 over the text limit, 503 without a free channel, 400 for a request the model refuses.
-/// The POST routes of both protocols (moshi-server's and pocket-tts's) answer with it.
-pub(crate) async fn wav_response(
-    state: Arc<AppState>,
-    client: Client,
-    started: Instant,
-    request: Request,
-    text: &str,
-) -> Response {
-    state
-        .metrics
-        .connections
-        .with_label_values(&[ENDPOINT])
-        .inc();
-    let refuse = |status: StatusCode, message: String, end: End| {
-        client.log(ENDPOINT, started, &end);
-        (status, message).into_response()
-    };
-    let limit = state.config.limits.max_text_bytes;
-    if text.len() > limit {
-        let m = format!("the text is over this server's limit of {limit} bytes");
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, m.clone(), End::bad(m));
-    }
-    let slots = state
-        .tts
-        .as_ref()
-        .expect("the route exists only when served");
-    let Some(slot) = slots.acquire_within(state.config.limits.post_wait).await else {
-        let end = End::Refused(
-            code::TRY_AGAIN,
-            "no free channels".into(),
-            "no_free_channels",
-        );
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no free channels".into(),
-            end,
-        );
-    };
-    let conversation = request.builder(&state, Some(text)).synthesize().await;
-    let audio = match conversation {
-        Ok(c) => c.into_stream(),
-        Err(e) => {
-            let end = start_error(e);
-            let status = match end {
-                End::Refused(..) => StatusCode::BAD_REQUEST,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            return refuse(status, end.outcome(), end);
-        }
-    };
-    client.log(ENDPOINT, started, &End::Done);
+/// A streamed 16-bit 24 kHz WAV of `audio` (the header says "length unknown", as
+/// moshi-server's does). The body owns the visit: its slot is freed, and its line logged,
+/// when the body is done or the client hangs up. The POST routes of moshi-server's and
+/// pocket-tts's protocols answer with it.
+pub(crate) fn wav_response(visit: Visit, audio: BoxAudioStream) -> Response {
     let header = crate::audio::streaming_wav_header(24_000, 1).to_vec();
-    let samples = audio.map(move |chunk| {
-        // The stream owns the slot: it is freed when the body is done or dropped.
-        let _slot: &Slot = &slot;
+    let samples = visit.stream(audio).map(|chunk| {
         chunk
             .map(|c| pcm16(&c.samples))
             .map_err(|e| std::io::Error::other(e.to_string()))
@@ -525,6 +455,26 @@ pub(crate) async fn wav_response(
         )
         .body(Body::from_stream(body))
         .expect("a valid response")
+}
+
+/// Checks the text against the limit, takes a TTS slot (waiting up to `post_wait`) and starts
+/// speaking `text` as `request` says: the start of every HTTP route that speaks.
+pub(crate) async fn start_speech(
+    visit: &mut Visit,
+    request: Request,
+    text: &str,
+) -> Result<BoxAudioStream, End> {
+    let limit = visit.state().config.limits.max_text_bytes;
+    if text.len() > limit {
+        return Err(End::Refused(
+            code::TOO_BIG,
+            format!("the text is over this server's limit of {limit} bytes"),
+            "too_big",
+        ));
+    }
+    visit.wait_slot().await?;
+    let conversation = request.builder(visit.state(), Some(text)).synthesize().await;
+    conversation.map(|c| c.into_stream()).map_err(start_error)
 }
 
 /// 16-bit little-endian samples, scaled as moshi-server's `write_pcm_in_wav`.

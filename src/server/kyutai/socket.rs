@@ -1,6 +1,6 @@
 //! One websocket client: reading with the size limit and keepalive (pings, no-pong and idle
 //! timeouts, as moshi-server has them), writing protocol messages, and ending with an `Error`
-//! and a close frame, or a clean close.
+//! and a close frame, or a clean close; [`serve`] is the life of every websocket stream.
 
 use std::time::Instant;
 
@@ -9,26 +9,9 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::time::{Interval, MissedTickBehavior};
 
-use super::config::Limits;
+use crate::server::config::Limits;
+use crate::server::visit::{End, Visit, code};
 use super::messages::encode;
-
-/// Close codes (RFC 6455).
-pub(crate) mod code {
-    /// The stream ended normally.
-    pub const NORMAL: u16 = 1000;
-    /// The server is shutting down.
-    pub const GOING_AWAY: u16 = 1001;
-    /// The client sent data of a kind this endpoint does not take.
-    pub const UNSUPPORTED: u16 = 1003;
-    /// The client broke the protocol (malformed message, timeout).
-    pub const POLICY: u16 = 1008;
-    /// A message was over the size limit.
-    pub const TOO_BIG: u16 = 1009;
-    /// The server failed.
-    pub const SERVER_ERROR: u16 = 1011;
-    /// Every slot is taken: try again later.
-    pub const TRY_AGAIN: u16 = 1013;
-}
 
 /// A data message from the client.
 pub(crate) enum Incoming {
@@ -36,36 +19,24 @@ pub(crate) enum Incoming {
     Text(String),
 }
 
-/// Why a stream ends (also its outcome in the connection log).
-#[derive(Debug, Clone)]
-pub(crate) enum End {
-    /// The stream finished (TTS: the speech has ended).
-    Done,
-    /// The client closed the socket or went away.
-    ClientClosed,
-    /// The server is shutting down.
-    Shutdown,
-    /// The client is refused or broke the protocol: `(close code, message, metric kind)`.
-    Refused(u16, String, &'static str),
-    /// The engine failed.
-    Failed(String),
-}
-
-impl End {
-    pub(crate) fn bad(message: impl Into<String>) -> End {
-        End::Refused(code::POLICY, message.into(), "bad_input")
-    }
-
-    /// For the connection log.
-    pub(crate) fn outcome(&self) -> String {
-        match self {
-            End::Done => "done".into(),
-            End::ClientClosed => "closed by the client".into(),
-            End::Shutdown => "server shutdown".into(),
-            End::Refused(_, m, _) => format!("refused: {m}"),
-            End::Failed(m) => format!("failed: {m}"),
-        }
-    }
+/// Serves one websocket stream of `visit`: takes its slot (or ends with `refusal`, or "no free
+/// channels"), runs `stream`, ends with an `Error` message made by `error` and a close frame, then
+/// the visit's tail (count, log line, free slot), and waits briefly for the client's close.
+pub(crate) async fn serve<T: Serialize>(
+    mut visit: Visit,
+    mut conn: Conn,
+    refusal: Option<End>,
+    error: impl FnOnce(String) -> T,
+    stream: impl AsyncFnOnce(&mut Conn) -> End,
+) {
+    let end = match refusal.map_or_else(|| visit.take_slot(), Err) {
+        Ok(()) => stream(&mut conn).await,
+        Err(end) => end,
+    };
+    conn.finish(&end, error).await;
+    visit.end(end);
+    drop(visit);
+    conn.await_close().await;
 }
 
 /// How a stream's server messages are written.
