@@ -51,7 +51,6 @@ impl Auth {
         if self.is_open() {
             return Some(Identity::Open);
         }
-        let bearer = |value: &str| value.strip_prefix("Bearer ").map(str::trim);
         let given = match (headers.get(KEY_HEADER), headers.get(header::AUTHORIZATION)) {
             (Some(value), _) => value.to_str().ok(),
             (None, Some(value)) => value.to_str().ok().and_then(bearer),
@@ -62,6 +61,11 @@ impl Auth {
             .position(|k| constant_time_eq(k.as_bytes(), given.as_bytes()))
             .map(|i| Identity::Key(i + 1))
     }
+}
+
+/// The key of an `Authorization: Bearer KEY` header (OpenAI's SDKs send it so).
+fn bearer(value: &str) -> Option<&str> {
+    value.strip_prefix("Bearer ").map(str::trim)
 }
 
 /// Compares without stopping at the first difference, so that timing does not reveal how much

@@ -23,12 +23,15 @@
 //! # }
 //! ```
 
+mod audio_out;
 mod auth;
 mod config;
 pub mod kyutai;
 mod metrics;
 #[cfg(feature = "opus")]
 mod ogg_opus;
+pub mod openai;
+pub mod page;
 mod pocket_api;
 mod slots;
 mod visit;
@@ -63,6 +66,8 @@ pub(crate) struct AppState {
     metrics: Metrics,
     /// Turns true when the server shuts down; streams end cleanly on it.
     shutdown: watch::Receiver<bool>,
+    /// When the server started, in Unix seconds (OpenAI's model objects' `created`).
+    started_unix: u64,
 }
 
 impl AppState {
@@ -134,6 +139,9 @@ impl Server {
             engine,
             config,
             shutdown,
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
         });
         Ok(Server {
             listener,
@@ -223,6 +231,8 @@ fn router(state: Arc<AppState>) -> Router {
     let limits = &state.config.limits;
     kyutai::routes(&state)
         .merge(pocket_api::routes(&state))
+        .merge(openai::routes(&state))
+        .merge(page::routes(&state))
         .layer(DefaultBodyLimit::max(limits.max_post_bytes))
         .with_state(state)
 }

@@ -95,6 +95,29 @@ impl OggOpusEncoder {
         self.pending.drain(..whole);
         Ok(out)
     }
+
+    /// The last page, which ends the Ogg stream: the samples still waiting, padded with silence
+    /// to a whole packet (for a response body, which has an end; the websocket never calls it).
+    pub(crate) fn finish(&mut self) -> Result<Vec<u8>, String> {
+        // `encode` leaves less than a packet waiting.
+        self.pending.resize(FRAME, 0.0);
+        let size = self
+            .encoder
+            .encode_float(&self.pending[..FRAME], &mut self.packet)
+            .map_err(|e| format!("Opus encoding failed: {e}"))?;
+        self.encoded += FRAME as u64;
+        self.pending.clear();
+        let granule = self.encoded * 48_000 / SAMPLE_RATE;
+        self.pages
+            .write_packet(
+                self.packet[..size].to_vec(),
+                SERIAL,
+                PacketWriteEndInfo::EndStream,
+                granule,
+            )
+            .map_err(|e| format!("could not write an Ogg page: {e}"))?;
+        Ok(std::mem::take(self.pages.inner_mut()))
+    }
 }
 
 /// An Ogg/Opus stream being read, for the ASR route's `OggOpus` messages.

@@ -176,27 +176,49 @@ impl Transcript {
 
     /// SubRip (`.srt`) subtitles: one cue per phrase.
     pub fn to_srt(&self) -> String {
-        let stamp = |ms: u64| {
-            format!(
-                "{:02}:{:02}:{:02},{:03}",
-                ms / 3_600_000,
-                ms / 60_000 % 60,
-                ms / 1000 % 60,
-                ms % 1000
-            )
-        };
         let mut out = String::new();
         for (i, cue) in self.phrases().iter().enumerate() {
-            out.push_str(&format!(
-                "{}\n{} --> {}\n{}\n\n",
-                i + 1,
-                stamp(cue.start_ms),
-                stamp(cue.end_ms.max(cue.start_ms)),
-                cue.text
-            ));
+            out.push_str(&format!("{}\n{}\n\n", i + 1, cue_lines(cue, ',')));
         }
         out
     }
+
+    /// WebVTT (`.vtt`) subtitles: the same cues as [`to_srt`](Self::to_srt), in WebVTT's
+    /// syntax.
+    ///
+    /// ```
+    /// use fluent_voice_kyutai::voice::{Transcript, TranscriptionSegment};
+    ///
+    /// let transcript = Transcript::from_words(vec![TranscriptionSegment::new("Hi.", 100, 400)], 500);
+    /// assert_eq!(transcript.to_vtt(), "WEBVTT\n\n00:00:00.100 --> 00:00:00.400\nHi.\n\n");
+    /// ```
+    pub fn to_vtt(&self) -> String {
+        let mut out = String::from("WEBVTT\n\n");
+        for cue in self.phrases() {
+            out.push_str(&format!("{}\n\n", cue_lines(&cue, '.')));
+        }
+        out
+    }
+}
+
+/// A subtitle cue's timing line and text; `separator` comes before the milliseconds (`,` in
+/// SubRip, `.` in WebVTT).
+fn cue_lines(cue: &TranscriptionSegment, separator: char) -> String {
+    let stamp = |ms: u64| {
+        format!(
+            "{:02}:{:02}:{:02}{separator}{:03}",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000
+        )
+    };
+    format!(
+        "{} --> {}\n{}",
+        stamp(cue.start_ms),
+        stamp(cue.end_ms.max(cue.start_ms)),
+        cue.text
+    )
 }
 
 /// Groups timed words into phrases as they arrive: a phrase ends before a word that follows a

@@ -9,9 +9,9 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::time::{Interval, MissedTickBehavior};
 
+use super::messages::encode;
 use crate::server::config::Limits;
 use crate::server::visit::{End, Visit, code};
-use super::messages::encode;
 
 /// A data message from the client.
 pub(crate) enum Incoming {

@@ -21,7 +21,9 @@ use super::messages::{TtsIn, TtsOut, decode};
 use super::socket::{self, Conn, Framing, Incoming, ping_clock};
 use crate::server::visit::{End, Endpoint, Visit, code};
 use crate::server::{AppState, Client};
-use crate::voice::{AudioChunk, BoxAudioStream, Speaker, TtsConversation, TtsConversationBuilder, VoiceError};
+use crate::voice::{
+    AudioChunk, BoxAudioStream, Speaker, TtsConversation, TtsConversationBuilder, VoiceError,
+};
 use crate::{KyutaiTtsBuilder, TextSender, text_channel};
 
 const ENDPOINT: &str = "tts";
@@ -75,6 +77,21 @@ impl Request {
             voice,
             seed: None,
             temperature: None,
+        }
+    }
+
+    /// A request of OpenAI's speech route: the voice (the default when `None`) and sampling;
+    /// the format is the route's own.
+    pub(crate) fn openai(
+        voice: Option<String>,
+        seed: Option<u64>,
+        temperature: Option<f32>,
+    ) -> Request {
+        Request {
+            format: Format::Pcm,
+            voice,
+            seed,
+            temperature,
         }
     }
 
@@ -473,7 +490,10 @@ pub(crate) async fn start_speech(
         ));
     }
     visit.wait_slot().await?;
-    let conversation = request.builder(visit.state(), Some(text)).synthesize().await;
+    let conversation = request
+        .builder(visit.state(), Some(text))
+        .synthesize()
+        .await;
     conversation.map(|c| c.into_stream()).map_err(start_error)
 }
 
