@@ -721,6 +721,11 @@ mod serve {
         /// Do not serve text-to-speech.
         #[arg(long)]
         no_tts: bool,
+        /// The voice of every TTS route when a client names none (a file of the voices
+        /// repository for the 1.6B, `vctk/p226_023.wav`; a Pocket voice name, `jean`). The
+        /// server checks it at start, as it checks the models.
+        #[arg(long, value_name = "NAME")]
+        voice: Option<String>,
     }
 
     fn weights(name: &str) -> Result<Weights, MoshiError> {
@@ -763,7 +768,7 @@ mod serve {
         if !common.offline && file.offline == Some(true) {
             models = models.offline(true);
         }
-        if let Some(voice) = &file.default_voice {
+        if let Some(voice) = options.voice.as_ref().or(file.default_voice.as_ref()) {
             models = models.default_voice(voice);
         }
         if let Some(name) = options.weights.as_ref().or(file.weights.as_ref()) {

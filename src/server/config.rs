@@ -236,7 +236,9 @@ pub struct ServerFile {
     pub stt_repo: Option<String>,
     /// The voices repository.
     pub voices_repo: Option<String>,
-    /// The voice used when a client names none.
+    /// The voice used when a client names none: `voice = "NAME"` (as `--voice`), or
+    /// `default_voice = "NAME"`.
+    #[serde(alias = "voice")]
     pub default_voice: Option<String>,
     /// The hub cache directory.
     pub cache_dir: Option<PathBuf>,
@@ -344,5 +346,20 @@ mod tests {
                 .validate()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn the_default_voice_is_read_as_voice_or_default_voice() {
+        for key in ["voice", "default_voice"] {
+            let file: ServerFile =
+                toml::from_str(&format!("{key} = \"vctk/p226_023.wav\"")).unwrap();
+            assert_eq!(
+                file.default_voice.as_deref(),
+                Some("vctk/p226_023.wav"),
+                "{key}"
+            );
+        }
+        // Both at once is a mistake the file's reader reports.
+        assert!(toml::from_str::<ServerFile>("voice = \"a\"\ndefault_voice = \"b\"").is_err());
     }
 }

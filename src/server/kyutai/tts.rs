@@ -459,7 +459,7 @@ pub(crate) fn wav_response(visit: Visit, audio: BoxAudioStream) -> Response {
     let header = crate::audio::streaming_wav_header(24_000, 1).to_vec();
     let samples = visit.stream(audio).map(|chunk| {
         chunk
-            .map(|c| pcm16(&c.samples))
+            .map(|c| crate::server::audio_out::pcm16(&c.samples))
             .map_err(|e| std::io::Error::other(e.to_string()))
     });
     let body = futures::stream::once(async move { Ok::<_, std::io::Error>(header) }).chain(samples);
@@ -495,12 +495,4 @@ pub(crate) async fn start_speech(
         .synthesize()
         .await;
     conversation.map(|c| c.into_stream()).map_err(start_error)
-}
-
-/// 16-bit little-endian samples, scaled as moshi-server's `write_pcm_in_wav`.
-fn pcm16(samples: &[f32]) -> Vec<u8> {
-    samples
-        .iter()
-        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
-        .collect()
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -50,11 +51,20 @@ pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     client: Client,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if state.is_stopping() {
         return Error::stopping().into_response();
     }
+    // A body over the server's limit (`max_post_bytes`), answered in OpenAI's shape.
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => {
+            return Error::bad_request(format!("the body could not be read: {}", e.body_text()))
+                .with_status(e.status())
+                .into_response();
+        }
+    };
     let speech = match parse(&state, &headers, &body) {
         Ok(speech) => speech,
         Err(e) => return e.into_response(),
