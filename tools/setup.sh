@@ -30,5 +30,18 @@ if ! pkg-config --exists opus 2>/dev/null && command -v apt-get >/dev/null 2>&1;
         || echo "setup: libopus-dev not installed (only the opus feature needs it)" >&2
 fi
 
+# Debian's Chromium, for the browser test of the server's page (tests/server_page.rs).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium
+fi
+
+# OpenAI's official Python SDK, pinned, in tools/openai_sdk/.venv (tests/server_openai_sdk.rs).
+if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv
+fi
+tools/openai_sdk/setup.sh
+
 cargo build --locked --all-targets
 echo "setup: done; run the tests with: cargo test --locked" >&2
