@@ -62,7 +62,11 @@ async fn check(server: &TestServer, flags: &[&str]) -> (Value, tempfile::TempDir
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_official_sdk_speaks_transcribes_and_raises_typed_errors() {
     let server = server().await;
-    let flags: &[&str] = if cfg!(feature = "opus") { &["--opus"] } else { &[] };
+    let flags: &[&str] = if cfg!(feature = "opus") {
+        &["--opus"]
+    } else {
+        &[]
+    };
     let (results, out) = check(&server, flags).await;
     assert_eq!(results["sdk_version"], "3.63.0");
 
@@ -75,7 +79,11 @@ async fn the_official_sdk_speaks_transcribes_and_raises_typed_errors() {
     if cfg!(feature = "opus") {
         assert_eq!(&read("speech.opus")[..4], b"OggS");
     }
-    assert_eq!(le_i16(&read("streamed.pcm")), expected, "with_streaming_response");
+    assert_eq!(
+        le_i16(&read("streamed.pcm")),
+        expected,
+        "with_streaming_response"
+    );
     assert!(
         results["speech"]["streamed_pieces"].as_u64().unwrap() > 1,
         "streamed in pieces: {results}"
@@ -83,7 +91,11 @@ async fn the_official_sdk_speaks_transcribes_and_raises_typed_errors() {
     assert_eq!(le_i16(&read("sse.pcm")), expected, "stream_format sse");
     let events = results["speech"]["sse_events"].as_array().unwrap();
     assert_eq!(events.last().unwrap(), "speech.audio.done");
-    assert!(events[..events.len() - 1].iter().all(|e| e == "speech.audio.delta"));
+    assert!(
+        events[..events.len() - 1]
+            .iter()
+            .all(|e| e == "speech.audio.delta")
+    );
     assert_eq!(
         results["speech"]["sse_usage"]["output_tokens"],
         expected.len().div_ceil(1920)
@@ -101,13 +113,7 @@ async fn the_official_sdk_speaks_transcribes_and_raises_typed_errors() {
     let words: Vec<Value> = transcript
         .words
         .iter()
-        .map(|w| {
-            json!([
-                w.text,
-                w.start_ms as f64 / 1000.0,
-                w.end_ms as f64 / 1000.0
-            ])
-        })
+        .map(|w| json!([w.text, w.start_ms as f64 / 1000.0, w.end_ms as f64 / 1000.0]))
         .collect();
     assert_eq!(t["verbose"]["words"], Value::Array(words));
     assert_eq!(t["srt"], transcript.to_srt().as_str());

@@ -191,4 +191,3 @@ pub fn sse_events(body: &str) -> Vec<Value> {
         })
         .collect()
 }
-
