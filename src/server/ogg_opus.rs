@@ -98,14 +98,16 @@ impl OggOpusEncoder {
 
     /// The last page, which ends the Ogg stream: the samples still waiting, padded with silence
     /// to a whole packet (for a response body, which has an end; the websocket never calls it).
+    /// Its granule position counts only the real samples, so that players drop the padding.
     pub(crate) fn finish(&mut self) -> Result<Vec<u8>, String> {
         // `encode` leaves less than a packet waiting.
+        let real = self.pending.len() as u64;
         self.pending.resize(FRAME, 0.0);
         let size = self
             .encoder
             .encode_float(&self.pending[..FRAME], &mut self.packet)
             .map_err(|e| format!("Opus encoding failed: {e}"))?;
-        self.encoded += FRAME as u64;
+        self.encoded += real;
         self.pending.clear();
         let granule = self.encoded * 48_000 / SAMPLE_RATE;
         self.pages
