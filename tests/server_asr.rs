@@ -673,3 +673,32 @@ async fn ogg_opus_input_gives_the_words_of_its_decoded_audio() {
     assert!(!from_pcm.words.is_empty());
     assert_eq!(from_opus, from_pcm);
 }
+
+/// A client that closes gets the closing handshake back (a clean close, not a reset: browsers
+/// report a reset as 1006, an abnormal end), also while the model is still sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_clients_close_is_answered_with_a_close_frame() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let server = server(ServerConfig::default()).await;
+    let mut ws = server.connect(PATH, Some(KEY)).await.unwrap();
+    assert_eq!(next(&mut ws, LONG, false).await.unwrap().kind(), "Ready");
+    send(&mut ws, audio(&speech())).await;
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    })))
+    .await
+    .unwrap();
+    let mut closed = None;
+    while let Some(message) = ws.next().await {
+        match message {
+            Ok(Message::Close(frame)) => closed = Some(frame),
+            Ok(_) => {}
+            Err(e) => panic!("the server reset the connection: {e}"),
+        }
+    }
+    assert!(closed.is_some(), "a close frame came back");
+    server.wait_slots(PATH, 0).await;
+}

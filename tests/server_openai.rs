@@ -177,32 +177,6 @@ async fn speech_streams_chunked_and_as_server_sent_events() {
     );
 }
 
-/// A small base64 decoder for the SSE events (the standard alphabet, with padding).
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("not base64: {c}"),
-    };
-    let mut out = Vec::new();
-    for quad in text.as_bytes().chunks(4) {
-        let digits: Vec<u8> = quad
-            .iter()
-            .filter(|c| **c != b'=')
-            .map(|c| value(*c))
-            .collect();
-        let n = digits
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, d)| n | (u32::from(*d) << (18 - 6 * i)));
-        out.extend_from_slice(&n.to_be_bytes()[1..digits.len()]);
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_speech_requests_get_openai_errors_naming_the_param() {
     let server = server().await;
@@ -736,11 +710,13 @@ fn serve_voice_sets_the_default_voice_of_every_tts_route() {
             config.to_str().unwrap(),
         ],
     ] {
-        let mut child = kyutai_command(&hub, cache.path(), &args)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let addr = listening_addr(&mut child);
+        let mut child = KillOnDrop(
+            kyutai_command(&hub, cache.path(), &args)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let addr = listening_addr(&mut child.0);
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let [unnamed, named, built_in] = runtime.block_on(async {
             let speak = |voice: Option<&str>| {
@@ -777,11 +753,20 @@ fn serve_voice_sets_the_default_voice_of_every_tts_route() {
             assert_eq!(response.status(), 200);
             response.bytes().await.unwrap().len()
         });
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(child);
         assert!(unnamed == named, "{args:?}: no voice named is {other}");
         assert!(unnamed != built_in, "{args:?}: not the built-in default");
         assert!(kyutai_post > 44, "{args:?}");
+    }
+}
+
+/// A server process, killed when the test ends, also when it fails half-way.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -239,24 +239,15 @@ fn a_soak_of_mixed_routes_keeps_answering_and_memory_stays_flat() {
     publish_defaults(&hub);
     publish(&hub, STT, "main", &stt_tiny::stt_repo_talkative());
     let cache = tempfile::tempdir().unwrap();
-    let mut child = kyutai_command(
-        &hub,
-        cache.path(),
-        &[
-            "serve",
-            "--port",
-            "0",
-            "--batch-size",
-            "4",
-            "--api-key",
-            KEY,
-        ],
-    )
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let pid = child.id();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let args = ["serve", "--port", "0", "--batch-size", "4", "--api-key", KEY];
+    let mut child = KillOnDrop(
+        kyutai_command(&hub, cache.path(), &args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
     let (tx, lines) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in stderr.lines() {
@@ -361,9 +352,8 @@ fn a_soak_of_mixed_routes_keeps_answering_and_memory_stays_flat() {
         }
         sampler.await.unwrap();
     });
-    let alive = child.try_wait().unwrap().is_none();
-    let _ = child.kill();
-    let _ = child.wait();
+    let alive = child.0.try_wait().unwrap().is_none();
+    drop(child);
 
     let tally = tally.lock().unwrap();
     let rss = rss.lock().unwrap();
@@ -402,6 +392,16 @@ fn a_soak_of_mixed_routes_keeps_answering_and_memory_stays_flat() {
         tally.counts.keys()
     );
     assert!(high <= low * 1.10, "RSS grew: {low} KiB .. {high} KiB");
+}
+
+/// The server process, killed when the test ends, also when it fails half-way.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 async fn page(base: &str) -> Result<(), String> {

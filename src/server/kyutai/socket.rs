@@ -198,7 +198,9 @@ impl Conn {
             End::Failed(message) => (code::SERVER_ERROR, message.clone()),
         };
         if matches!(end, End::ClientClosed) {
-            let _ = self.ws.send(Message::Close(None)).await;
+            // The client's close frame queued tungstenite's reply; flushing sends it, so that
+            // the client sees a clean close (a browser reports 1006 otherwise).
+            let _ = futures::SinkExt::flush(&mut self.ws).await;
             return;
         }
         if code != code::NORMAL {
