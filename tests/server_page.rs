@@ -375,12 +375,39 @@ async fn the_page_asks_for_the_key_speaks_and_listens_in_chromium() {
         .await
         .unwrap()
         .into_events();
-    let mut words = Vec::new();
+    // The page's ends of turn are the library's (Unmute's rule, the same on both sides) over
+    // the model steps the page heard of.
+    let page_steps = page.eval("kyutai.asr.steps").await.as_u64().unwrap();
+    let (mut words, mut steps, mut ends) = (Vec::new(), 0, 0);
     while let Some(event) = events.next().await {
-        if let TranscriptEvent::Word(w) = event.unwrap() {
-            words.push(w.text);
+        match event.unwrap() {
+            TranscriptEvent::Word(w) => words.push(w.text),
+            TranscriptEvent::VoiceActivity { .. } => steps += 1,
+            TranscriptEvent::EndOfTurn { .. } if steps <= page_steps => ends += 1,
+            _ => {}
         }
     }
+    assert!(page_steps > 12, "{page_steps} steps");
+    assert_eq!(
+        page.eval("kyutai.asr.ends").await,
+        json!(ends),
+        "ends of turn"
+    );
+    println!("page: {page_steps} steps, {ends} ends of turn");
+    // The tiny model's pause head stays low, so the rule itself is checked on the steps of the
+    // Rust rule's own test (`src/stt/end_of_turn.rs`): skipped steps, one end per pause, none
+    // without words.
+    let marks = page
+        .eval(
+            "(() => { const r = kyutai.turnRule(); const s = (p) => r.step([0, 0, p, 0]); \
+             r.word(); const out = []; for (let i = 0; i < 12; i++) out.push(s(1)); \
+             out.push(s(0.1), s(0.2), s(0.9), s(0.95), s(0.1), s(0.9)); r.word(); \
+             out.push(s(0.2), s(0.8)); return out; })()",
+        )
+        .await;
+    let mut expected_marks = vec![false; 12];
+    expected_marks.extend([false, false, true, false, false, false, false, true]);
+    assert_eq!(marks, json!(expected_marks), "Unmute's end-of-turn rule");
     assert!(!shown.is_empty(), "the talkative model says words");
     assert!(
         shown.len() <= words.len() && shown[..] == words[..shown.len()],

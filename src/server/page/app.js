@@ -6,8 +6,8 @@
 //   kyutai.ready              the panels are shown (the key, if any, was accepted)
 //   kyutai.keyError           the server refused the key given
 //   kyutai.tts.received_samples, .words, .done, .error, .samples (Float32Array chunks)
-//   kyutai.asr.sent_samples, .sent_pcm (the exact 24 kHz samples sent), .words, .ends,
-//             .done, .error
+//   kyutai.asr.sent_samples, .sent_pcm (the exact 24 kHz samples sent), .words, .ends (the
+//             ends of turn marked), .steps (the model steps heard of), .done, .error
 'use strict';
 
 const RATE = 24000;
@@ -298,6 +298,29 @@ $('speak').addEventListener('click', speak);
 // the turn ends when it passes 0.6 after a word.
 const TURN = { head: 2, threshold: 0.6, halfLife: 0.01, skip: 12, step: 0.08 };
 
+function turnRule() {
+  let average = 1; // Unmute starts at 1 (a pause)
+  let steps = 0;
+  let speaking = false;
+  return {
+    word() { speaking = true; },
+    // One step's pause probabilities; true when the turn ends at this step.
+    step(prs) {
+      steps += 1;
+      const p = prs && prs[TURN.head];
+      if (steps <= TURN.skip || typeof p !== 'number') return false;
+      const alpha = 1 - Math.exp((-TURN.step / TURN.halfLife) * Math.LN2);
+      average = (1 - alpha) * average + alpha * p;
+      if (speaking && average > TURN.threshold) {
+        speaking = false;
+        return true;
+      }
+      return false;
+    },
+  };
+}
+kyutai.turnRule = turnRule;
+
 let listening = null;
 
 function showHeard() {
@@ -318,12 +341,14 @@ function showHeard() {
 
 async function startListening() {
   const state = kyutai.asr;
-  Object.assign(state, { sent_samples: 0, sent_pcm: [], words: [], ends: 0, done: false, error: null, transcript: [] });
+  Object.assign(state, {
+    sent_samples: 0, sent_pcm: [], words: [], ends: 0, steps: 0, done: false, error: null, transcript: [],
+  });
   showHeard();
   const button = $('listen');
   button.disabled = true;
   $('listen-status').textContent = 'Starting the microphone…';
-  const turn = { average: 1, steps: 0, speaking: false };
+  const turn = turnRule();
   const session = { ws: null, ready: false, queue: [], stopping: false, context: null, stream: null, node: null };
   listening = session;
   try {
@@ -373,20 +398,14 @@ async function startListening() {
     } else if (message.type === 'Word') {
       state.words.push(message.text);
       state.transcript.push(message.text);
-      turn.speaking = true;
+      turn.word();
       showHeard();
     } else if (message.type === 'Step') {
-      turn.steps += 1;
-      const p = message.prs && message.prs[TURN.head];
-      if (turn.steps > TURN.skip && typeof p === 'number') {
-        const alpha = 1 - Math.exp((-TURN.step / TURN.halfLife) * Math.LN2);
-        turn.average = (1 - alpha) * turn.average + alpha * p;
-        if (turn.speaking && turn.average > TURN.threshold) {
-          turn.speaking = false;
-          state.ends += 1;
-          state.transcript.push(null);
-          showHeard();
-        }
+      state.steps += 1;
+      if (turn.step(message.prs)) {
+        state.ends += 1;
+        state.transcript.push(null);
+        showHeard();
       }
     } else if (message.type === 'Marker') {
       // Everything sent before the marker is transcribed: the stream is done.
