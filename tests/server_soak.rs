@@ -239,7 +239,15 @@ fn a_soak_of_mixed_routes_keeps_answering_and_memory_stays_flat() {
     publish_defaults(&hub);
     publish(&hub, STT, "main", &stt_tiny::stt_repo_talkative());
     let cache = tempfile::tempdir().unwrap();
-    let args = ["serve", "--port", "0", "--batch-size", "4", "--api-key", KEY];
+    let args = [
+        "serve",
+        "--port",
+        "0",
+        "--batch-size",
+        "4",
+        "--api-key",
+        KEY,
+    ];
     let mut child = KillOnDrop(
         kyutai_command(&hub, cache.path(), &args)
             .stderr(std::process::Stdio::piped())
