@@ -147,13 +147,14 @@ impl KyutaiEngine {
         let paths = self.ensure_tts().await?.clone();
         let weights = self.inner.manager.config().tts_weights;
         let batching = self.inner.manager.config().tts_batching();
+        let n_q = self.inner.manager.config().tts_n_q;
         let derived_dir = self.inner.manager.cache().repo_dir(&paths.repo);
         self.load_once(
             &self.inner.tts_model,
             "loading the TTS model",
             weights,
             move |device, weights| {
-                TtsModel::load_weights(&paths, device, weights, &derived_dir, batching)
+                TtsModel::load_codebooks(&paths, device, weights, &derived_dir, batching, n_q)
             },
         )
         .await

@@ -43,10 +43,19 @@ struct Loaded {
 }
 
 async fn load() -> Loaded {
+    load_with(|config| config).await
+}
+
+/// [`load`], with the engine's settings changed by `settings`.
+async fn load_with(
+    settings: impl FnOnce(
+        fluent_voice_kyutai::KyutaiModelConfig,
+    ) -> fluent_voice_kyutai::KyutaiModelConfig,
+) -> Loaded {
     let hub = TestHub::start();
     publish_defaults(&hub);
     let cache = tempfile::tempdir().unwrap();
-    let engine = KyutaiEngine::with_config(config(&hub, cache.path()))
+    let engine = KyutaiEngine::with_config(settings(config(&hub, cache.path())))
         .await
         .unwrap();
     let model = engine.tts_model().await.unwrap();
@@ -128,6 +137,70 @@ async fn text_and_audio_tokens_match_the_reference_at_every_step() {
         let frames = run_to_end(&model.lm, &mut generator);
         assert_same_tokens(name, &generator, &frames, record);
     }
+}
+
+/// Fewer codebooks than the model has (`tts_n_q`, the reference's `TTSModel(n_q=...)`): the
+/// tokens at every step (the depformer's fewer draws included, with sampling) and the waveform
+/// (Mimi decoding the codebooks it gets) are the reference's; the model's own number of
+/// codebooks is the default, and more than it has is refused when the model loads.
+#[tokio::test]
+async fn fewer_codebooks_give_the_references_tokens_and_waveform() {
+    let loaded = load_with(|config| config.tts_n_q(3)).await;
+    let model = &loaded.model;
+    assert_eq!((model.lm.cfg.n_q, model.lm.cfg.dep_q), (4, 3));
+    for name in ["hello_n_q_3", "hello_temp_0.6_seed_1_n_q_3"] {
+        let case = case(name);
+        let record = &case.record;
+        assert_eq!(record["n_q"], 3, "{name}");
+        let conditions = conditions(&loaded, &case.voice, case.cfg).await;
+        let settings = GenerationSettings {
+            temp: case.temp,
+            text_temp: case.temp,
+            top_k: model.lm.cfg.top_k,
+            top_k_text: model.lm.cfg.top_k_text,
+            seed: case.seed,
+            final_padding: 4,
+            max_steps: record["max_steps"].as_u64().unwrap() as usize,
+        };
+        let mut generator = Generator::new(
+            &model.lm,
+            entries(record),
+            &conditions,
+            model.delay_steps,
+            settings,
+        )
+        .unwrap();
+        let frames = run_to_end(&model.lm, &mut generator);
+        assert!(frames.iter().all(|f| f.len() == 4), "text + 3 codebooks");
+        assert_same_tokens(name, &generator, &frames, record);
+        let mut pcm = Vec::new();
+        model
+            .synthesize_segment(
+                &case.text,
+                &conditions,
+                &synthesis_settings(&case),
+                &mut |c| {
+                    pcm.extend(c);
+                    true
+                },
+            )
+            .unwrap();
+        assert_same_pcm(DIR, name, &pcm);
+        // Not the audio of all four codebooks.
+        let all = tts_reference::reference_pcm(DIR, name.trim_end_matches("_n_q_3"));
+        assert_clearly_different(name, &pcm, &all);
+    }
+    let hub = TestHub::start();
+    publish_defaults(&hub);
+    let cache = tempfile::tempdir().unwrap();
+    let engine = KyutaiEngine::with_config(config(&hub, cache.path()).tts_n_q(5))
+        .await
+        .unwrap();
+    let error = engine.tts_model().await.err().expect("5 of 4 codebooks");
+    assert!(
+        error.to_string().contains("has 4 audio codebooks"),
+        "{error}"
+    );
 }
 
 /// The whole path a conversation takes (text normalisation and tokenization, voice, CFG value,

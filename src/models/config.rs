@@ -187,6 +187,33 @@ impl std::str::FromStr for Weights {
     }
 }
 
+/// How many audio codebooks the 1.6B TTS generates ([`KyutaiModelConfig::tts_n_q`]).
+///
+/// Each codebook is one depformer step per frame, so fewer codebooks make speech faster, at
+/// some cost in audio detail: Kyutai's scripts generate all 32 of the 1.6B's, Kyutai's TTS
+/// server 24 (`configs/config-tts.toml` of delayed-streams-modeling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TtsCodebooks {
+    /// Every codebook of the model (32 for the 1.6B), as Kyutai's scripts.
+    #[default]
+    All,
+    /// Exactly this many; more than the model has is an error, as in the reference.
+    Exactly(usize),
+    /// This many, or all of a model with fewer (`kyutai serve`'s default: 24).
+    AtMost(usize),
+}
+
+impl TtsCodebooks {
+    /// The codebooks to generate for a model of `model_n_q`, `None` for all of them.
+    pub(crate) fn resolve(self, model_n_q: usize) -> Option<usize> {
+        match self {
+            TtsCodebooks::All => None,
+            TtsCodebooks::Exactly(n) => Some(n),
+            TtsCodebooks::AtMost(n) => (n < model_n_q).then_some(n),
+        }
+    }
+}
+
 /// How download progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ProgressMode {
@@ -351,6 +378,9 @@ pub struct KyutaiModelConfig {
     pub tts_batch_size: usize,
     /// Text-to-speech conversations at once, in all batches (default: no limit).
     pub tts_max_conversations: Option<usize>,
+    /// Audio codebooks the 1.6B TTS generates (default: all, as Kyutai's scripts; see
+    /// [`TtsCodebooks`]). Pocket TTS has no codebooks: it ignores this.
+    pub tts_n_q: TtsCodebooks,
     /// What a conversation does at `max_conversations` or `tts_max_conversations`: wait for
     /// one to end, or fail.
     pub when_busy: WhenBusy,
@@ -394,6 +424,7 @@ impl Default for KyutaiModelConfig {
             max_conversations: None,
             tts_batch_size: 1,
             tts_max_conversations: None,
+            tts_n_q: TtsCodebooks::All,
             when_busy: WhenBusy::Wait,
             tts_files: BTreeMap::new(),
             stt_files: BTreeMap::new(),
@@ -580,6 +611,20 @@ impl KyutaiModelConfig {
         self.tts_batch_size = slots.max(1);
         self
     }
+    /// Generate `n_q` audio codebooks with the 1.6B TTS (default: all 32, as Kyutai's scripts;
+    /// Kyutai's server uses 24): fewer depformer steps per frame, so faster speech. More than
+    /// the model has fails when the model loads, as in the reference.
+    ///
+    /// ```
+    /// use fluent_voice_kyutai::KyutaiModelConfig;
+    /// use fluent_voice_kyutai::models::TtsCodebooks;
+    /// let config = KyutaiModelConfig::default().tts_n_q(24);
+    /// assert_eq!(config.tts_n_q, TtsCodebooks::Exactly(24));
+    /// ```
+    pub fn tts_n_q(mut self, n_q: usize) -> Self {
+        self.tts_n_q = TtsCodebooks::Exactly(n_q);
+        self
+    }
     /// At most this many text-to-speech conversations at once (default: no limit).
     pub fn tts_max_conversations(mut self, max: usize) -> Self {
         self.tts_max_conversations = Some(max.max(1));
@@ -637,6 +682,7 @@ impl fmt::Debug for KyutaiModelConfig {
             .field("max_conversations", &self.max_conversations)
             .field("tts_batch_size", &self.tts_batch_size)
             .field("tts_max_conversations", &self.tts_max_conversations)
+            .field("tts_n_q", &self.tts_n_q)
             .field("when_busy", &self.when_busy)
             .field("tts_files", &self.tts_files)
             .field("stt_files", &self.stt_files)

@@ -13,8 +13,8 @@ pub(crate) mod repo_config;
 pub(crate) mod verify;
 
 pub use config::{
-    Device, KyutaiModelConfig, ModelFile, ProgressMode, ResolvedSettings, TtsFamily, Weights,
-    WhenBusy,
+    Device, KyutaiModelConfig, ModelFile, ProgressMode, ResolvedSettings, TtsCodebooks, TtsFamily,
+    Weights, WhenBusy,
 };
 pub use inventory::{CachedFile, FileState};
 pub use manager::{FetchedFile, KyutaiModelManager};

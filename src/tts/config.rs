@@ -60,7 +60,8 @@ pub struct TtsConfig {
     pub card: usize,
     /// Audio codebooks the model reads (`n_q`).
     pub n_q: usize,
-    /// Audio codebooks the depformer generates (`dep_q`, equal to `n_q` here).
+    /// Audio codebooks the depformer generates (`dep_q`): `n_q` as published, fewer when asked
+    /// ([`TtsConfig::generating`]).
     pub dep_q: usize,
     /// One delay per stream, text first (`n_q + 1` entries).
     pub delays: Vec<usize>,
@@ -133,6 +134,32 @@ fn bad(msg: impl Into<String>) -> MoshiError {
 }
 
 impl TtsConfig {
+    /// The same model generating only its first `n_q` audio codebooks, as the reference's
+    /// `TTSModel(n_q=...)` does for a model of one stream: the depformer runs `n_q` steps
+    /// (`lm.dep_q = n_q`), the model reads the other codebooks as zero tokens, and Mimi decodes
+    /// the `n_q` it gets. Fewer codebooks, fewer depformer steps: Kyutai's TTS server uses 24 of
+    /// the 1.6B's 32. Like the reference, more codebooks than the model has is an error.
+    ///
+    /// ```
+    /// # use fluent_voice_kyutai::internals::tts::TtsConfig;
+    /// # fn cfg(c: TtsConfig) {
+    /// let fewer = c.clone().generating(c.n_q - 1).unwrap();
+    /// assert_eq!(fewer.dep_q, c.n_q - 1);
+    /// assert!(c.clone().generating(c.n_q + 1).is_err());
+    /// # }
+    /// ```
+    pub fn generating(mut self, n_q: usize) -> Result<TtsConfig> {
+        if n_q == 0 || n_q > self.n_q {
+            return Err(MoshiError::InvalidInput(format!(
+                "n_q = {n_q}: this TTS model has {} audio codebooks; generate 1 to {} of them",
+                self.n_q, self.n_q
+            )));
+        }
+        self.dep_q = n_q;
+        self.depformer_schedule.truncate(n_q);
+        Ok(self)
+    }
+
     /// Parses and checks `config.json`.
     ///
     /// ```

@@ -72,6 +72,8 @@ pub struct Generator {
     initial: Vec<i64>,
     delays: Vec<usize>,
     max_delay: usize,
+    /// Audio codebooks generated (`dep_q`); the model reads the others as zero tokens.
+    generated: usize,
     /// Frames between text and audio (`delay_steps`).
     pub delay_steps: usize,
     offset: usize,
@@ -107,7 +109,8 @@ impl Generator {
         let positions = max_delay + 2;
         let mut initial = vec![cfg.text_card as i64];
         initial.extend(std::iter::repeat_n(cfg.card as i64, cfg.n_q));
-        let n_q = cfg.n_q;
+        // An audio prefix holds the codebooks generated (Mimi encodes that many).
+        let n_q = cfg.dep_q;
         let (text_prefix, audio_prefix, prefix_frames) = match &conditions.audio_prefix {
             Some(codes) => {
                 if codes.len() != n_q || codes.iter().any(|c| c.len() != codes[0].len()) {
@@ -155,6 +158,7 @@ impl Generator {
             initial,
             delays: cfg.delays.clone(),
             max_delay,
+            generated: cfg.dep_q,
             delay_steps,
             offset: 0,
             text_log: Vec::new(),
@@ -291,7 +295,9 @@ impl Generator {
     fn finish_step(&mut self, fed: i64, mut audio: Vec<i64>) -> Option<Vec<i64>> {
         let offset = self.offset;
         for (q, slot) in audio.iter_mut().enumerate() {
-            if offset < self.delays[q + 1] + self.delay_steps {
+            // Within its delay, or a codebook not generated (fewer than the model's, as
+            // `TTSModel(n_q=...)` asks): the zero token, which the model reads as nothing.
+            if offset < self.delays[q + 1] + self.delay_steps || q >= self.generated {
                 *slot = self.machine.token_ids.zero;
             }
         }
@@ -312,7 +318,8 @@ impl Generator {
         if self.offset <= self.max_delay {
             return None;
         }
-        let frame = (0..self.cache.len())
+        // The text and the codebooks generated, as `LMGen` returns them.
+        let frame = (0..=self.generated)
             .map(|k| self.cache[k][(self.offset - self.max_delay + self.delays[k]) % ct])
             .collect();
         Some(frame)
@@ -369,8 +376,10 @@ pub fn step_many(lm: &TtsLm, generations: &mut [&mut Generator]) -> Result<Vec<O
         })
         .collect();
 
-    // The depformer, for the generations past the text-audio delay, one codebook at a time.
+    // The depformer, for the generations past the text-audio delay, one codebook at a time:
+    // the `dep_q` it generates (the model's `n_q`, or fewer).
     let n_q = lm.cfg.n_q;
+    let dep_q = lm.cfg.dep_q;
     // Each audible generation's tokens, one per codebook; the others' stay within their delays
     // (`finish_step` masks them).
     let mut audio: Vec<Vec<i64>> = vec![Vec::with_capacity(n_q); generations.len()];
@@ -409,7 +418,7 @@ pub fn step_many(lm: &TtsLm, generations: &mut [&mut Generator]) -> Result<Vec<O
         for state in audible_states(generations, &audible) {
             lm.depformer_reset(state);
         }
-        for cb in 0..n_q {
+        for cb in 0..dep_q {
             let prev_rows: Vec<i64> = audible
                 .iter()
                 .zip(&prev)

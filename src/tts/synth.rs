@@ -75,8 +75,26 @@ impl TtsModel {
         derived_dir: &Path,
         batching: Batching,
     ) -> Result<TtsModel> {
-        // The config first: a bad config.json is reported before gigabytes are read.
-        let cfg = Self::config(paths)?;
+        let all = crate::models::TtsCodebooks::All;
+        Self::load_codebooks(paths, device, weights, derived_dir, batching, all)
+    }
+
+    /// [`TtsModel::load_weights`] generating the audio codebooks `n_q` asks for
+    /// ([`TtsConfig::generating`]).
+    #[doc(hidden)]
+    pub fn load_codebooks(
+        paths: &TtsModelPaths,
+        device: &Device,
+        weights: Weights,
+        derived_dir: &Path,
+        batching: Batching,
+        n_q: crate::models::TtsCodebooks,
+    ) -> Result<TtsModel> {
+        // The config first: a bad config.json (or n_q) is reported before gigabytes are read.
+        let mut cfg = Self::config(paths)?;
+        if let Some(n_q) = n_q.resolve(cfg.n_q) {
+            cfg = cfg.generating(n_q)?;
+        }
         let (source, _) =
             crate::weights::lm_source(&paths.lm_weights, weights, device, derived_dir)?;
         Self::assemble(paths, device, cfg, &source, batching)
@@ -107,7 +125,8 @@ impl TtsModel {
         source: &crate::weights::TensorSource,
         batching: Batching,
     ) -> Result<TtsModel> {
-        let n_q = cfg.n_q;
+        // Mimi decodes the codebooks generated.
+        let n_q = cfg.dep_q;
         let lm = Arc::new(TtsLm::new(cfg, source).map_err(|e| {
             MoshiError::invalid_file(
                 &paths.lm_weights,
@@ -456,7 +475,7 @@ impl TtsModel {
         let mut timings = WordTimings::default();
         let mut mimi = self.mimi.clone();
         mimi.reset_state();
-        let n_q = cfg.n_q;
+        let n_q = cfg.dep_q;
         let mut frames_seen = 0usize;
         // Mimi decodes on a thread of its own on the CPU, one frame behind the language model
         // (see [`Pipelined`]): the same audio, in the same order.

@@ -69,6 +69,10 @@ CASES = {
     "hello_temp_0.6_seed_1": {"text": HELLO, "temp": 0.6, "seed": 1},
     "hello_temp_0.6_seed_2": {"text": HELLO, "temp": 0.6, "seed": 2},
     "hello_temp_1.0_seed_1": {"text": HELLO, "temp": 1.0, "seed": 1},
+    # Fewer codebooks than the model's (`TTSModel(n_q=...)`, as Kyutai's server runs the 1.6B
+    # at 24 of 32): greedy, and sampled (the draws per step follow the codebooks generated).
+    "hello_n_q_3": {"text": HELLO, "n_q": 3},
+    "hello_temp_0.6_seed_1_n_q_3": {"text": HELLO, "temp": 0.6, "seed": 1, "n_q": 3},
 }
 DEFAULTS = {"voice": VOICE, "cfg": 2.0, "temp": 0.0, "seed": 0}
 
@@ -186,14 +190,22 @@ def main() -> None:
     torch.manual_seed(0)
     info = checkpoint(root / "tts")
     lm_n_q = json.loads((root / "tts" / "config.json").read_text())["n_q"]
-    tts = TTSModel.from_checkpoint_info(
-        info, n_q=lm_n_q, temp=0.0, device="cpu", dtype=torch.float32, max_gen_length=MAX_STEPS
-    )
+    models = {}
+
+    def model(n_q: int) -> TTSModel:
+        # One model per n_q: `generate` sets `lm.dep_q = n_q` on the model it runs.
+        if n_q not in models:
+            models[n_q] = TTSModel.from_checkpoint_info(
+                info, n_q=n_q, temp=0.0, device="cpu", dtype=torch.float32,
+                max_gen_length=MAX_STEPS
+            )
+        return models[n_q]
+
     OUT.mkdir(parents=True, exist_ok=True)
     pcms = {}
     for name, settings in CASES.items():
-        case = {**DEFAULTS, **settings}
-        record, pcm = run(tts, root / "voices", case)
+        case = {**DEFAULTS, "n_q": lm_n_q, **settings}
+        record, pcm = run(model(case["n_q"]), root / "voices", case)
         assert record["end_step"] is not None, f"{name}: no end_step within {MAX_STEPS} steps"
         assert len(record["text_tokens"]) < MAX_STEPS, f"{name}: hit the step cap"
         (OUT / f"{name}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
@@ -208,6 +220,7 @@ def main() -> None:
             same = pcm.shape == pcms["hello"].shape and torch.equal(pcm, pcms["hello"])
             assert not same, f"{name} gives the same audio as hello"
     assert not torch.equal(pcms["hello_temp_0.6_seed_1"], pcms["hello_temp_0.6_seed_2"])
+    assert not torch.equal(pcms["hello_temp_0.6_seed_1"], pcms["hello_temp_0.6_seed_1_n_q_3"])
 
 
 if __name__ == "__main__":
