@@ -11,6 +11,8 @@ mod server_support;
 #[path = "support/stt_tiny.rs"]
 mod stt_tiny;
 mod support;
+#[path = "support/tts_reference.rs"]
+mod tts_reference;
 
 use std::time::Duration;
 
@@ -758,6 +760,65 @@ fn serve_voice_sets_the_default_voice_of_every_tts_route() {
         assert!(unnamed != built_in, "{args:?}: not the built-in default");
         assert!(kyutai_post > 44, "{args:?}");
     }
+}
+
+/// `kyutai serve` generates 24 codebooks of the 1.6B by default (Kyutai's server's `n_q`), all
+/// of a model with fewer (the tiny one has 4), and `--n-q N` exactly N: greedy speech is then the
+/// Python reference's for that many codebooks (`TTSModel(n_q=...)`), sample for sample.
+#[test]
+fn serve_generates_the_codebooks_n_q_asks_for() {
+    let hub = TestHub::start();
+    publish_defaults(&hub);
+    let cache = tempfile::tempdir().unwrap();
+    for (args, fixture) in [(vec![], "hello"), (vec!["--n-q", "3"], "hello_n_q_3")] {
+        // f32 weights, as the reference ran (`serve` takes `--weights`, not KYUTAI_WEIGHTS).
+        let mut command = vec![
+            "serve",
+            "--port",
+            "0",
+            "--no-asr",
+            "--api-key",
+            KEY,
+            "--weights",
+            "f32",
+        ];
+        command.extend(&args);
+        let mut child = KillOnDrop(
+            kyutai_command(&hub, cache.path(), &command)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let addr = listening_addr(&mut child.0);
+        let record = tts_reference::fixture("tts_parity", fixture);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let body = runtime.block_on(async {
+            let response = http_client()
+                .post(format!("http://{addr}/v1/audio/speech"))
+                .bearer_auth(KEY)
+                .json(
+                    &json!({"model": "tts-1", "input": record["text"], "voice": record["voice"],
+                              "response_format": "pcm", "temperature": 0}),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.bytes().await.unwrap().to_vec()
+        });
+        tts_reference::assert_same_pcm16("tts_parity", fixture, &le_i16(&body));
+    }
+    // More codebooks than the model has: the server does not start, and says why.
+    let too_many = kyutai_command(
+        &hub,
+        cache.path(),
+        &["serve", "--port", "0", "--no-asr", "--n-q", "5"],
+    )
+    .output()
+    .unwrap();
+    assert!(!too_many.status.success());
+    let (_, stderr) = output_text(&too_many);
+    assert!(stderr.contains("has 4 audio codebooks"), "{stderr}");
 }
 
 /// A server process, killed when the test ends, also when it fails half-way.

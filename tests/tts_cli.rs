@@ -158,7 +158,7 @@ fn say_speaks_the_reference_audio_for_each_setting() {
         .unwrap()
         .to_string();
     let greedy = ["--temperature", "0"];
-    let cases: [(&str, Vec<&str>); 7] = [
+    let cases: [(&str, Vec<&str>); 9] = [
         ("hello", vec![hello]),
         ("bonjour", vec![bonjour.as_str()]),
         (
@@ -177,6 +177,12 @@ fn say_speaks_the_reference_audio_for_each_setting() {
         (
             "hello_temp_1.0_seed_1",
             vec![hello, "--temperature", "1.0", "--seed", "1"],
+        ),
+        // Fewer codebooks than the model's (`--n-q`, the reference's `TTSModel(n_q=...)`).
+        ("hello_n_q_3", vec![hello, "--n-q", "3"]),
+        (
+            "hello_temp_0.6_seed_1_n_q_3",
+            vec![hello, "--temperature", "0.6", "--seed", "1", "--n-q", "3"],
         ),
     ];
     for (name, settings) in cases {
@@ -221,6 +227,11 @@ fn say_errors_are_one_line_with_a_failing_exit_code() {
             vec!["say", "Hi.", "--cfg-coef", "9", "-o", out_path],
             None,
             "CFG",
+        ),
+        (
+            vec!["say", "Hi.", "--n-q", "5", "-o", out_path],
+            None,
+            "this TTS model has 4 audio codebooks",
         ),
         (
             vec!["say", "-f", "/no/such/file.txt", "-o", out_path],

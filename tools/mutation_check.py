@@ -77,6 +77,27 @@ MUTATIONS = [
         ["pocket_parity"],
     ),
     Mutation(
+        "TTS n_q: Mimi decodes the model's codebooks, not the ones generated",
+        "src/tts/synth.rs",
+        "        mimi.reset_state();\n        let n_q = cfg.dep_q;",
+        "        mimi.reset_state();\n        let n_q = cfg.n_q;",
+        ["tts_parity"],
+    ),
+    Mutation(
+        "TTS n_q: the codebooks not generated are fed as sampled tokens, not zero tokens",
+        "src/tts/generate.rs",
+        "if offset < self.delays[q + 1] + self.delay_steps || q >= self.generated {",
+        "if offset < self.delays[q + 1] + self.delay_steps {",
+        ["tts_parity"],
+    ),
+    Mutation(
+        "TTS n_q: kyutai serve ignores --n-q",
+        "src/server/config.rs",
+        "        models.tts_n_q = self.tts_n_q;\n",
+        "",
+        ["server_openai"],
+    ),
+    Mutation(
         "OpenAI routes: OpenAI's voice names not mapped to Kyutai voices",
         "src/server/openai/voices.rs",
         "match TABLE.iter().find(|(openai, _, _)| *openai == name) {",

@@ -117,6 +117,10 @@ enum Command {
         /// Classifier-free guidance coefficient (default 2.0).
         #[arg(long = "cfg-coef")]
         cfg_coef: Option<f32>,
+        /// Audio codebooks the 1.6B generates (default: all 32, as Kyutai's scripts; Kyutai's
+        /// server uses 24): fewer is faster, with less audio detail.
+        #[arg(long = "n-q", value_name = "N")]
+        n_q: Option<usize>,
         /// How the language model's weights are held: f32, q8 or q4 on the CPU (default q8;
         /// quantized once at the first use and kept in the cache), bf16 or f16 on GPUs.
         #[arg(long, value_name = "f32|bf16|q8|q4", env = "KYUTAI_WEIGHTS")]
@@ -228,8 +232,13 @@ async fn run(cli: Cli) -> Result<ExitCode, MoshiError> {
             seed,
             temperature,
             cfg_coef,
+            n_q,
             weights,
         } => {
+            let config = match n_q {
+                Some(n) => config.tts_n_q(n),
+                None => config,
+            };
             let config = match weights {
                 Some(w) => config.tts_weights(w),
                 None => config,
@@ -721,6 +730,10 @@ mod serve {
         /// Do not serve text-to-speech.
         #[arg(long)]
         no_tts: bool,
+        /// Audio codebooks the 1.6B TTS generates [default: 24, as Kyutai's TTS server, or all
+        /// of a model with fewer]; 32 is the 1.6B's all, as `kyutai say` speaks.
+        #[arg(long = "n-q", value_name = "N")]
+        n_q: Option<usize>,
         /// The voice of every TTS route when a client names none (a file of the voices
         /// repository for the 1.6B, `vctk/p226_023.wav`; a Pocket voice name, `jean`). The
         /// server checks it at start, as it checks the models.
@@ -782,6 +795,9 @@ mod serve {
         config.api_keys.extend(options.api_keys);
         if let Some(path) = &options.api_keys_file {
             config = config.api_keys_file(path)?;
+        }
+        if let Some(n) = options.n_q.or(file.n_q) {
+            config = config.tts_n_q(n);
         }
         config.lazy |= options.lazy;
         config.asr &= !options.no_asr;

@@ -37,7 +37,14 @@ pub struct ServerConfig {
     pub tts: bool,
     /// Sizes and timeouts.
     pub limits: Limits,
+    /// Audio codebooks the 1.6B TTS generates (default: at most 24, as Kyutai's TTS server's
+    /// `n_q = 24`).
+    pub tts_n_q: crate::models::TtsCodebooks,
 }
+
+/// The codebooks Kyutai's TTS server generates (delayed-streams-modeling
+/// `configs/config-tts.toml`: `n_q = 24`).
+pub const SERVER_TTS_N_Q: usize = 24;
 
 /// Sizes and timeouts that keep one client from harming the others.
 #[derive(Debug, Clone)]
@@ -95,6 +102,7 @@ impl Default for ServerConfig {
             asr: true,
             tts: true,
             limits: Limits::default(),
+            tts_n_q: crate::models::TtsCodebooks::AtMost(SERVER_TTS_N_Q),
         }
     }
 }
@@ -158,10 +166,20 @@ impl ServerConfig {
         &self,
         models: crate::models::KyutaiModelConfig,
     ) -> crate::models::KyutaiModelConfig {
-        models
+        let mut models = models
             .batch_size(self.batch_size)
             .max_conversations(self.batch_size)
-            .tts_batch_size(self.batch_size)
+            .tts_batch_size(self.batch_size);
+        models.tts_n_q = self.tts_n_q;
+        models
+    }
+
+    /// Generate `n_q` audio codebooks with the 1.6B TTS (see
+    /// [`KyutaiModelConfig::tts_n_q`](crate::models::KyutaiModelConfig::tts_n_q); default 24,
+    /// as Kyutai's TTS server, or all of a model with fewer).
+    pub fn tts_n_q(mut self, n_q: usize) -> Self {
+        self.tts_n_q = crate::models::TtsCodebooks::Exactly(n_q);
+        self
     }
 
     /// Checks the settings before anything starts.
@@ -236,6 +254,8 @@ pub struct ServerFile {
     pub stt_repo: Option<String>,
     /// The voices repository.
     pub voices_repo: Option<String>,
+    /// Audio codebooks the 1.6B TTS generates (as `--n-q`).
+    pub n_q: Option<usize>,
     /// The voice used when a client names none: `voice = "NAME"` (as `--voice`), or
     /// `default_voice = "NAME"`.
     #[serde(alias = "voice")]
@@ -359,6 +379,8 @@ mod tests {
                 "{key}"
             );
         }
+        let file: ServerFile = toml::from_str("n_q = 24").unwrap();
+        assert_eq!(file.n_q, Some(24));
         // Both at once is a mistake the file's reader reports.
         assert!(toml::from_str::<ServerFile>("voice = \"a\"\ndefault_voice = \"b\"").is_err());
     }
