@@ -190,6 +190,24 @@ async fn fewer_codebooks_give_the_references_tokens_and_waveform() {
         let all = tts_reference::reference_pcm(DIR, name.trim_end_matches("_n_q_3"));
         assert_clearly_different(name, &pcm, &all);
     }
+    // Two of four: the depformer's steps share weight sets (schedule [0, 1, 2, 2]), stacked in
+    // the file; the first two steps use two of the three, and the model still loads and speaks.
+    let two = load_with(|config| config.tts_n_q(2)).await;
+    assert_eq!(two.model.lm.cfg.dep_q, 2);
+    let conditions = conditions(&two, VOICE, 2.0).await;
+    let mut samples = 0;
+    two.model
+        .synthesize_segment(
+            "Hello.",
+            &conditions,
+            &synthesis_settings(&case("hello")),
+            &mut |c| {
+                samples += c.len();
+                true
+            },
+        )
+        .unwrap();
+    assert!(samples > 0);
     let hub = TestHub::start();
     publish_defaults(&hub);
     let cache = tempfile::tempdir().unwrap();

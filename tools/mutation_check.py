@@ -91,6 +91,13 @@ MUTATIONS = [
         ["tts_parity"],
     ),
     Mutation(
+        "TTS n_q: the depformer's schedule cut to n_q steps (the file's stacked weight sets no longer load)",
+        "src/tts/config.rs",
+        "        self.dep_q = n_q;\n        Ok(self)",
+        "        self.dep_q = n_q;\n        self.depformer_schedule.truncate(n_q);\n        Ok(self)",
+        ["tts_parity"],
+    ),
+    Mutation(
         "TTS n_q: kyutai serve ignores --n-q",
         "src/server/config.rs",
         "        models.tts_n_q = self.tts_n_q;\n",

@@ -155,8 +155,9 @@ impl TtsConfig {
                 self.n_q, self.n_q
             )));
         }
+        // The schedule stays whole: the file stacks every weight set of the depformer's steps
+        // (the 1.6B's 32 steps share 11), and the first `n_q` steps use theirs from it.
         self.dep_q = n_q;
-        self.depformer_schedule.truncate(n_q);
         Ok(self)
     }
 

@@ -9,7 +9,9 @@
 #
 # Environment: KYUTAI (the binary; default target/release/kyutai), BENCH_ROOT (default
 # /work/bigmodels: hub/ and audio/ from make_real_size.py), REPEAT (runs per input, the fastest
-# is kept; default 1). A setting of `-` runs the binary without --weights (an older build).
+# is kept; default 1), SAY_ARGS (more arguments for `say`, e.g. `--n-q 24`). A setting of `-`
+# runs the binary without --weights (an older build). The 1.6B needs KYUTAI_TTS_MODEL=dsm on a
+# CPU (where the default TTS is Pocket TTS).
 # Prints one line per run and a summary line per setting; the load average is printed too.
 set -euo pipefail
 
@@ -63,8 +65,9 @@ while, with several sentences, so that many frames are generated. The difference
 between this text and the short one gives the cost of one frame."
         for len in short long; do
             text=${!len}
+            # shellcheck disable=SC2086
             read -r t c rss < <(timed "$KYUTAI" --offline -q --cache-dir "$HUB" say \
-                "${weights[@]}" --seed 1 -o "$out/say.wav" "$text")
+                "${weights[@]}" ${SAY_ARGS:-} --seed 1 -o "$out/say.wav" "$text")
             audio=$(sed -n 's/.*(\([0-9.]*\) s of audio).*/\1/p' "$out/stderr")
             # Steps: the audio's frames plus the 16-step audio delay, 2 dropped frames and the
             # final padding (4).
